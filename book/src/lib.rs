@@ -1,0 +1,29 @@
+//! # hermes-book
+//!
+//! The numeric core of Hermes: exact fixed-point decimals ([`fixed`]) and the full-depth
+//! L2 order book ([`OrderBook`]).
+//!
+//! Prices and sizes travel as `i64` mantissas ([`Price`], [`Qty`]) with a per-instrument
+//! number of decimals ([`Scale`]); [`parse_decimal`] turns wire text into a mantissa with
+//! no float and no rounding, and [`Decimal`] prints it back exactly.
+//!
+//! [`OrderBook`] keeps every level of both sides with O(1) best bid/ask, allocation-free
+//! top-N iteration, bulk snapshot loading, and crossed/locked detection that reports
+//! without altering what the venue sent.
+//!
+//! ```
+//! use hermes_book::{parse_decimal, Decimal, OrderBook, Price, Qty, Side};
+//!
+//! let px = parse_decimal(b"65083.66", 8).unwrap();
+//! let qty = parse_decimal(b"0.20371215", 8).unwrap();
+//! let mut book = OrderBook::default();
+//! book.set(Side::Bid, Price(px), Qty(qty));
+//! let best = book.best_bid().unwrap();
+//! assert_eq!(Decimal::new(best.price.0, 8).to_string(), "65083.66");
+//! ```
+
+pub mod fixed;
+mod ladder;
+
+pub use fixed::{parse_decimal, Decimal, DecimalError, Price, Qty, Scale};
+pub use ladder::{Change, Level, OrderBook, Side};
