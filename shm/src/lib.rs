@@ -1,1 +1,289 @@
-//! placeholder
+//! # hermes-shm
+//!
+//! The shared-memory region through which Hermes hands top-of-book to strategies on the
+//! same host: one file (by default under `/dev/shm`), a header, an instrument directory,
+//! and one cache-line-aligned slot per instrument guarded by a seqlock. The byte layout is
+//! documented in `shm/LAYOUT.md` and mirrored by the C header
+//! (`shm/include/hermes_shm.h`) and the stdlib-only Python reader
+//! (`shm/python/hermes_shm.py`).
+//!
+//! Main types: [`ShmWriter`] (one per file, owned by the engine's book thread),
+//! [`ShmReader`] (any number, any process), [`TopOfBook`] (a consistent copy of a slot),
+//! [`Instrument`] (a directory entry).
+//!
+//! ```
+//! use hermes_shm::{Instrument, ShmReader, ShmWriter, TopOfBook, Venue, WriterOptions};
+//! let dir = std::env::temp_dir().join(format!("hermes-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("region");
+//! let mut writer = ShmWriter::create(&path, WriterOptions::default()).unwrap();
+//! let slot = writer.add_instrument(Venue::Binance, "BTCUSDT", 8, 8).unwrap();
+//! let mut tob = TopOfBook::default();
+//! tob.bid_px = 6_183_763_000_000;
+//! tob.bid_qty = 100_000_000;
+//! writer.publish(slot, &tob);
+//!
+//! // SAFETY: the file is ours and nobody truncates it while it is mapped.
+//! let reader = unsafe { ShmReader::open(&path) }.unwrap();
+//! let inst = &reader.instruments()[0];
+//! assert_eq!(inst.symbol, "BTCUSDT");
+//! assert_eq!(reader.read(inst.slot).bid_px, 6_183_763_000_000);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+pub mod layout;
+pub mod seqlock;
+mod sync;
+
+#[cfg(not(loom))]
+mod region;
+#[cfg(not(loom))]
+pub use region::{ShmReader, ShmWriter, WriterOptions, WriterStatus};
+
+use layout::{slot, DEPTH, SLOT_WORDS};
+
+/// Slot flag: the instrument's book is being rebuilt after a gap; do not trust it.
+pub const FLAG_STALE: u64 = 1;
+/// Slot flag: best bid ≥ best ask (locked or crossed) as the venue sent it.
+pub const FLAG_CROSSED: u64 = 1 << 1;
+/// Slot flag: the bid side has a best level.
+pub const FLAG_HAS_BID: u64 = 1 << 2;
+/// Slot flag: the ask side has a best level.
+pub const FLAG_HAS_ASK: u64 = 1 << 3;
+/// Slot flag: best bid/ask came from a ticker newer than the depth book (Binance
+/// `bookTicker`), not from the book's levels.
+pub const FLAG_BBO_FROM_TICKER: u64 = 1 << 4;
+
+/// Venue codes stored in the directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Venue {
+    /// Coinbase Advanced Trade.
+    Coinbase = 1,
+    /// Binance spot.
+    Binance = 2,
+    /// Ticks posted to the webhook.
+    Webhook = 3,
+}
+
+impl Venue {
+    /// The lowercase name used on the CLI and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Venue::Coinbase => "coinbase",
+            Venue::Binance => "binance",
+            Venue::Webhook => "webhook",
+        }
+    }
+
+    /// The venue for a directory code.
+    pub fn from_code(code: u8) -> Option<Venue> {
+        match code {
+            1 => Some(Venue::Coinbase),
+            2 => Some(Venue::Binance),
+            3 => Some(Venue::Webhook),
+            _ => None,
+        }
+    }
+}
+
+/// A slot index in the region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotIndex(pub u32);
+
+/// A directory entry: which slot holds which instrument, and its decimals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instrument {
+    /// The venue.
+    pub venue: Venue,
+    /// The venue's symbol (`BTC-USD`, `BTCUSDT`).
+    pub symbol: String,
+    /// Decimals of price mantissas.
+    pub price_decimals: u8,
+    /// Decimals of size mantissas.
+    pub size_decimals: u8,
+    /// Its slot.
+    pub slot: SlotIndex,
+}
+
+/// A consistent copy of one slot. Prices and sizes are mantissas at the instrument's
+/// decimals; times are Unix nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TopOfBook {
+    /// Seqlock sequence of this copy (even; increases by 2 per publication).
+    pub seq: u64,
+    /// Venue update id / sequence of the last applied message.
+    pub update_id: u64,
+    /// Exchange time of the last applied message (0 when the venue gives none).
+    pub exch_ts_ns: i64,
+    /// Receive time of the frame.
+    pub recv_ts_ns: i64,
+    /// Publication time.
+    pub publish_ts_ns: i64,
+    /// Publications of this slot since the writer started.
+    pub updates: u64,
+    /// `FLAG_*` bits.
+    pub flags: u64,
+    /// Best bid price.
+    pub bid_px: i64,
+    /// Best bid size.
+    pub bid_qty: i64,
+    /// Best ask price.
+    pub ask_px: i64,
+    /// Best ask size.
+    pub ask_qty: i64,
+    /// Valid entries in `bids`.
+    pub bid_levels: u32,
+    /// Valid entries in `asks`.
+    pub ask_levels: u32,
+    /// Top bid levels `(price, size)`, best first.
+    pub bids: [(i64, i64); DEPTH],
+    /// Top ask levels `(price, size)`, best first.
+    pub asks: [(i64, i64); DEPTH],
+    /// Last trade price.
+    pub last_trade_px: i64,
+    /// Last trade size.
+    pub last_trade_qty: i64,
+    /// Last trade time.
+    pub last_trade_ts_ns: i64,
+    /// Last trade aggressor: 0 unknown, 1 buy, 2 sell.
+    pub last_trade_side: u8,
+    /// Trades seen.
+    pub trades: u64,
+}
+
+impl TopOfBook {
+    /// `true` while the book is being rebuilt after a gap.
+    pub fn is_stale(&self) -> bool {
+        self.flags & FLAG_STALE != 0
+    }
+
+    /// The valid bid levels.
+    pub fn bid_levels(&self) -> &[(i64, i64)] {
+        &self.bids[..(self.bid_levels as usize).min(DEPTH)]
+    }
+
+    /// The valid ask levels.
+    pub fn ask_levels(&self) -> &[(i64, i64)] {
+        &self.asks[..(self.ask_levels as usize).min(DEPTH)]
+    }
+
+    /// Encodes into slot words (word 0, the sequence, is left out: `out[i]` is word `i+1`).
+    pub fn encode(&self, out: &mut [u64; SLOT_WORDS - 1]) {
+        let mut w = [0u64; SLOT_WORDS];
+        w[slot::UPDATE_ID] = self.update_id;
+        w[slot::EXCH_TS_NS] = self.exch_ts_ns as u64;
+        w[slot::RECV_TS_NS] = self.recv_ts_ns as u64;
+        w[slot::PUBLISH_TS_NS] = self.publish_ts_ns as u64;
+        w[slot::UPDATES] = self.updates;
+        w[slot::FLAGS] = self.flags;
+        w[slot::LEVEL_COUNTS] = self.bid_levels as u64 | (self.ask_levels as u64) << 32;
+        w[slot::BID_PX] = self.bid_px as u64;
+        w[slot::BID_QTY] = self.bid_qty as u64;
+        w[slot::ASK_PX] = self.ask_px as u64;
+        w[slot::ASK_QTY] = self.ask_qty as u64;
+        for i in 0..DEPTH {
+            w[slot::BIDS + 2 * i] = self.bids[i].0 as u64;
+            w[slot::BIDS + 2 * i + 1] = self.bids[i].1 as u64;
+            w[slot::ASKS + 2 * i] = self.asks[i].0 as u64;
+            w[slot::ASKS + 2 * i + 1] = self.asks[i].1 as u64;
+        }
+        w[slot::LAST_TRADE_PX] = self.last_trade_px as u64;
+        w[slot::LAST_TRADE_QTY] = self.last_trade_qty as u64;
+        w[slot::LAST_TRADE_TS_NS] = self.last_trade_ts_ns as u64;
+        w[slot::LAST_TRADE_SIDE] = self.last_trade_side as u64;
+        w[slot::TRADES] = self.trades;
+        out.copy_from_slice(&w[1..]);
+    }
+
+    /// Decodes slot words as produced by [`TopOfBook::encode`], with the sequence `seq`.
+    pub fn decode(seq: u64, words: &[u64; SLOT_WORDS - 1]) -> TopOfBook {
+        let w = |i: usize| words[i - 1];
+        let mut t = TopOfBook {
+            seq,
+            update_id: w(slot::UPDATE_ID),
+            exch_ts_ns: w(slot::EXCH_TS_NS) as i64,
+            recv_ts_ns: w(slot::RECV_TS_NS) as i64,
+            publish_ts_ns: w(slot::PUBLISH_TS_NS) as i64,
+            updates: w(slot::UPDATES),
+            flags: w(slot::FLAGS),
+            bid_levels: (w(slot::LEVEL_COUNTS) & 0xffff_ffff) as u32,
+            ask_levels: (w(slot::LEVEL_COUNTS) >> 32) as u32,
+            bid_px: w(slot::BID_PX) as i64,
+            bid_qty: w(slot::BID_QTY) as i64,
+            ask_px: w(slot::ASK_PX) as i64,
+            ask_qty: w(slot::ASK_QTY) as i64,
+            last_trade_px: w(slot::LAST_TRADE_PX) as i64,
+            last_trade_qty: w(slot::LAST_TRADE_QTY) as i64,
+            last_trade_ts_ns: w(slot::LAST_TRADE_TS_NS) as i64,
+            last_trade_side: w(slot::LAST_TRADE_SIDE) as u8,
+            trades: w(slot::TRADES),
+            ..TopOfBook::default()
+        };
+        for i in 0..DEPTH {
+            t.bids[i] = (
+                w(slot::BIDS + 2 * i) as i64,
+                w(slot::BIDS + 2 * i + 1) as i64,
+            );
+            t.asks[i] = (
+                w(slot::ASKS + 2 * i) as i64,
+                w(slot::ASKS + 2 * i + 1) as i64,
+            );
+        }
+        t
+    }
+}
+
+/// Errors opening or creating a region. Messages say what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShmError {
+    /// An I/O error on the file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file does not start with the Hermes magic.
+    #[error("{path}: not a Hermes shm file (bad magic); is the path right?")]
+    BadMagic {
+        /// The file.
+        path: String,
+    },
+    /// A layout version this reader does not understand.
+    #[error("{path}: shm layout version {found}, this reader understands version {expected}; use a matching hermes build")]
+    Version {
+        /// The file.
+        path: String,
+        /// Version in the file.
+        found: u32,
+        /// Version this crate reads.
+        expected: u32,
+    },
+    /// The file is shorter than its header says.
+    #[error("{path}: file is {len} bytes but its header needs {need}; the writer may be starting or the file is damaged")]
+    Truncated {
+        /// The file.
+        path: String,
+        /// Its length.
+        len: u64,
+        /// The length the header implies.
+        need: u64,
+    },
+    /// Every slot is taken.
+    #[error("all {slots} slots are in use; recreate the region with more slots (--shm-slots)")]
+    Full {
+        /// The slot count.
+        slots: u32,
+    },
+    /// A symbol longer than a directory entry holds.
+    #[error("symbol {symbol:?} is longer than {max} bytes")]
+    SymbolTooLong {
+        /// The symbol.
+        symbol: String,
+        /// The limit.
+        max: usize,
+    },
+}

@@ -1,0 +1,464 @@
+//! Binance spot frames: combined streams `{"stream":…, "data":{…}}` (or bare payloads)
+//! carrying `trade`, `aggTrade`, `bookTicker` (no `e`: `u`,`s`,`b`,`B`,`a`,`A`) and
+//! `depthUpdate` (`U`,`u`,`b`,`a`), plus REST depth snapshots (`lastUpdateId`).
+//!
+//! Diff-depth sync follows Binance's documented procedure, per symbol: until a snapshot
+//! arrives, diffs are buffered (raw); at a snapshot with `lastUpdateId = L`, buffered
+//! diffs with `u ≤ L` are dropped, and a diff is applied only if it covers the next id,
+//! `U ≤ last+1 ≤ u` (for the first one after the snapshot that is the straddle rule; for
+//! later ones it is `U == prev u + 1`, overlaps being harmless because sizes are
+//! absolute). A diff starting past `last+1` is a gap: the symbol is marked stale, keeps
+//! its old levels visible, and buffers again until the next snapshot.
+
+use std::collections::VecDeque;
+
+use hermes_book::{Price, Qty, Side};
+
+use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, Frame, FrameKind};
+use crate::event::{Event, InstId, TradeSide, Venue};
+use crate::json::Scanner;
+
+#[derive(Debug)]
+enum Sync {
+    /// Waiting for a snapshot; raw diffs with their receive times.
+    Unsynced { buf: Vec<(Vec<u8>, i64)>, bytes: usize },
+    /// Book valid up to `last_u`.
+    Synced { last_u: u64 },
+}
+
+impl Default for Sync {
+    fn default() -> Self {
+        Sync::Unsynced {
+            buf: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+/// What to do with a diff, decided from `U`/`u` before its levels are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    Apply,
+    /// `u ≤` book id: old or duplicate.
+    Skip,
+    /// No snapshot yet: keep the raw frame.
+    Buffer,
+    /// Missed ids: go stale, buffer.
+    Gap,
+}
+
+/// Per-symbol diff-depth sync state.
+#[derive(Debug, Default)]
+pub(crate) struct BinanceState {
+    books: Vec<Sync>,
+    replay: VecDeque<(Vec<u8>, i64)>,
+}
+
+impl BinanceState {
+    fn book(&mut self, inst: InstId) -> &mut Sync {
+        let i = inst.0 as usize;
+        if self.books.len() <= i {
+            self.books.resize_with(i + 1, Sync::default);
+        }
+        &mut self.books[i]
+    }
+
+    fn plan(&mut self, inst: InstId, first_id: u64, last_id: u64) -> Plan {
+        match *self.book(inst) {
+            Sync::Unsynced { .. } => Plan::Buffer,
+            Sync::Synced { last_u } => {
+                if last_id <= last_u {
+                    Plan::Skip
+                } else if first_id <= last_u + 1 {
+                    Plan::Apply
+                } else {
+                    Plan::Gap
+                }
+            }
+        }
+    }
+
+    pub(crate) fn next_replay(&mut self) -> Option<(Vec<u8>, i64)> {
+        self.replay.pop_front()
+    }
+
+    pub(crate) fn unsynced(&self) -> Vec<(InstId, usize)> {
+        self.books
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b {
+                Sync::Unsynced { buf, .. } if !buf.is_empty() => Some((InstId(i as u32), buf.len())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    e: Option<&'a [u8]>,
+    sym: Option<(&'a [u8], usize)>,
+    event_ms: Option<u64>,
+    trade_ms: Option<u64>,
+    first_id: Option<u64>,
+    last_id: Option<u64>,
+    trade_id: Option<u64>,
+    agg_id: Option<u64>,
+    price: Option<(&'a [u8], usize)>,
+    qty: Option<(&'a [u8], usize)>,
+    bid: Option<(&'a [u8], usize)>,
+    bid_qty: Option<(&'a [u8], usize)>,
+    ask: Option<(&'a [u8], usize)>,
+    ask_qty: Option<(&'a [u8], usize)>,
+    bids_at: Option<usize>,
+    asks_at: Option<usize>,
+    buyer_maker: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorFrame<'a> {
+    code: Option<i64>,
+    #[serde(borrow)]
+    msg: Option<&'a str>,
+}
+
+fn num(s: &mut Scanner<'_>, field: &'static str) -> Result<u64, DecodeError> {
+    s.u64()
+        .map_err(|e| DecodeError::new(ErrorKind::Json(e), field, e.offset))
+}
+
+fn ms_to_ns(ms: Option<u64>) -> i64 {
+    ms.map(|m| (m as i64).saturating_mul(1_000_000)).unwrap_or(0)
+}
+
+impl Decoder {
+    pub(crate) fn decode_binance(&mut self, frame: &Frame<'_>) -> Result<(), DecodeError> {
+        if let FrameKind::RestDepth { symbol } = frame.kind {
+            return self.binance_snapshot(frame, symbol);
+        }
+        let mut s = Scanner::new(frame.data);
+        s.object_begin()?;
+        let mut first = true;
+        let mut saw_data = false;
+        let mut foreign = false;
+        while let Some(k) = s.key(&mut first)? {
+            match k {
+                b"data" => {
+                    self.binance_payload(&mut s, frame)?;
+                    saw_data = true;
+                }
+                b"stream" => {
+                    s.string()?;
+                }
+                _ => {
+                    foreign = true;
+                    s.skip()?;
+                }
+            }
+        }
+        s.end()?;
+        if saw_data {
+            return Ok(());
+        }
+        if foreign {
+            let data = frame.data;
+            if let Ok(e) = sonic_rs::from_slice::<ErrorFrame<'_>>(data) {
+                if let (Some(code), Some(msg)) = (e.code, e.msg) {
+                    self.sh.last_venue_error = Some(format!("code {code}: {msg}"));
+                    return Err(DecodeError::new(ErrorKind::VenueError, "msg", 0));
+                }
+            }
+            // A subscribe acknowledgement: {"result":null,"id":1}.
+            if sonic_rs::get_from_slice(data, &["result"]).is_ok()
+                && sonic_rs::get_from_slice(data, &["id"]).is_ok()
+            {
+                self.sh.stats.ignored += 1;
+                return Ok(());
+            }
+            // A bare (non-combined) payload.
+            return self.binance_payload(&mut Scanner::new(data), frame);
+        }
+        Err(DecodeError::new(ErrorKind::Missing, "data", 0))
+    }
+
+    fn binance_payload(&mut self, s: &mut Scanner<'_>, frame: &Frame<'_>) -> Result<(), DecodeError> {
+        s.object_begin()?;
+        let mut first = true;
+        let mut f = Fields::default();
+        let mut plan: Option<(InstId, Plan)> = None;
+        while let Some(k) = s.key(&mut first)? {
+            let at = s.offset();
+            match k {
+                b"e" => f.e = Some(s.string()?),
+                b"s" => f.sym = Some((s.string()?, at)),
+                b"E" => f.event_ms = Some(num(s, "E")?),
+                b"T" => f.trade_ms = Some(num(s, "T")?),
+                b"U" => f.first_id = Some(num(s, "U")?),
+                b"u" => f.last_id = Some(num(s, "u")?),
+                b"t" => f.trade_id = Some(num(s, "t")?),
+                b"p" => f.price = Some((s.string()?, at)),
+                b"q" => f.qty = Some((s.string()?, at)),
+                b"B" => f.bid_qty = Some((s.string()?, at)),
+                b"A" => f.ask_qty = Some((s.string()?, at)),
+                b"m" => f.buyer_maker = Some(s.bool()?),
+                b"b" | b"a" => {
+                    let bids = k == b"b";
+                    match s.peek() {
+                        Some(b'"') => {
+                            let v = Some((s.string()?, at));
+                            if bids {
+                                f.bid = v
+                            } else {
+                                f.ask = v
+                            }
+                        }
+                        Some(b'[') => {
+                            // Apply inline when the header came first (Binance's own
+                            // order); otherwise note where the array is and come back.
+                            if plan.is_none() && f.e == Some(b"depthUpdate") {
+                                if let (Some((sym, sat)), Some(fi), Some(li)) = (f.sym, f.first_id, f.last_id) {
+                                    let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                                    plan = Some((inst, self.bn.plan(inst, fi, li)));
+                                }
+                            }
+                            match plan {
+                                Some((inst, Plan::Apply)) => {
+                                    let side = if bids { Side::Bid } else { Side::Ask };
+                                    self.depth_levels(s, inst, side, if bids { "b" } else { "a" })?;
+                                }
+                                _ => {
+                                    if bids {
+                                        f.bids_at = Some(at)
+                                    } else {
+                                        f.asks_at = Some(at)
+                                    }
+                                    s.skip()?;
+                                }
+                            }
+                        }
+                        _ if !bids => f.agg_id = Some(num(s, "a")?),
+                        _ => return Err(DecodeError::new(ErrorKind::BadValue, "b", at)),
+                    }
+                }
+                _ => {
+                    s.skip()?;
+                }
+            }
+        }
+        let end = s.offset();
+        let missing = |field| DecodeError::new(ErrorKind::Missing, field, end);
+        let (sym, sat) = f.sym.ok_or(missing("s"))?;
+        match f.e {
+            Some(b"depthUpdate") => {
+                let fi = f.first_id.ok_or(missing("U"))?;
+                let li = f.last_id.ok_or(missing("u"))?;
+                if fi > li {
+                    return Err(DecodeError::new(ErrorKind::BadValue, "U", end));
+                }
+                let (inst, p) = match plan {
+                    Some(p) => p,
+                    None => {
+                        let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                        (inst, self.bn.plan(inst, fi, li))
+                    }
+                };
+                let input = s.input();
+                if p == Plan::Apply {
+                    for (at, side, name) in [(f.bids_at, Side::Bid, "b"), (f.asks_at, Side::Ask, "a")] {
+                        if let Some(at) = at {
+                            self.depth_levels(&mut Scanner::at(input, at), inst, side, name)?;
+                        }
+                    }
+                }
+                self.depth_outcome(inst, p, li, ms_to_ns(f.event_ms), frame);
+                Ok(())
+            }
+            Some(b"trade") | Some(b"aggTrade") => {
+                let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                let scale = self.sh.inst.scale(inst);
+                let id = if f.e == Some(b"trade") {
+                    f.trade_id.ok_or(missing("t"))?
+                } else {
+                    f.agg_id.ok_or(missing("a"))?
+                };
+                let (p, pat) = f.price.ok_or(missing("p"))?;
+                let (q, qat) = f.qty.ok_or(missing("q"))?;
+                self.sh.pending.push(Event::Trade {
+                    inst,
+                    side: match f.buyer_maker {
+                        Some(true) => TradeSide::Sell,
+                        Some(false) => TradeSide::Buy,
+                        None => TradeSide::Unknown,
+                    },
+                    trade_id: id,
+                    price: Price(dec(p, scale.price_decimals, "p", pat)?),
+                    qty: Qty(dec(q, scale.size_decimals, "q", qat)?),
+                    ts_ns: ms_to_ns(f.trade_ms.or(f.event_ms)),
+                });
+                Ok(())
+            }
+            None if f.last_id.is_some() && f.bid.is_some() && f.ask.is_some() => {
+                let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                let scale = self.sh.inst.scale(inst);
+                let (b, bat) = f.bid.ok_or(missing("b"))?;
+                let (a, aat) = f.ask.ok_or(missing("a"))?;
+                let (bq, bqat) = f.bid_qty.ok_or(missing("B"))?;
+                let (aq, aqat) = f.ask_qty.ok_or(missing("A"))?;
+                self.sh.pending.push(Event::Quote {
+                    inst,
+                    update_id: f.last_id.ok_or(missing("u"))?,
+                    bid_px: Price(dec(b, scale.price_decimals, "b", bat)?),
+                    bid_qty: Qty(dec(bq, scale.size_decimals, "B", bqat)?),
+                    ask_px: Price(dec(a, scale.price_decimals, "a", aat)?),
+                    ask_qty: Qty(dec(aq, scale.size_decimals, "A", aqat)?),
+                    recv_ts_ns: frame.recv_ts_ns,
+                });
+                Ok(())
+            }
+            Some(b"24hrTicker" | b"24hrMiniTicker" | b"kline" | b"avgPrice") => {
+                self.sh.stats.ignored += 1;
+                Ok(())
+            }
+            _ => Err(DecodeError::new(ErrorKind::UnknownType, "e", 0)),
+        }
+    }
+
+    /// Applies the sync decision for a fully parsed diff.
+    fn depth_outcome(&mut self, inst: InstId, plan: Plan, last_id: u64, exch_ts_ns: i64, frame: &Frame<'_>) {
+        match plan {
+            Plan::Apply => {
+                *self.bn.book(inst) = Sync::Synced { last_u: last_id };
+                self.sh.pending.push(Event::Commit {
+                    inst,
+                    update_id: last_id,
+                    exch_ts_ns,
+                    recv_ts_ns: frame.recv_ts_ns,
+                });
+            }
+            Plan::Skip => self.sh.stats.stale_frames += 1,
+            Plan::Gap => {
+                self.sh.stats.gaps += 1;
+                self.sh.set_stale(inst, true);
+                *self.bn.book(inst) = Sync::default();
+                self.buffer(inst, frame);
+            }
+            Plan::Buffer => self.buffer(inst, frame),
+        }
+    }
+
+    fn buffer(&mut self, inst: InstId, frame: &Frame<'_>) {
+        let cap = self.max_buffer_bytes;
+        self.sh.stats.buffered += 1;
+        if let Sync::Unsynced { buf, bytes } = self.bn.book(inst) {
+            if *bytes + frame.data.len() > cap {
+                buf.clear();
+                *bytes = 0;
+                self.sh.stats.buffer_overflows += 1;
+            }
+            *bytes += frame.data.len();
+            buf.push((frame.data.to_vec(), frame.recv_ts_ns));
+        }
+    }
+
+    fn depth_levels(&mut self, s: &mut Scanner<'_>, inst: InstId, side: Side, field: &'static str) -> Result<(), DecodeError> {
+        let scale = self.sh.inst.scale(inst);
+        s.array_begin()?;
+        let mut first = true;
+        let mut i = 0u32;
+        while s.elem(&mut first)? {
+            let r = (|| {
+                s.array_begin()?;
+                let mut f = true;
+                if !s.elem(&mut f)? {
+                    return Err(DecodeError::new(ErrorKind::Missing, field, s.offset()));
+                }
+                let at = s.offset();
+                let price = dec(s.string()?, scale.price_decimals, field, at)?;
+                if !s.elem(&mut f)? {
+                    return Err(DecodeError::new(ErrorKind::Missing, field, s.offset()));
+                }
+                let at = s.offset();
+                let qty = dec(s.string()?, scale.size_decimals, field, at)?;
+                if s.elem(&mut f)? {
+                    return Err(DecodeError::new(ErrorKind::BadValue, field, s.offset()));
+                }
+                self.sh.pending.push(Event::Level {
+                    inst,
+                    side,
+                    price: Price(price),
+                    qty: Qty(qty),
+                });
+                Ok(())
+            })();
+            r.map_err(|e: DecodeError| e.at_index(i))?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// A REST `/api/v3/depth` body for `symbol`.
+    fn binance_snapshot(&mut self, frame: &Frame<'_>, symbol: &[u8]) -> Result<(), DecodeError> {
+        let inst = self.sh.inst.resolve(Venue::Binance, symbol, &mut self.sh.defines, "symbol", 0)?;
+        let mut s = Scanner::new(frame.data);
+        s.object_begin()?;
+        let mut first = true;
+        let mut last_id = None;
+        self.sh.pending.push(Event::Snapshot { inst });
+        while let Some(k) = s.key(&mut first)? {
+            match k {
+                b"lastUpdateId" => last_id = Some(num(&mut s, "lastUpdateId")?),
+                b"bids" => self.depth_levels(&mut s, inst, Side::Bid, "bids")?,
+                b"asks" => self.depth_levels(&mut s, inst, Side::Ask, "asks")?,
+                b"code" | b"msg" => {
+                    self.sh.last_venue_error = Some(String::from_utf8_lossy(frame.data).into_owned());
+                    return Err(DecodeError::new(ErrorKind::VenueError, "msg", 0));
+                }
+                _ => {
+                    s.skip()?;
+                }
+            }
+        }
+        s.end()?;
+        let l = last_id.ok_or(DecodeError::new(ErrorKind::Missing, "lastUpdateId", s.offset()))?;
+        if let Sync::Synced { last_u } = *self.bn.book(inst) {
+            if l <= last_u {
+                // Our book is already at or past this snapshot.
+                self.sh.pending.clear();
+                self.sh.stats.ignored += 1;
+                return Ok(());
+            }
+        }
+        let old = std::mem::replace(self.bn.book(inst), Sync::Synced { last_u: l });
+        if self.sh.is_stale(inst) {
+            self.sh.stats.resyncs += 1;
+            self.sh.set_stale(inst, false);
+        }
+        self.sh.pending.push(Event::Commit {
+            inst,
+            update_id: l,
+            exch_ts_ns: 0,
+            recv_ts_ns: frame.recv_ts_ns,
+        });
+        if let Sync::Unsynced { buf, .. } = old {
+            for (data, recv) in buf {
+                // Diffs the snapshot already covers are dropped here, the rest replayed.
+                if covered(&data, l) {
+                    self.sh.stats.dropped_covered += 1;
+                } else {
+                    self.bn.replay.push_back((data, recv));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `true` when a buffered diff's `u` is at or below `l`.
+fn covered(data: &[u8], l: u64) -> bool {
+    let last = sonic_rs::get_from_slice(data, &["data", "u"])
+        .or_else(|_| sonic_rs::get_from_slice(data, &["u"]))
+        .ok()
+        .and_then(|v| v.as_raw_str().parse::<u64>().ok());
+    matches!(last, Some(u) if u <= l)
+}
+

@@ -1,0 +1,176 @@
+//! Normalized, fixed-point events: what the ingest thread pushes through the ring.
+//!
+//! Every event is `Copy` and at most 64 bytes, so the ring holds them inline. A frame's
+//! effect on one instrument is bracketed: optional [`Event::Snapshot`], then
+//! [`Event::Level`]s, then one [`Event::Commit`]; the book thread publishes to shm only at
+//! the commit, so readers never see half a frame.
+
+use hermes_book::{Price, Qty, Scale, Side};
+
+pub use hermes_shm::Venue;
+
+/// Dense instrument id assigned by the ingest thread, in order of first sight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstId(pub u32);
+
+/// Longest symbol an instrument may have.
+pub const MAX_SYMBOL: usize = 32;
+
+/// A symbol stored inline (no heap), for [`Event::Define`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Symbol {
+    len: u8,
+    bytes: [u8; MAX_SYMBOL],
+}
+
+impl Symbol {
+    /// `None` when longer than [`MAX_SYMBOL`] or not UTF-8.
+    pub fn new(s: &[u8]) -> Option<Symbol> {
+        if s.len() > MAX_SYMBOL || std::str::from_utf8(s).is_err() || s.is_empty() {
+            return None;
+        }
+        let mut bytes = [0u8; MAX_SYMBOL];
+        bytes[..s.len()].copy_from_slice(s);
+        Some(Symbol {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The symbol text.
+    pub fn as_str(&self) -> &str {
+        // Checked to be UTF-8 in `new`.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Symbol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// Aggressor side of a trade, as the venue reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TradeSide {
+    /// Unknown.
+    Unknown = 0,
+    /// The buyer took liquidity.
+    Buy = 1,
+    /// The seller took liquidity.
+    Sell = 2,
+}
+
+/// One normalized event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A new instrument; sent once, before any other event for it.
+    Define {
+        /// Its id.
+        inst: InstId,
+        /// Venue.
+        venue: Venue,
+        /// Venue symbol.
+        symbol: Symbol,
+        /// Decimals of its mantissas.
+        scale: Scale,
+    },
+    /// The following levels replace the whole book (until the commit).
+    Snapshot {
+        /// Instrument.
+        inst: InstId,
+    },
+    /// Set the size at a price; size 0 deletes the level.
+    Level {
+        /// Instrument.
+        inst: InstId,
+        /// Side.
+        side: Side,
+        /// Price.
+        price: Price,
+        /// New total size at the price.
+        qty: Qty,
+    },
+    /// End of a frame's changes to an instrument's book: apply and publish.
+    Commit {
+        /// Instrument.
+        inst: InstId,
+        /// Venue update id / sequence (Coinbase `sequence_num`, Binance `u`).
+        update_id: u64,
+        /// Exchange time, Unix ns (0 if none).
+        exch_ts_ns: i64,
+        /// Receive time of the frame, Unix ns.
+        recv_ts_ns: i64,
+    },
+    /// A best bid/offer quote (Binance `bookTicker`, Coinbase `ticker`).
+    Quote {
+        /// Instrument.
+        inst: InstId,
+        /// Update id in the depth stream's id space (Binance), or 0 when the venue gives
+        /// none (Coinbase): such quotes only stand in for a book that has no levels.
+        update_id: u64,
+        /// Best bid price.
+        bid_px: Price,
+        /// Best bid size.
+        bid_qty: Qty,
+        /// Best ask price.
+        ask_px: Price,
+        /// Best ask size.
+        ask_qty: Qty,
+        /// Receive time of the frame, Unix ns.
+        recv_ts_ns: i64,
+    },
+    /// A trade.
+    Trade {
+        /// Instrument.
+        inst: InstId,
+        /// Aggressor side.
+        side: TradeSide,
+        /// Venue trade id.
+        trade_id: u64,
+        /// Price.
+        price: Price,
+        /// Size.
+        qty: Qty,
+        /// Trade time, Unix ns.
+        ts_ns: i64,
+    },
+    /// The instrument's book is (or is no longer) trustworthy: a gap was detected and it
+    /// waits for a new snapshot.
+    Stale {
+        /// Instrument.
+        inst: InstId,
+        /// `true` = stale.
+        stale: bool,
+    },
+}
+
+const _: () = assert!(std::mem::size_of::<Event>() <= 64);
+
+impl Event {
+    /// The instrument the event is about.
+    pub fn inst(&self) -> InstId {
+        match *self {
+            Event::Define { inst, .. }
+            | Event::Snapshot { inst }
+            | Event::Level { inst, .. }
+            | Event::Commit { inst, .. }
+            | Event::Quote { inst, .. }
+            | Event::Trade { inst, .. }
+            | Event::Stale { inst, .. } => inst,
+        }
+    }
+}
+
+/// Where a decoder puts events: the ring's producer, a `Vec` in tests.
+pub trait EventSink {
+    /// Takes one event. Must not drop it silently: a bounded sink waits or counts.
+    fn push(&mut self, ev: Event);
+}
+
+impl EventSink for Vec<Event> {
+    fn push(&mut self, ev: Event) {
+        Vec::push(self, ev);
+    }
+}

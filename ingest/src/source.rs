@@ -1,0 +1,525 @@
+//! Replay inputs: native captures and the recordings people already have.
+//!
+//! * native capture files ([`crate::capture`]);
+//! * plain JSON lines, one raw frame per line;
+//! * `<timestamp> <json>` lines (hftbacktest's collector: integer ns), where lines whose
+//!   JSON starts with `{"lastUpdateId"` are Binance REST depth snapshots for the file's
+//!   symbol;
+//! * cryptofeed's recorder format 1 (`<epoch s>: <json>`, connection lines
+//!   `wss://… <-> ts`, REST lines `https://…depth?symbol=X… -> ts: {…}`) and format 2
+//!   (JSON objects with `t` = header/http/connect/send/recv);
+//!
+//! any of them gzip- (`.gz`) or zstd-compressed (`.zst`). The venue is given or detected
+//! from the first frame.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use crate::capture::{self, CaptureError, CaptureReader, RecordKind, TornTail};
+use crate::decoder::{Frame, FrameKind};
+use crate::event::Venue;
+
+/// Input format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Native if the file starts with the capture magic, JSON lines otherwise.
+    Auto,
+    /// Native capture.
+    Native,
+    /// A JSON-lines family recording.
+    Jsonl,
+}
+
+/// How to open a source.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// Input format.
+    pub format: Format,
+    /// Venue of JSON-lines frames; detected from the first frame when `None`.
+    pub venue: Option<Venue>,
+    /// Symbol for REST snapshot lines that do not name one; detected from the file's
+    /// frames when `None`.
+    pub symbol: Option<String>,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            format: Format::Auto,
+            venue: None,
+            symbol: None,
+        }
+    }
+}
+
+/// Source errors: `Io` and `Capture` end the replay; `BadLine` is one unusable line that
+/// is counted and skipped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// Reading failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The native capture is unreadable.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// A line that is not a frame in any known format.
+    #[error("{path}:{line}: {reason}")]
+    BadLine {
+        /// File.
+        path: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A replay source.
+pub enum Source {
+    /// A native capture.
+    Native(CaptureReader),
+    /// A JSON-lines family recording.
+    Lines(Box<LineSource>),
+}
+
+impl Source {
+    /// Opens `path`.
+    pub fn open(path: &Path, opts: &SourceOptions) -> Result<Source, SourceError> {
+        let native = match opts.format {
+            Format::Native => true,
+            Format::Jsonl => false,
+            Format::Auto => capture::is_capture(path),
+        };
+        if native {
+            Ok(Source::Native(CaptureReader::open(path)?))
+        } else {
+            Ok(Source::Lines(Box::new(LineSource::open(path, opts)?)))
+        }
+    }
+
+    /// The next frame, `None` at the end.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
+        match self {
+            Source::Native(r) => Ok(r.next_record()?.map(|rec| Frame {
+                venue: rec.venue,
+                kind: match rec.kind {
+                    RecordKind::Ws => FrameKind::Ws,
+                    RecordKind::RestDepth => FrameKind::RestDepth { symbol: rec.tag },
+                },
+                conn: rec.conn,
+                recv_ts_ns: rec.recv_ts_ns,
+                data: rec.data,
+            })),
+            Source::Lines(l) => l.next_frame(),
+        }
+    }
+
+    /// Where the last frame came from, for messages: `line 12` or `byte 4096`.
+    pub fn position(&self) -> String {
+        match self {
+            Source::Native(r) => format!("record at byte {}", r.offset()),
+            Source::Lines(l) => format!("line {}", l.line),
+        }
+    }
+
+    /// A torn native capture tail, once reading stopped there.
+    pub fn torn(&self) -> Option<&TornTail> {
+        match self {
+            Source::Native(r) => r.torn(),
+            Source::Lines(_) => None,
+        }
+    }
+
+    /// Lines skipped as metadata (connection, header, sent-message lines).
+    pub fn meta_lines(&self) -> u64 {
+        match self {
+            Source::Native(_) => 0,
+            Source::Lines(l) => l.meta,
+        }
+    }
+}
+
+/// Reads the JSON-lines family.
+pub struct LineSource {
+    input: Box<dyn BufRead + Send>,
+    path: PathBuf,
+    line: u64,
+    buf: Vec<u8>,
+    /// Unescaped frame of a cryptofeed format 2 line.
+    owned: Vec<u8>,
+    symbol_buf: Vec<u8>,
+    venue: Option<Venue>,
+    file_symbol: Option<Vec<u8>>,
+    meta: u64,
+}
+
+fn open_reader(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+    let f = File::open(path)?;
+    let name = path.to_string_lossy();
+    Ok(if name.ends_with(".gz") {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(BufReader::new(f)),
+        ))
+    } else if name.ends_with(".zst") {
+        let d = ruzstd::decoding::StreamingDecoder::new(BufReader::new(f))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
+        Box::new(BufReader::with_capacity(1 << 20, d))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    })
+}
+
+/// Parses a timestamp token: decimal seconds (`1617566591.326123`), or an integer in
+/// s, ms, µs or ns judged by its magnitude.
+fn parse_ts(tok: &[u8]) -> Option<i64> {
+    if tok.contains(&b'.') {
+        return hermes_book::parse_decimal(tok, 9).ok();
+    }
+    let v: i64 = std::str::from_utf8(tok).ok()?.parse().ok()?;
+    Some(match v {
+        v if v >= 100_000_000_000_000_000 => v,
+        v if v >= 100_000_000_000_000 => v * 1_000,
+        v if v >= 100_000_000_000 => v * 1_000_000,
+        v => v * 1_000_000_000,
+    })
+}
+
+fn detect_venue(frame: &[u8]) -> Option<Venue> {
+    let head = &frame[..frame.len().min(256)];
+    if memchr::memmem::find(head, b"\"channel\"").is_some() {
+        Some(Venue::Coinbase)
+    } else if memchr::memmem::find(head, b"\"stream\"").is_some()
+        || memchr::memmem::find(head, b"\"lastUpdateId\"").is_some()
+        || memchr::memmem::find(head, b"\"e\":").is_some()
+        || memchr::memmem::find(head, b"\"u\":").is_some()
+    {
+        Some(Venue::Binance)
+    } else {
+        None
+    }
+}
+
+fn is_rest_depth(json: &[u8]) -> bool {
+    json.starts_with(b"{\"lastUpdateId\"")
+}
+
+/// The `symbol=` query parameter of a URL.
+fn url_symbol(url: &[u8]) -> Option<&[u8]> {
+    let i = memchr::memmem::find(url, b"symbol=")? + 7;
+    let rest = &url[i..];
+    let end = rest.iter().position(|&c| c == b'&' || c == b' ').unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+#[derive(serde::Deserialize)]
+struct Format2<'a> {
+    t: &'a str,
+    #[serde(default)]
+    conn: Option<&'a str>,
+    #[serde(default)]
+    ts: Option<sonic_rs::LazyValue<'a>>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    exchange: Option<&'a str>,
+}
+
+enum Line {
+    Frame { ts: i64, start: usize, end: usize, rest_symbol: Option<RestSym>, conn: u16 },
+    Owned { ts: i64, rest_symbol: Option<RestSym>, conn: u16 },
+    Meta,
+    Bad(String),
+}
+
+#[derive(Clone, Copy)]
+enum RestSym {
+    /// The symbol is in `symbol_buf`.
+    Named,
+    /// The file's symbol.
+    File,
+}
+
+impl LineSource {
+    fn open(path: &Path, opts: &SourceOptions) -> Result<LineSource, SourceError> {
+        let input = open_reader(path).map_err(|source| SourceError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(LineSource {
+            input,
+            path: path.to_path_buf(),
+            line: 0,
+            buf: Vec::with_capacity(1 << 16),
+            owned: Vec::new(),
+            symbol_buf: Vec::new(),
+            venue: opts.venue,
+            file_symbol: opts.symbol.clone().map(String::into_bytes),
+            meta: 0,
+        })
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> SourceError {
+        SourceError::BadLine {
+            path: self.path.display().to_string(),
+            line: self.line,
+            reason: reason.into(),
+        }
+    }
+
+    fn classify(&mut self) -> Line {
+        let mut end = self.buf.len();
+        while end > 0 && self.buf[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        let b = &self.buf[..end];
+        let mut start = 0;
+        while start < end && b[start].is_ascii_whitespace() {
+            start += 1;
+        }
+        let b = &b[start..];
+        if b.is_empty() {
+            return Line::Meta;
+        }
+        match b[0] {
+            b'{' if b.starts_with(b"{\"t\":") => self.format2(start, end),
+            b'{' => {
+                let rest = is_rest_depth(b).then_some(RestSym::File);
+                Line::Frame { ts: 0, start, end, rest_symbol: rest, conn: 0 }
+            }
+            b'0'..=b'9' => {
+                let sep = b.iter().position(|&c| c == b' ' || c == b':').unwrap_or(b.len());
+                let Some(ts) = parse_ts(&b[..sep]) else {
+                    return Line::Bad("leading timestamp is not a number".into());
+                };
+                let mut j = sep;
+                while j < b.len() && (b[j] == b' ' || b[j] == b':') {
+                    j += 1;
+                }
+                if j >= b.len() || b[j] != b'{' {
+                    return Line::Bad("no JSON object after the timestamp".into());
+                }
+                let rest = is_rest_depth(&b[j..]).then_some(RestSym::File);
+                Line::Frame { ts, start: start + j, end, rest_symbol: rest, conn: 0 }
+            }
+            b'h' if b.starts_with(b"http") => {
+                // cryptofeed format 1 REST line: `URL -> ts: {json}`.
+                let Some(arrow) = memchr::memmem::find(b, b" -> ") else {
+                    return Line::Bad("REST line without ' -> '".into());
+                };
+                let url = &b[..arrow];
+                let Some(j) = memchr::memchr(b'{', &b[arrow..]).map(|j| arrow + j) else {
+                    return Line::Bad("REST line without a JSON body".into());
+                };
+                let ts_tok = b[arrow + 4..j].split(|&c| c == b':').next().unwrap_or(b"");
+                let ts = parse_ts(ts_tok.trim_ascii()).unwrap_or(0);
+                if memchr::memmem::find(url, b"depth").is_none() {
+                    return Line::Meta;
+                }
+                let Some(sym) = url_symbol(url) else {
+                    return Line::Bad("depth URL without symbol=".into());
+                };
+                self.symbol_buf.clear();
+                self.symbol_buf.extend_from_slice(sym);
+                Line::Frame { ts, start: start + j, end, rest_symbol: Some(RestSym::Named), conn: 0 }
+            }
+            b'w' if b.starts_with(b"ws") => Line::Meta,
+            b'c' if b.starts_with(b"configuration:") => Line::Meta,
+            _ => Line::Bad(format!(
+                "not a JSON frame or a known recorder line (starts with {:?})",
+                String::from_utf8_lossy(&b[..b.len().min(24)])
+            )),
+        }
+    }
+
+    fn format2(&mut self, start: usize, end: usize) -> Line {
+        let rec: Format2<'_> = match sonic_rs::from_slice(&self.buf[start..end]) {
+            Ok(r) => r,
+            Err(e) => return Line::Bad(format!("cryptofeed format 2 line: {e}")),
+        };
+        let ts = rec
+            .ts
+            .as_ref()
+            .and_then(|v| hermes_book::parse_decimal(v.as_raw_str().as_bytes(), 9).ok())
+            .unwrap_or(0);
+        let conn = rec
+            .conn
+            .and_then(|c| c.rsplit('.').next())
+            .and_then(|n| n.parse::<u16>().ok())
+            .unwrap_or(0);
+        match rec.t {
+            "header" => {
+                if self.venue.is_none() {
+                    self.venue = match rec.exchange {
+                        Some(e) if e.eq_ignore_ascii_case("coinbase") => Some(Venue::Coinbase),
+                        Some(e) if e.to_ascii_lowercase().starts_with("binance") => Some(Venue::Binance),
+                        _ => None,
+                    };
+                }
+                Line::Meta
+            }
+            "recv" => match rec.data {
+                Some(d) => {
+                    self.owned = d.into_bytes();
+                    let rest = is_rest_depth(&self.owned).then_some(RestSym::File);
+                    Line::Owned { ts, rest_symbol: rest, conn }
+                }
+                None => Line::Bad("recv line without data".into()),
+            },
+            "http" => match (rec.url.as_deref().map(str::as_bytes).and_then(url_symbol), rec.data) {
+                (Some(sym), Some(d)) if rec.url.as_deref().is_some_and(|u| u.contains("depth")) => {
+                    self.symbol_buf.clear();
+                    self.symbol_buf.extend_from_slice(sym);
+                    self.owned = d.into_bytes();
+                    Line::Owned { ts, rest_symbol: Some(RestSym::Named), conn }
+                }
+                _ => Line::Meta,
+            },
+            _ => Line::Meta,
+        }
+    }
+
+    /// Finds the single Binance symbol a file's frames name, for REST lines without one.
+    fn find_file_symbol(&self) -> Result<Vec<u8>, String> {
+        let input = open_reader(&self.path).map_err(|e| e.to_string())?;
+        let mut found: Option<Vec<u8>> = None;
+        for line in input.split(b'\n').take(200_000) {
+            let line = line.map_err(|e| e.to_string())?;
+            let mut rest = &line[..];
+            while let Some(i) = memchr::memmem::find(rest, b"\"s\":\"") {
+                let s = &rest[i + 5..];
+                let Some(e) = memchr::memchr(b'"', s) else { break };
+                let sym = &s[..e];
+                match &found {
+                    None => found = Some(sym.to_vec()),
+                    Some(f) if f != sym => {
+                        return Err(format!(
+                            "the file has several symbols ({} and {}); pass --symbol to say which one its REST snapshot lines are for",
+                            String::from_utf8_lossy(f),
+                            String::from_utf8_lossy(sym)
+                        ))
+                    }
+                    _ => {}
+                }
+                rest = &s[e..];
+            }
+        }
+        found.ok_or_else(|| "no symbol found in the file's frames; pass --symbol".to_string())
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|source| SourceError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            let (ts, range, rest, conn) = match self.classify() {
+                Line::Meta => {
+                    self.meta += 1;
+                    continue;
+                }
+                Line::Bad(reason) => return Err(self.bad(reason)),
+                Line::Frame { ts, start, end, rest_symbol, conn } => (ts, Some((start, end)), rest_symbol, conn),
+                Line::Owned { ts, rest_symbol, conn } => (ts, None, rest_symbol, conn),
+            };
+            if matches!(rest, Some(RestSym::File)) && self.file_symbol.is_none() {
+                match self.find_file_symbol() {
+                    Ok(s) => self.file_symbol = Some(s),
+                    Err(reason) => return Err(self.bad(format!("REST depth snapshot line: {reason}"))),
+                }
+            }
+            let data: &[u8] = match range {
+                Some((s, e)) => &self.buf[s..e],
+                None => &self.owned,
+            };
+            let venue = match (self.venue, rest) {
+                (Some(v), _) => v,
+                (None, Some(_)) => Venue::Binance,
+                (None, None) => match detect_venue(data) {
+                    Some(v) => {
+                        self.venue = Some(v);
+                        v
+                    }
+                    None => {
+                        return Err(self.bad(
+                            "cannot tell the venue of this frame; pass --venue coinbase|binance",
+                        ))
+                    }
+                },
+            };
+            let kind = match rest {
+                None => FrameKind::Ws,
+                Some(RestSym::Named) => FrameKind::RestDepth { symbol: &self.symbol_buf },
+                Some(RestSym::File) => FrameKind::RestDepth {
+                    symbol: self.file_symbol.as_deref().unwrap_or(b""),
+                },
+            };
+            let data: &[u8] = match range {
+                Some((s, e)) => &self.buf[s..e],
+                None => &self.owned,
+            };
+            return Ok(Some(Frame { venue, kind, conn, recv_ts_ns: ts, data }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_by_magnitude() {
+        assert_eq!(parse_ts(b"1723161253937085768"), Some(1_723_161_253_937_085_768));
+        assert_eq!(parse_ts(b"1617566591.326123"), Some(1_617_566_591_326_123_000));
+        assert_eq!(parse_ts(b"1723161255343"), Some(1_723_161_255_343_000_000));
+        assert_eq!(parse_ts(b"1723161255"), Some(1_723_161_255_000_000_000));
+        assert_eq!(parse_ts(b"x"), None);
+    }
+
+    #[test]
+    fn reads_every_line_family() {
+        let dir = std::env::temp_dir().join(format!("hermes-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("mixed.txt");
+        let text = concat!(
+            "configuration: {\"x\":1}\n",
+            "wss://stream.binance.com:9443/stream?streams=btcusdt@depth <-> 1617566590.378895\n",
+            "1617566591.326123: {\"stream\":\"btcusdt@depth@100ms\",\"data\":{\"e\":\"depthUpdate\",\"s\":\"BTCUSDT\",\"U\":1,\"u\":2,\"b\":[],\"a\":[]}}\n",
+            "https://www.binance.com/api/v1/depth?symbol=BTCUSDT&limit=1000 -> 1617566592.1: {\"lastUpdateId\":1,\"bids\":[],\"asks\":[]}\n",
+            "1723161254206652067 {\"lastUpdateId\":5,\"bids\":[],\"asks\":[]}\n",
+            "\n",
+            "garbage here\n",
+        );
+        std::fs::write(&p, text).unwrap();
+        let mut s = Source::open(&p, &SourceOptions::default()).unwrap();
+        let f = s.next_frame().unwrap().unwrap();
+        assert_eq!((f.venue, f.kind, f.recv_ts_ns), (Venue::Binance, FrameKind::Ws, 1_617_566_591_326_123_000));
+        let f = s.next_frame().unwrap().unwrap();
+        assert_eq!(f.kind, FrameKind::RestDepth { symbol: b"BTCUSDT" });
+        let f = s.next_frame().unwrap().unwrap();
+        assert_eq!(f.kind, FrameKind::RestDepth { symbol: b"BTCUSDT" });
+        assert!(f.data.starts_with(b"{\"lastUpdateId\":5"));
+        let e = s.next_frame().err().unwrap();
+        assert!(e.to_string().contains(":7: not a JSON frame"), "{e}");
+        assert!(s.next_frame().unwrap().is_none());
+        assert_eq!(s.meta_lines(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

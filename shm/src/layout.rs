@@ -1,0 +1,140 @@
+//! Byte offsets of the region, mirrored by `shm/LAYOUT.md`, the C header and the Python
+//! reader. Everything is little-endian; every multi-byte field is naturally aligned.
+
+/// `b"HERMESHM"`, the first 8 bytes of the file.
+pub const MAGIC: [u8; 8] = *b"HERMESHM";
+/// The layout version this crate writes and reads. Bumped on any change of offsets.
+pub const VERSION: u32 = 1;
+/// Size of the header, one page.
+pub const HEADER_SIZE: usize = 4096;
+/// Size of one instrument directory entry.
+pub const DIR_ENTRY_SIZE: usize = 64;
+/// Size of one slot: 64 words of 8 bytes, a multiple of the 64-byte cache line.
+pub const SLOT_SIZE: usize = 512;
+/// 8-byte words in a slot.
+pub const SLOT_WORDS: usize = SLOT_SIZE / 8;
+/// Price levels per side kept in a slot.
+pub const DEPTH: usize = 10;
+/// Longest symbol a directory entry holds.
+pub const MAX_SYMBOL_LEN: usize = 48;
+
+/// Header field offsets (bytes from the start of the file).
+pub mod header {
+    /// `[u8; 8]` [`super::MAGIC`].
+    pub const MAGIC: usize = 0;
+    /// `u32` layout version.
+    pub const VERSION: usize = 8;
+    /// `u32` header size in bytes (4096).
+    pub const HEADER_SIZE: usize = 12;
+    /// `u32` slot size in bytes (512).
+    pub const SLOT_SIZE: usize = 16;
+    /// `u32` number of slots (and directory entries) in the file.
+    pub const SLOT_COUNT: usize = 20;
+    /// `u64` byte offset of the directory.
+    pub const DIR_OFFSET: usize = 24;
+    /// `u64` byte offset of slot 0.
+    pub const SLOTS_OFFSET: usize = 32;
+    /// `u32` pid of the writer process (atomic).
+    pub const WRITER_PID: usize = 40;
+    /// `u32` flags (atomic): bit 0 = the writer closed cleanly.
+    pub const FLAGS: usize = 44;
+    /// `u64` generation (atomic): bumped each time a writer (re)creates the file.
+    pub const GENERATION: usize = 48;
+    /// `u64` heartbeat (atomic): Unix time in ns, refreshed by the writer at least every
+    /// 100 ms while it runs.
+    pub const HEARTBEAT_NS: usize = 56;
+    /// `u32` number of directory entries published (atomic, store-release by the writer
+    /// after the entry is written).
+    pub const INSTRUMENT_COUNT: usize = 64;
+    /// `u32` price levels per side in a slot ([`super::DEPTH`]).
+    pub const DEPTH: usize = 68;
+    /// `u64` Unix time in ns at which the file was created.
+    pub const CREATED_NS: usize = 72;
+}
+
+/// Header flag: the writer exited cleanly (set last, on drop).
+pub const FLAG_CLOSED: u32 = 1;
+
+/// Directory entry field offsets (bytes from the start of the entry).
+pub mod dir {
+    /// `u8` venue code (see [`crate::Venue`]).
+    pub const VENUE: usize = 0;
+    /// `u8` decimals of price mantissas.
+    pub const PRICE_DECIMALS: usize = 1;
+    /// `u8` decimals of size mantissas.
+    pub const SIZE_DECIMALS: usize = 2;
+    /// `u8` symbol length in bytes.
+    pub const SYMBOL_LEN: usize = 3;
+    /// `u32` index of the instrument's slot.
+    pub const SLOT_INDEX: usize = 4;
+    /// `[u8; 48]` symbol, UTF-8, NUL-padded.
+    pub const SYMBOL: usize = 8;
+}
+
+/// Slot word indices (each word is 8 bytes; byte offset = index × 8).
+pub mod slot {
+    /// Seqlock sequence: odd while the writer is inside the slot.
+    pub const SEQ: usize = 0;
+    /// Venue update id / sequence number of the last applied message.
+    pub const UPDATE_ID: usize = 1;
+    /// Exchange timestamp of the last applied message, Unix ns (0 if unknown).
+    pub const EXCH_TS_NS: usize = 2;
+    /// Receive timestamp of the frame, Unix ns.
+    pub const RECV_TS_NS: usize = 3;
+    /// When this slot was published, Unix ns.
+    pub const PUBLISH_TS_NS: usize = 4;
+    /// Number of publications of this slot since the writer started.
+    pub const UPDATES: usize = 5;
+    /// Flag bits, see `FLAG_*` in the crate root.
+    pub const FLAGS: usize = 6;
+    /// Low 32 bits: valid bid levels; high 32 bits: valid ask levels.
+    pub const LEVEL_COUNTS: usize = 7;
+    /// Best bid price mantissa.
+    pub const BID_PX: usize = 8;
+    /// Best bid size mantissa.
+    pub const BID_QTY: usize = 9;
+    /// Best ask price mantissa.
+    pub const ASK_PX: usize = 10;
+    /// Best ask size mantissa.
+    pub const ASK_QTY: usize = 11;
+    /// Bid levels, best first: `DEPTH` pairs of (price, size).
+    pub const BIDS: usize = 12;
+    /// Ask levels, best first: `DEPTH` pairs of (price, size).
+    pub const ASKS: usize = BIDS + 2 * super::DEPTH;
+    /// Last trade price mantissa.
+    pub const LAST_TRADE_PX: usize = ASKS + 2 * super::DEPTH;
+    /// Last trade size mantissa.
+    pub const LAST_TRADE_QTY: usize = LAST_TRADE_PX + 1;
+    /// Last trade time, Unix ns.
+    pub const LAST_TRADE_TS_NS: usize = LAST_TRADE_PX + 2;
+    /// Last trade aggressor side: 0 unknown, 1 buy, 2 sell.
+    pub const LAST_TRADE_SIDE: usize = LAST_TRADE_PX + 3;
+    /// Trades seen for this instrument.
+    pub const TRADES: usize = LAST_TRADE_PX + 4;
+    /// First reserved word (zero).
+    pub const RESERVED: usize = LAST_TRADE_PX + 5;
+}
+
+const _: () = assert!(slot::ASKS == 32);
+const _: () = assert!(slot::LAST_TRADE_PX == 52);
+const _: () = assert!(slot::RESERVED == 57);
+const _: () = assert!(slot::RESERVED <= SLOT_WORDS);
+const _: () = assert!(SLOT_SIZE % 64 == 0);
+const _: () = assert!(HEADER_SIZE % 64 == 0 && DIR_ENTRY_SIZE % 64 == 0);
+const _: () = assert!(header::CREATED_NS + 8 <= HEADER_SIZE);
+const _: () = assert!(dir::SYMBOL + MAX_SYMBOL_LEN <= DIR_ENTRY_SIZE);
+
+/// Byte offset of the directory.
+pub const fn dir_offset() -> usize {
+    HEADER_SIZE
+}
+
+/// Byte offset of slot 0 for a file with `slot_count` slots (cache-line aligned).
+pub const fn slots_offset(slot_count: usize) -> usize {
+    HEADER_SIZE + slot_count * DIR_ENTRY_SIZE
+}
+
+/// Total file size for `slot_count` slots.
+pub const fn file_size(slot_count: usize) -> usize {
+    slots_offset(slot_count) + slot_count * SLOT_SIZE
+}
