@@ -265,15 +265,24 @@ mod tests {
         assert_eq!(parse_decimal(b".", 8), Err(DecimalError::Empty));
         assert!(matches!(
             parse_decimal(b"1e5", 8),
-            Err(DecimalError::InvalidByte { byte: 'e', index: 1 })
+            Err(DecimalError::InvalidByte {
+                byte: 'e',
+                index: 1
+            })
         ));
         assert!(matches!(
             parse_decimal(b"1.2.3", 8),
-            Err(DecimalError::InvalidByte { byte: '.', index: 3 })
+            Err(DecimalError::InvalidByte {
+                byte: '.',
+                index: 3
+            })
         ));
         assert!(matches!(
             parse_decimal(b"--1", 8),
-            Err(DecimalError::InvalidByte { byte: '-', index: 1 })
+            Err(DecimalError::InvalidByte {
+                byte: '-',
+                index: 1
+            })
         ));
         assert!(parse_decimal(b"NaN", 8).is_err());
     }
@@ -286,8 +295,14 @@ mod tests {
         assert_eq!(Decimal::new(192_500_000_000, 8).to_string(), "1925");
         assert_eq!(Decimal::new(-50, 2).to_string(), "-0.5");
         assert_eq!(Decimal::new(7, 0).to_string(), "7");
-        assert_eq!(Decimal::new(i64::MIN, 8).to_string(), "-92233720368.54775808");
-        assert_eq!(Decimal::new(i64::MAX, 18).to_string(), "9.223372036854775807");
+        assert_eq!(
+            Decimal::new(i64::MIN, 8).to_string(),
+            "-92233720368.54775808"
+        );
+        assert_eq!(
+            Decimal::new(i64::MAX, 18).to_string(),
+            "9.223372036854775807"
+        );
     }
 
     /// A naive reference: parse with string surgery into an `i128`.

@@ -325,7 +325,11 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         // Prices cluster so updates hit existing levels, both near and far from the touch.
-        let level = (any::<bool>(), 0i64..200, prop_oneof![Just(0i64), 1i64..1000]);
+        let level = (
+            any::<bool>(),
+            0i64..200,
+            prop_oneof![Just(0i64), 1i64..1000],
+        );
         prop_oneof![
             20 => level.clone().prop_map(|(s, p, q)| Op::Set(s, p, q)),
             1 => proptest::collection::vec(level, 0..60).prop_map(Op::Snapshot),

@@ -21,7 +21,10 @@ use crate::json::Scanner;
 #[derive(Debug)]
 enum Sync {
     /// Waiting for a snapshot; raw diffs with their receive times.
-    Unsynced { buf: Vec<(Vec<u8>, i64)>, bytes: usize },
+    Unsynced {
+        buf: Vec<(Vec<u8>, i64)>,
+        bytes: usize,
+    },
     /// Book valid up to `last_u`.
     Synced { last_u: u64 },
 }
@@ -87,7 +90,9 @@ impl BinanceState {
             .iter()
             .enumerate()
             .filter_map(|(i, b)| match b {
-                Sync::Unsynced { buf, .. } if !buf.is_empty() => Some((InstId(i as u32), buf.len())),
+                Sync::Unsynced { buf, .. } if !buf.is_empty() => {
+                    Some((InstId(i as u32), buf.len()))
+                }
                 _ => None,
             })
             .collect()
@@ -128,7 +133,8 @@ fn num(s: &mut Scanner<'_>, field: &'static str) -> Result<u64, DecodeError> {
 }
 
 fn ms_to_ns(ms: Option<u64>) -> i64 {
-    ms.map(|m| (m as i64).saturating_mul(1_000_000)).unwrap_or(0)
+    ms.map(|m| (m as i64).saturating_mul(1_000_000))
+        .unwrap_or(0)
 }
 
 impl Decoder {
@@ -181,7 +187,11 @@ impl Decoder {
         Err(DecodeError::new(ErrorKind::Missing, "data", 0))
     }
 
-    fn binance_payload(&mut self, s: &mut Scanner<'_>, frame: &Frame<'_>) -> Result<(), DecodeError> {
+    fn binance_payload(
+        &mut self,
+        s: &mut Scanner<'_>,
+        frame: &Frame<'_>,
+    ) -> Result<(), DecodeError> {
         s.object_begin()?;
         let mut first = true;
         let mut f = Fields::default();
@@ -216,8 +226,16 @@ impl Decoder {
                             // Apply inline when the header came first (Binance's own
                             // order); otherwise note where the array is and come back.
                             if plan.is_none() && f.e == Some(b"depthUpdate") {
-                                if let (Some((sym, sat)), Some(fi), Some(li)) = (f.sym, f.first_id, f.last_id) {
-                                    let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                                if let (Some((sym, sat)), Some(fi), Some(li)) =
+                                    (f.sym, f.first_id, f.last_id)
+                                {
+                                    let inst = self.sh.inst.resolve(
+                                        Venue::Binance,
+                                        sym,
+                                        &mut self.sh.defines,
+                                        "s",
+                                        sat,
+                                    )?;
                                     plan = Some((inst, self.bn.plan(inst, fi, li)));
                                 }
                             }
@@ -258,13 +276,21 @@ impl Decoder {
                 let (inst, p) = match plan {
                     Some(p) => p,
                     None => {
-                        let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                        let inst = self.sh.inst.resolve(
+                            Venue::Binance,
+                            sym,
+                            &mut self.sh.defines,
+                            "s",
+                            sat,
+                        )?;
                         (inst, self.bn.plan(inst, fi, li))
                     }
                 };
                 let input = s.input();
                 if p == Plan::Apply {
-                    for (at, side, name) in [(f.bids_at, Side::Bid, "b"), (f.asks_at, Side::Ask, "a")] {
+                    for (at, side, name) in
+                        [(f.bids_at, Side::Bid, "b"), (f.asks_at, Side::Ask, "a")]
+                    {
                         if let Some(at) = at {
                             self.depth_levels(&mut Scanner::at(input, at), inst, side, name)?;
                         }
@@ -274,7 +300,10 @@ impl Decoder {
                 Ok(())
             }
             Some(b"trade") | Some(b"aggTrade") => {
-                let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                let inst =
+                    self.sh
+                        .inst
+                        .resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
                 let scale = self.sh.inst.scale(inst);
                 let id = if f.e == Some(b"trade") {
                     f.trade_id.ok_or(missing("t"))?
@@ -298,7 +327,10 @@ impl Decoder {
                 Ok(())
             }
             None if f.last_id.is_some() && f.bid.is_some() && f.ask.is_some() => {
-                let inst = self.sh.inst.resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                let inst =
+                    self.sh
+                        .inst
+                        .resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
                 let scale = self.sh.inst.scale(inst);
                 let (b, bat) = f.bid.ok_or(missing("b"))?;
                 let (a, aat) = f.ask.ok_or(missing("a"))?;
@@ -324,7 +356,14 @@ impl Decoder {
     }
 
     /// Applies the sync decision for a fully parsed diff.
-    fn depth_outcome(&mut self, inst: InstId, plan: Plan, last_id: u64, exch_ts_ns: i64, frame: &Frame<'_>) {
+    fn depth_outcome(
+        &mut self,
+        inst: InstId,
+        plan: Plan,
+        last_id: u64,
+        exch_ts_ns: i64,
+        frame: &Frame<'_>,
+    ) {
         match plan {
             Plan::Apply => {
                 *self.bn.book(inst) = Sync::Synced { last_u: last_id };
@@ -360,7 +399,13 @@ impl Decoder {
         }
     }
 
-    fn depth_levels(&mut self, s: &mut Scanner<'_>, inst: InstId, side: Side, field: &'static str) -> Result<(), DecodeError> {
+    fn depth_levels(
+        &mut self,
+        s: &mut Scanner<'_>,
+        inst: InstId,
+        side: Side,
+        field: &'static str,
+    ) -> Result<(), DecodeError> {
         let scale = self.sh.inst.scale(inst);
         s.array_begin()?;
         let mut first = true;
@@ -398,7 +443,10 @@ impl Decoder {
 
     /// A REST `/api/v3/depth` body for `symbol`.
     fn binance_snapshot(&mut self, frame: &Frame<'_>, symbol: &[u8]) -> Result<(), DecodeError> {
-        let inst = self.sh.inst.resolve(Venue::Binance, symbol, &mut self.sh.defines, "symbol", 0)?;
+        let inst =
+            self.sh
+                .inst
+                .resolve(Venue::Binance, symbol, &mut self.sh.defines, "symbol", 0)?;
         let mut s = Scanner::new(frame.data);
         s.object_begin()?;
         let mut first = true;
@@ -410,7 +458,8 @@ impl Decoder {
                 b"bids" => self.depth_levels(&mut s, inst, Side::Bid, "bids")?,
                 b"asks" => self.depth_levels(&mut s, inst, Side::Ask, "asks")?,
                 b"code" | b"msg" => {
-                    self.sh.last_venue_error = Some(String::from_utf8_lossy(frame.data).into_owned());
+                    self.sh.last_venue_error =
+                        Some(String::from_utf8_lossy(frame.data).into_owned());
                     return Err(DecodeError::new(ErrorKind::VenueError, "msg", 0));
                 }
                 _ => {
@@ -419,7 +468,11 @@ impl Decoder {
             }
         }
         s.end()?;
-        let l = last_id.ok_or(DecodeError::new(ErrorKind::Missing, "lastUpdateId", s.offset()))?;
+        let l = last_id.ok_or(DecodeError::new(
+            ErrorKind::Missing,
+            "lastUpdateId",
+            s.offset(),
+        ))?;
         if let Sync::Synced { last_u } = *self.bn.book(inst) {
             if l <= last_u {
                 // Our book is already at or past this snapshot.
@@ -461,4 +514,3 @@ fn covered(data: &[u8], l: u64) -> bool {
         .and_then(|v| v.as_raw_str().parse::<u64>().ok());
     matches!(last, Some(u) if u <= l)
 }
-

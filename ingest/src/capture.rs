@@ -188,7 +188,11 @@ impl CaptureWriter {
         while reader.next_record()?.is_some() {}
         let good = reader.offset();
         let torn = reader.torn().cloned();
-        let f = OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
         if torn.is_some() {
             f.set_len(good).map_err(io)?;
             f.sync_all().map_err(io)?;
@@ -238,10 +242,13 @@ impl CaptureWriter {
     /// Flushes and fsyncs: records appended so far survive a power loss.
     pub fn sync(&mut self) -> Result<(), CaptureError> {
         self.flush()?;
-        self.out.get_ref().sync_data().map_err(|source| CaptureError::Io {
-            path: self.path.display().to_string(),
-            source,
-        })
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|source| CaptureError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })
     }
 
     /// The file's path.
@@ -321,10 +328,12 @@ impl CaptureReader {
         if self.len - self.offset < RECORD_HEADER_LEN as u64 {
             return self.stop("incomplete record header");
         }
-        self.input.read_exact(&mut h).map_err(|source| CaptureError::Io {
-            path: self.path.display().to_string(),
-            source,
-        })?;
+        self.input
+            .read_exact(&mut h)
+            .map_err(|source| CaptureError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
         let len = u32::from_le_bytes(h[0..4].try_into().expect("4")) as usize;
         let crc = u32::from_le_bytes(h[4..8].try_into().expect("4"));
         let tag_len = u16::from_le_bytes([h[20], h[21]]) as usize;
@@ -387,9 +396,21 @@ mod tests {
         let mut w = CaptureWriter::create(&path).unwrap();
         for i in 0..100 {
             let d = rec(i);
-            let kind = if i == 5 { RecordKind::RestDepth } else { RecordKind::Ws };
+            let kind = if i == 5 {
+                RecordKind::RestDepth
+            } else {
+                RecordKind::Ws
+            };
             let tag: &[u8] = if i == 5 { b"BTCUSDT" } else { b"" };
-            w.append(&Record { recv_ts_ns: i, venue: Venue::Binance, kind, conn: 3, tag, data: &d }).unwrap();
+            w.append(&Record {
+                recv_ts_ns: i,
+                venue: Venue::Binance,
+                kind,
+                conn: 3,
+                tag,
+                data: &d,
+            })
+            .unwrap();
         }
         w.sync().unwrap();
         let good_len = w.offset();
@@ -421,7 +442,15 @@ mod tests {
         let (mut w, cut) = CaptureWriter::open_append(&path).unwrap();
         assert_eq!(cut.unwrap().offset, good_len);
         let d = rec(100);
-        w.append(&Record { recv_ts_ns: 100, venue: Venue::Coinbase, kind: RecordKind::Ws, conn: 0, tag: b"", data: &d }).unwrap();
+        w.append(&Record {
+            recv_ts_ns: 100,
+            venue: Venue::Coinbase,
+            kind: RecordKind::Ws,
+            conn: 0,
+            tag: b"",
+            data: &d,
+        })
+        .unwrap();
         w.flush().unwrap();
         let mut r = CaptureReader::open(&path).unwrap();
         let mut n = 0;
@@ -439,7 +468,15 @@ mod tests {
         let mut w = CaptureWriter::create(&path).unwrap();
         for i in 0..10 {
             let d = rec(i);
-            w.append(&Record { recv_ts_ns: i, venue: Venue::Coinbase, kind: RecordKind::Ws, conn: 0, tag: b"", data: &d }).unwrap();
+            w.append(&Record {
+                recv_ts_ns: i,
+                venue: Venue::Coinbase,
+                kind: RecordKind::Ws,
+                conn: 0,
+                tag: b"",
+                data: &d,
+            })
+            .unwrap();
         }
         w.flush().unwrap();
         drop(w);

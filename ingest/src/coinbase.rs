@@ -65,7 +65,6 @@ fn channel_of(name: &[u8], offset: usize) -> Result<Channel, DecodeError> {
     })
 }
 
-
 #[derive(serde::Deserialize)]
 struct ErrorFrame<'a> {
     #[serde(borrow)]
@@ -174,8 +173,17 @@ impl Decoder {
         Ok(true)
     }
 
-    fn events(&mut self, s: &mut Scanner<'_>, frame: &Frame<'_>, ch: Channel, seq: u64) -> Result<(), DecodeError> {
-        if matches!(ch, Channel::Heartbeats | Channel::Subscriptions | Channel::Ignored) {
+    fn events(
+        &mut self,
+        s: &mut Scanner<'_>,
+        frame: &Frame<'_>,
+        ch: Channel,
+        seq: u64,
+    ) -> Result<(), DecodeError> {
+        if matches!(
+            ch,
+            Channel::Heartbeats | Channel::Subscriptions | Channel::Ignored
+        ) {
             s.skip()?;
             return Ok(());
         }
@@ -195,7 +203,12 @@ impl Decoder {
         Ok(())
     }
 
-    fn l2_event(&mut self, s: &mut Scanner<'_>, frame: &Frame<'_>, seq: u64) -> Result<(), DecodeError> {
+    fn l2_event(
+        &mut self,
+        s: &mut Scanner<'_>,
+        frame: &Frame<'_>,
+        seq: u64,
+    ) -> Result<(), DecodeError> {
         s.object_begin()?;
         let mut first = true;
         let mut snapshot: Option<bool> = None;
@@ -233,7 +246,11 @@ impl Decoder {
             }
         }
         let snap = snapshot.ok_or(DecodeError::new(ErrorKind::Missing, "type", s.offset()))?;
-        let id = inst.ok_or(DecodeError::new(ErrorKind::Missing, "product_id", s.offset()))?;
+        let id = inst.ok_or(DecodeError::new(
+            ErrorKind::Missing,
+            "product_id",
+            s.offset(),
+        ))?;
         match updates_at {
             Some(at) => exch_ts = self.l2_updates(&mut Scanner::at(s.input(), at), id, snap)?,
             None if !had_updates => {
@@ -258,10 +275,10 @@ impl Decoder {
     }
 
     fn l2_instrument(&mut self, sym: &[u8], conn: u16, at: usize) -> Result<InstId, DecodeError> {
-        let id = self
-            .sh
-            .inst
-            .resolve(Venue::Coinbase, sym, &mut self.sh.defines, "product_id", at)?;
+        let id =
+            self.sh
+                .inst
+                .resolve(Venue::Coinbase, sym, &mut self.sh.defines, "product_id", at)?;
         let c = self.cb.conn(conn);
         if !self.cb.conns[c].2.contains(&id) {
             self.cb.conns[c].2.push(id);
@@ -270,7 +287,12 @@ impl Decoder {
     }
 
     /// Parses `updates[]`; returns the exchange time of the last one.
-    fn l2_updates(&mut self, s: &mut Scanner<'_>, inst: InstId, snapshot: bool) -> Result<i64, DecodeError> {
+    fn l2_updates(
+        &mut self,
+        s: &mut Scanner<'_>,
+        inst: InstId,
+        snapshot: bool,
+    ) -> Result<i64, DecodeError> {
         let scale = self.sh.inst.scale(inst);
         if snapshot {
             self.sh.pending.push(Event::Snapshot { inst });
@@ -312,8 +334,16 @@ impl Decoder {
                 self.sh.pending.push(Event::Level {
                     inst,
                     side: side.ok_or(DecodeError::new(ErrorKind::Missing, "side", at))?,
-                    price: Price(price.ok_or(DecodeError::new(ErrorKind::Missing, "price_level", at))?),
-                    qty: Qty(qty.ok_or(DecodeError::new(ErrorKind::Missing, "new_quantity", at))?),
+                    price: Price(price.ok_or(DecodeError::new(
+                        ErrorKind::Missing,
+                        "price_level",
+                        at,
+                    ))?),
+                    qty: Qty(qty.ok_or(DecodeError::new(
+                        ErrorKind::Missing,
+                        "new_quantity",
+                        at,
+                    ))?),
                 });
                 Ok(())
             })();
@@ -350,14 +380,19 @@ impl Decoder {
         s.object_begin()?;
         let start = s.offset();
         let mut first = true;
-        let (mut sym, mut id, mut px, mut sz, mut time, mut side) = (None, None, None, None, None, None);
+        let (mut sym, mut id, mut px, mut sz, mut time, mut side) =
+            (None, None, None, None, None, None);
         while let Some(k) = s.key(&mut first)? {
             let at = s.offset();
             match k {
                 b"product_id" => sym = Some((s.string()?, at)),
                 b"trade_id" => {
                     let t = s.string()?;
-                    id = Some(parse_u64(t).ok_or(DecodeError::new(ErrorKind::BadValue, "trade_id", at))?);
+                    id = Some(parse_u64(t).ok_or(DecodeError::new(
+                        ErrorKind::BadValue,
+                        "trade_id",
+                        at,
+                    ))?);
                 }
                 b"price" => px = Some((s.string()?, at)),
                 b"size" => sz = Some((s.string()?, at)),
@@ -376,7 +411,10 @@ impl Decoder {
         }
         let miss = |f| DecodeError::new(ErrorKind::Missing, f, start);
         let (sym, at) = sym.ok_or(miss("product_id"))?;
-        let inst = self.sh.inst.resolve(Venue::Coinbase, sym, &mut self.sh.defines, "product_id", at)?;
+        let inst =
+            self.sh
+                .inst
+                .resolve(Venue::Coinbase, sym, &mut self.sh.defines, "product_id", at)?;
         let scale = self.sh.inst.scale(inst);
         let (p, pat) = px.ok_or(miss("price"))?;
         let (q, qat) = sz.ok_or(miss("size"))?;
@@ -435,7 +473,10 @@ impl Decoder {
             f[slot] = Some((s.string()?, at));
         }
         let (sym, at) = sym.ok_or(DecodeError::new(ErrorKind::Missing, "product_id", start))?;
-        let inst = self.sh.inst.resolve(Venue::Coinbase, sym, &mut self.sh.defines, "product_id", at)?;
+        let inst =
+            self.sh
+                .inst
+                .resolve(Venue::Coinbase, sym, &mut self.sh.defines, "product_id", at)?;
         // `ticker_batch` carries no best bid/ask: nothing to quote.
         let (Some(bb), Some(ba)) = (f[0], f[2]) else {
             return Ok(());

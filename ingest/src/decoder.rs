@@ -208,10 +208,14 @@ impl Instruments {
             self.last[v] = Some((id, 0));
             return Ok(id);
         }
-        let sym = Symbol::new(symbol)
-            .ok_or(DecodeError::new(ErrorKind::BadSymbol, field, offset))?;
+        let sym =
+            Symbol::new(symbol).ok_or(DecodeError::new(ErrorKind::BadSymbol, field, offset))?;
         if self.list.len() >= self.max {
-            return Err(DecodeError::new(ErrorKind::TooManyInstruments, field, offset));
+            return Err(DecodeError::new(
+                ErrorKind::TooManyInstruments,
+                field,
+                offset,
+            ));
         }
         let id = InstId(self.list.len() as u32);
         let scale = self
@@ -322,7 +326,11 @@ impl Decoder {
     /// Decodes one frame, handing its events to `sink` if it is good. On error nothing of
     /// the frame reaches the sink (except new instrument definitions) and the error says
     /// which field failed where.
-    pub fn decode<S: EventSink>(&mut self, frame: &Frame<'_>, sink: &mut S) -> Result<(), DecodeError> {
+    pub fn decode<S: EventSink>(
+        &mut self,
+        frame: &Frame<'_>,
+        sink: &mut S,
+    ) -> Result<(), DecodeError> {
         if self.sh.inst.max == 0 {
             // `Default` leaves these at zero; give them the documented defaults.
             let d = DecoderOptions::default();
@@ -335,7 +343,13 @@ impl Decoder {
         self.flush(sink, r.is_ok());
         if r.is_err() {
             self.sh.stats.parse_errors += 1;
-            if matches!(r, Err(DecodeError { kind: ErrorKind::VenueError, .. })) {
+            if matches!(
+                r,
+                Err(DecodeError {
+                    kind: ErrorKind::VenueError,
+                    ..
+                })
+            ) {
                 self.sh.stats.venue_errors += 1;
             }
         }
@@ -425,7 +439,12 @@ impl Decoder {
 
 /// Parses a non-negative decimal field at `decimals`, naming the field on error.
 #[inline]
-pub(crate) fn dec(text: &[u8], decimals: u8, field: &'static str, offset: usize) -> Result<i64, DecodeError> {
+pub(crate) fn dec(
+    text: &[u8],
+    decimals: u8,
+    field: &'static str,
+    offset: usize,
+) -> Result<i64, DecodeError> {
     let v = parse_decimal(text, decimals)
         .map_err(|e| DecodeError::new(ErrorKind::Decimal(e), field, offset))?;
     if v < 0 {

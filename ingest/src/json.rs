@@ -22,7 +22,11 @@ pub struct JsonError {
 
 impl fmt::Display for JsonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed JSON: expected {} at byte {}", self.expected, self.offset)
+        write!(
+            f,
+            "malformed JSON: expected {} at byte {}",
+            self.expected, self.offset
+        )
     }
 }
 
@@ -186,7 +190,10 @@ impl<'a> Scanner<'a> {
             if !c.is_ascii_digit() {
                 break;
             }
-            v = match v.checked_mul(10).and_then(|v| v.checked_add((c - b'0') as u64)) {
+            v = match v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add((c - b'0') as u64))
+            {
                 Some(v) => v,
                 None => return self.err("an integer that fits 64 bits"),
             };

@@ -81,6 +81,25 @@ pub enum SourceError {
     },
 }
 
+/// A place in a source: a 1-based line of a JSON-lines file, or a byte offset of a
+/// native capture record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// Line number.
+    Line(u64),
+    /// Byte offset of a record.
+    Byte(u64),
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Line(n) => write!(f, "line {n}"),
+            Position::Byte(n) => write!(f, "record at byte {n}"),
+        }
+    }
+}
+
 /// A replay source.
 pub enum Source {
     /// A native capture.
@@ -121,11 +140,11 @@ impl Source {
         }
     }
 
-    /// Where the last frame came from, for messages: `line 12` or `byte 4096`.
-    pub fn position(&self) -> String {
+    /// Where the next (native) or last read (lines) frame is, for messages.
+    pub fn position(&self) -> Position {
         match self {
-            Source::Native(r) => format!("record at byte {}", r.offset()),
-            Source::Lines(l) => format!("line {}", l.line),
+            Source::Native(r) => Position::Byte(r.offset()),
+            Source::Lines(l) => Position::Line(l.line),
         }
     }
 
@@ -215,7 +234,10 @@ fn is_rest_depth(json: &[u8]) -> bool {
 fn url_symbol(url: &[u8]) -> Option<&[u8]> {
     let i = memchr::memmem::find(url, b"symbol=")? + 7;
     let rest = &url[i..];
-    let end = rest.iter().position(|&c| c == b'&' || c == b' ').unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .position(|&c| c == b'&' || c == b' ')
+        .unwrap_or(rest.len());
     Some(&rest[..end])
 }
 
@@ -235,8 +257,18 @@ struct Format2<'a> {
 }
 
 enum Line {
-    Frame { ts: i64, start: usize, end: usize, rest_symbol: Option<RestSym>, conn: u16 },
-    Owned { ts: i64, rest_symbol: Option<RestSym>, conn: u16 },
+    Frame {
+        ts: i64,
+        start: usize,
+        end: usize,
+        rest_symbol: Option<RestSym>,
+        conn: u16,
+    },
+    Owned {
+        ts: i64,
+        rest_symbol: Option<RestSym>,
+        conn: u16,
+    },
     Meta,
     Bad(String),
 }
@@ -294,10 +326,19 @@ impl LineSource {
             b'{' if b.starts_with(b"{\"t\":") => self.format2(start, end),
             b'{' => {
                 let rest = is_rest_depth(b).then_some(RestSym::File);
-                Line::Frame { ts: 0, start, end, rest_symbol: rest, conn: 0 }
+                Line::Frame {
+                    ts: 0,
+                    start,
+                    end,
+                    rest_symbol: rest,
+                    conn: 0,
+                }
             }
             b'0'..=b'9' => {
-                let sep = b.iter().position(|&c| c == b' ' || c == b':').unwrap_or(b.len());
+                let sep = b
+                    .iter()
+                    .position(|&c| c == b' ' || c == b':')
+                    .unwrap_or(b.len());
                 let Some(ts) = parse_ts(&b[..sep]) else {
                     return Line::Bad("leading timestamp is not a number".into());
                 };
@@ -309,7 +350,13 @@ impl LineSource {
                     return Line::Bad("no JSON object after the timestamp".into());
                 }
                 let rest = is_rest_depth(&b[j..]).then_some(RestSym::File);
-                Line::Frame { ts, start: start + j, end, rest_symbol: rest, conn: 0 }
+                Line::Frame {
+                    ts,
+                    start: start + j,
+                    end,
+                    rest_symbol: rest,
+                    conn: 0,
+                }
             }
             b'h' if b.starts_with(b"http") => {
                 // cryptofeed format 1 REST line: `URL -> ts: {json}`.
@@ -330,7 +377,13 @@ impl LineSource {
                 };
                 self.symbol_buf.clear();
                 self.symbol_buf.extend_from_slice(sym);
-                Line::Frame { ts, start: start + j, end, rest_symbol: Some(RestSym::Named), conn: 0 }
+                Line::Frame {
+                    ts,
+                    start: start + j,
+                    end,
+                    rest_symbol: Some(RestSym::Named),
+                    conn: 0,
+                }
             }
             b'w' if b.starts_with(b"ws") => Line::Meta,
             b'c' if b.starts_with(b"configuration:") => Line::Meta,
@@ -361,7 +414,9 @@ impl LineSource {
                 if self.venue.is_none() {
                     self.venue = match rec.exchange {
                         Some(e) if e.eq_ignore_ascii_case("coinbase") => Some(Venue::Coinbase),
-                        Some(e) if e.to_ascii_lowercase().starts_with("binance") => Some(Venue::Binance),
+                        Some(e) if e.to_ascii_lowercase().starts_with("binance") => {
+                            Some(Venue::Binance)
+                        }
                         _ => None,
                     };
                 }
@@ -371,16 +426,27 @@ impl LineSource {
                 Some(d) => {
                     self.owned = d.into_bytes();
                     let rest = is_rest_depth(&self.owned).then_some(RestSym::File);
-                    Line::Owned { ts, rest_symbol: rest, conn }
+                    Line::Owned {
+                        ts,
+                        rest_symbol: rest,
+                        conn,
+                    }
                 }
                 None => Line::Bad("recv line without data".into()),
             },
-            "http" => match (rec.url.as_deref().map(str::as_bytes).and_then(url_symbol), rec.data) {
+            "http" => match (
+                rec.url.as_deref().map(str::as_bytes).and_then(url_symbol),
+                rec.data,
+            ) {
                 (Some(sym), Some(d)) if rec.url.as_deref().is_some_and(|u| u.contains("depth")) => {
                     self.symbol_buf.clear();
                     self.symbol_buf.extend_from_slice(sym);
                     self.owned = d.into_bytes();
-                    Line::Owned { ts, rest_symbol: Some(RestSym::Named), conn }
+                    Line::Owned {
+                        ts,
+                        rest_symbol: Some(RestSym::Named),
+                        conn,
+                    }
                 }
                 _ => Line::Meta,
             },
@@ -397,7 +463,9 @@ impl LineSource {
             let mut rest = &line[..];
             while let Some(i) = memchr::memmem::find(rest, b"\"s\":\"") {
                 let s = &rest[i + 5..];
-                let Some(e) = memchr::memchr(b'"', s) else { break };
+                let Some(e) = memchr::memchr(b'"', s) else {
+                    break;
+                };
                 let sym = &s[..e];
                 match &found {
                     None => found = Some(sym.to_vec()),
@@ -436,37 +504,50 @@ impl LineSource {
                     continue;
                 }
                 Line::Bad(reason) => return Err(self.bad(reason)),
-                Line::Frame { ts, start, end, rest_symbol, conn } => (ts, Some((start, end)), rest_symbol, conn),
-                Line::Owned { ts, rest_symbol, conn } => (ts, None, rest_symbol, conn),
+                Line::Frame {
+                    ts,
+                    start,
+                    end,
+                    rest_symbol,
+                    conn,
+                } => (ts, Some((start, end)), rest_symbol, conn),
+                Line::Owned {
+                    ts,
+                    rest_symbol,
+                    conn,
+                } => (ts, None, rest_symbol, conn),
             };
             if matches!(rest, Some(RestSym::File)) && self.file_symbol.is_none() {
                 match self.find_file_symbol() {
                     Ok(s) => self.file_symbol = Some(s),
-                    Err(reason) => return Err(self.bad(format!("REST depth snapshot line: {reason}"))),
+                    Err(reason) => {
+                        return Err(self.bad(format!("REST depth snapshot line: {reason}")))
+                    }
                 }
             }
             let data: &[u8] = match range {
                 Some((s, e)) => &self.buf[s..e],
                 None => &self.owned,
             };
-            let venue = match (self.venue, rest) {
-                (Some(v), _) => v,
-                (None, Some(_)) => Venue::Binance,
-                (None, None) => match detect_venue(data) {
-                    Some(v) => {
-                        self.venue = Some(v);
-                        v
-                    }
-                    None => {
-                        return Err(self.bad(
+            let venue =
+                match (self.venue, rest) {
+                    (Some(v), _) => v,
+                    (None, Some(_)) => Venue::Binance,
+                    (None, None) => match detect_venue(data) {
+                        Some(v) => {
+                            self.venue = Some(v);
+                            v
+                        }
+                        None => return Err(self.bad(
                             "cannot tell the venue of this frame; pass --venue coinbase|binance",
-                        ))
-                    }
-                },
-            };
+                        )),
+                    },
+                };
             let kind = match rest {
                 None => FrameKind::Ws,
-                Some(RestSym::Named) => FrameKind::RestDepth { symbol: &self.symbol_buf },
+                Some(RestSym::Named) => FrameKind::RestDepth {
+                    symbol: &self.symbol_buf,
+                },
                 Some(RestSym::File) => FrameKind::RestDepth {
                     symbol: self.file_symbol.as_deref().unwrap_or(b""),
                 },
@@ -475,7 +556,13 @@ impl LineSource {
                 Some((s, e)) => &self.buf[s..e],
                 None => &self.owned,
             };
-            return Ok(Some(Frame { venue, kind, conn, recv_ts_ns: ts, data }));
+            return Ok(Some(Frame {
+                venue,
+                kind,
+                conn,
+                recv_ts_ns: ts,
+                data,
+            }));
         }
     }
 }
@@ -486,8 +573,14 @@ mod tests {
 
     #[test]
     fn timestamps_by_magnitude() {
-        assert_eq!(parse_ts(b"1723161253937085768"), Some(1_723_161_253_937_085_768));
-        assert_eq!(parse_ts(b"1617566591.326123"), Some(1_617_566_591_326_123_000));
+        assert_eq!(
+            parse_ts(b"1723161253937085768"),
+            Some(1_723_161_253_937_085_768)
+        );
+        assert_eq!(
+            parse_ts(b"1617566591.326123"),
+            Some(1_617_566_591_326_123_000)
+        );
         assert_eq!(parse_ts(b"1723161255343"), Some(1_723_161_255_343_000_000));
         assert_eq!(parse_ts(b"1723161255"), Some(1_723_161_255_000_000_000));
         assert_eq!(parse_ts(b"x"), None);
@@ -510,7 +603,10 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let mut s = Source::open(&p, &SourceOptions::default()).unwrap();
         let f = s.next_frame().unwrap().unwrap();
-        assert_eq!((f.venue, f.kind, f.recv_ts_ns), (Venue::Binance, FrameKind::Ws, 1_617_566_591_326_123_000));
+        assert_eq!(
+            (f.venue, f.kind, f.recv_ts_ns),
+            (Venue::Binance, FrameKind::Ws, 1_617_566_591_326_123_000)
+        );
         let f = s.next_frame().unwrap().unwrap();
         assert_eq!(f.kind, FrameKind::RestDepth { symbol: b"BTCUSDT" });
         let f = s.next_frame().unwrap().unwrap();

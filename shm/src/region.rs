@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use memmap2::{Mmap, MmapMut};
 
-use crate::layout::{self, dir, header, DEPTH, DIR_ENTRY_SIZE, MAX_SYMBOL_LEN, SLOT_SIZE, SLOT_WORDS};
+use crate::layout::{
+    self, dir, header, DEPTH, DIR_ENTRY_SIZE, MAX_SYMBOL_LEN, SLOT_SIZE, SLOT_WORDS,
+};
 use crate::{seqlock, Instrument, ShmError, SlotIndex, TopOfBook, Venue};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShmError + '_ {
@@ -33,7 +35,10 @@ pub(crate) fn unix_ns() -> i64 {
 /// stays mapped while the returned references live, and whose bytes are accessed by
 /// other threads and processes only through atomics.
 unsafe fn atomic_u64<'a>(base: *const u8, len: usize, off: usize) -> &'a AtomicU64 {
-    assert!(off % 8 == 0 && off + 8 <= len, "offset {off} outside the region");
+    assert!(
+        off % 8 == 0 && off + 8 <= len,
+        "offset {off} outside the region"
+    );
     // SAFETY: in bounds and 8-aligned (asserted; the mapping is page-aligned); AtomicU64
     // has the layout of u64; the caller keeps the mapping alive and all shared access
     // goes through atomics, so there is no data race.
@@ -43,7 +48,10 @@ unsafe fn atomic_u64<'a>(base: *const u8, len: usize, off: usize) -> &'a AtomicU
 /// # Safety
 /// As [`atomic_u64`], with 4-byte alignment.
 unsafe fn atomic_u32<'a>(base: *const u8, len: usize, off: usize) -> &'a AtomicU32 {
-    assert!(off % 4 == 0 && off + 4 <= len, "offset {off} outside the region");
+    assert!(
+        off % 4 == 0 && off + 4 <= len,
+        "offset {off} outside the region"
+    );
     // SAFETY: as in `atomic_u64`, for a 4-byte aligned u32.
     unsafe { &*(base.add(off) as *const AtomicU32) }
 }
@@ -51,7 +59,10 @@ unsafe fn atomic_u32<'a>(base: *const u8, len: usize, off: usize) -> &'a AtomicU
 /// # Safety
 /// As [`atomic_u64`], for `SLOT_WORDS` words at `off`.
 unsafe fn slot_words<'a>(base: *const u8, len: usize, off: usize) -> &'a [AtomicU64] {
-    assert!(off % 64 == 0 && off + SLOT_SIZE <= len, "slot at {off} outside the region");
+    assert!(
+        off % 64 == 0 && off + SLOT_SIZE <= len,
+        "slot at {off} outside the region"
+    );
     // SAFETY: in bounds, cache-line aligned; see `atomic_u64`.
     unsafe { std::slice::from_raw_parts(base.add(off) as *const AtomicU64, SLOT_WORDS) }
 }
@@ -125,7 +136,11 @@ impl ShmWriter {
             put_u32(b, header::SLOT_SIZE, SLOT_SIZE as u32);
             put_u32(b, header::SLOT_COUNT, slots);
             put_u64(b, header::DIR_OFFSET, layout::dir_offset() as u64);
-            put_u64(b, header::SLOTS_OFFSET, layout::slots_offset(slots as usize) as u64);
+            put_u64(
+                b,
+                header::SLOTS_OFFSET,
+                layout::slots_offset(slots as usize) as u64,
+            );
             put_u32(b, header::WRITER_PID, std::process::id());
             put_u64(b, header::GENERATION, old_generation + 1);
             put_u64(b, header::HEARTBEAT_NS, unix_ns() as u64);
@@ -465,7 +480,12 @@ impl ShmReader {
 
     /// Waits until the slot's sequence differs from `seq` (spinning briefly, then
     /// yielding), and returns the new copy; `None` after `timeout`.
-    pub fn wait_for_change(&self, slot: SlotIndex, seq: u64, timeout: Duration) -> Option<TopOfBook> {
+    pub fn wait_for_change(
+        &self,
+        slot: SlotIndex,
+        seq: u64,
+        timeout: Duration,
+    ) -> Option<TopOfBook> {
         let start = std::time::Instant::now();
         let mut spins = 0u32;
         loop {
@@ -510,12 +530,24 @@ mod tests {
     #[test]
     fn create_publish_read_and_restart() {
         let path = tmp("basic");
-        let mut w = ShmWriter::create(&path, WriterOptions { slots: 4, group_readable: false }).unwrap();
+        let mut w = ShmWriter::create(
+            &path,
+            WriterOptions {
+                slots: 4,
+                group_readable: false,
+            },
+        )
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let a = w.add_instrument(Venue::Coinbase, "BTC-USD", 8, 8).unwrap();
         let b = w.add_instrument(Venue::Binance, "ETHUSDT", 2, 4).unwrap();
-        let mut t = TopOfBook { bid_px: 10, ask_px: 12, bid_levels: 1, ..Default::default() };
+        let mut t = TopOfBook {
+            bid_px: 10,
+            ask_px: 12,
+            bid_levels: 1,
+            ..Default::default()
+        };
         t.bids[0] = (10, 3);
         w.publish(b, &t);
         w.heartbeat();
@@ -529,12 +561,28 @@ mod tests {
         assert_eq!(got.seq, 2);
         assert_eq!(got.bid_levels(), &[(10, 3)]);
         assert_eq!(r.read(a).seq, 0);
-        assert!(matches!(r.writer_status(Duration::from_secs(5)), WriterStatus::Alive { .. }));
+        assert!(matches!(
+            r.writer_status(Duration::from_secs(5)),
+            WriterStatus::Alive { .. }
+        ));
         let g1 = r.generation();
         drop(w);
-        assert_eq!(r.writer_status(Duration::from_secs(5)), WriterStatus::Closed);
-        let w2 = ShmWriter::create(&path, WriterOptions { slots: 4, group_readable: true }).unwrap();
-        assert_eq!(r.writer_status(Duration::from_secs(5)), WriterStatus::Replaced);
+        assert_eq!(
+            r.writer_status(Duration::from_secs(5)),
+            WriterStatus::Closed
+        );
+        let w2 = ShmWriter::create(
+            &path,
+            WriterOptions {
+                slots: 4,
+                group_readable: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            r.writer_status(Duration::from_secs(5)),
+            WriterStatus::Replaced
+        );
         // SAFETY: test-owned file.
         let r2 = unsafe { ShmReader::open(&path) }.unwrap();
         assert_eq!(r2.generation(), g1 + 1);
@@ -570,8 +618,17 @@ mod tests {
     #[test]
     fn full_region_and_long_symbols_are_errors() {
         let path = tmp("full");
-        let mut w = ShmWriter::create(&path, WriterOptions { slots: 1, group_readable: false }).unwrap();
-        assert!(w.add_instrument(Venue::Binance, &"X".repeat(49), 8, 8).is_err());
+        let mut w = ShmWriter::create(
+            &path,
+            WriterOptions {
+                slots: 1,
+                group_readable: false,
+            },
+        )
+        .unwrap();
+        assert!(w
+            .add_instrument(Venue::Binance, &"X".repeat(49), 8, 8)
+            .is_err());
         w.add_instrument(Venue::Binance, "A", 8, 8).unwrap();
         let e = w.add_instrument(Venue::Binance, "B", 8, 8).unwrap_err();
         assert!(e.to_string().contains("all 1 slots"), "{e}");

@@ -20,7 +20,10 @@ pub fn write(seq: &AtomicU64, words: &[AtomicU64], src: &[u64]) {
     debug_assert_eq!(words.len(), src.len());
     // Relaxed: only this writer ever stores `seq`, so it reads its own last store.
     let s = seq.load(Ordering::Relaxed);
-    debug_assert!(s & 1 == 0, "a slot has one writer; odd sequence means a torn writer");
+    debug_assert!(
+        s & 1 == 0,
+        "a slot has one writer; odd sequence means a torn writer"
+    );
     // Relaxed store of the odd value; the release fence below keeps the payload stores
     // that follow from becoming visible before it (pairs with the reader's acquire fence:
     // a reader that sees any new payload word then sees `seq != s` at its second load).

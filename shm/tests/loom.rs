@@ -12,7 +12,8 @@ use loom::sync::Arc;
 fn reader_never_sees_a_mixed_publication() {
     loom::model(|| {
         let seq = Arc::new(AtomicU64::new(0));
-        let words: Arc<[AtomicU64; 3]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let words: Arc<[AtomicU64; 3]> =
+            Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
         let writer = {
             let (seq, words) = (seq.clone(), words.clone());
             loom::thread::spawn(move || {
@@ -23,7 +24,10 @@ fn reader_never_sees_a_mixed_publication() {
         let mut dst = [0u64; 3];
         if let Some(s) = seqlock::try_read(&seq, &words[..], &mut dst) {
             assert!(s % 2 == 0);
-            assert!(dst[0] == dst[1] && dst[1] == dst[2], "mixed copy {dst:?} at seq {s}");
+            assert!(
+                dst[0] == dst[1] && dst[1] == dst[2],
+                "mixed copy {dst:?} at seq {s}"
+            );
             assert_eq!(dst[0], s / 2, "the copy belongs to the sequence it reports");
         }
         writer.join().unwrap();

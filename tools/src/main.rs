@@ -1,1 +1,539 @@
-fn main() {}
+//! `hermes`: the command line. Argument parsing, wiring and printing only; the work is
+//! done by the library crates.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hermes::engine::{self, EngineOptions, IdleStrategy, RingFullPolicy};
+use hermes::replay::{self, ReplaySummary, Speed};
+use hermes::report::tob_json;
+use hermes::synth::{Synth, SynthOptions};
+use hermes_ingest::capture::{CaptureWriter, Record, RecordKind};
+use hermes_ingest::source::{Format, Source, SourceOptions};
+use hermes_ingest::{Decoder, DecoderOptions, Venue};
+use hermes_shm::{ShmReader, WriterStatus};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Hermes: a low-latency market-data engine. Exchange frames in, exact fixed-point books
+/// out, published to a shared-memory file that other processes read lock-free.
+#[derive(Parser, Debug)]
+#[command(name = "hermes", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Replay a capture (native or JSON lines) through the engine.
+    Replay(ReplayArgs),
+    /// Inspect a shm file.
+    #[command(subcommand)]
+    Shm(ShmCmd),
+    /// Write a synthetic market (random-walk books, valid venue frames) to a capture file.
+    Generate(GenerateArgs),
+    /// The demo: generate a sample market, replay it into shm, read it back from another
+    /// process, and print a summary.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ShmCmd {
+    /// Print every instrument's top of book from a shm file (from this separate process).
+    Dump {
+        /// The shm file.
+        path: PathBuf,
+        /// One JSON object per line (the same shape as `replay --print-final`).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum VenueArg {
+    Coinbase,
+    Binance,
+}
+
+impl From<VenueArg> for Venue {
+    fn from(v: VenueArg) -> Venue {
+        match v {
+            VenueArg::Coinbase => Venue::Coinbase,
+            VenueArg::Binance => Venue::Binance,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Native,
+    Jsonl,
+}
+
+#[derive(Args, Debug, Clone)]
+struct EngineArgs {
+    /// The shm file to publish into.
+    #[arg(long, env = "HERMES_SHM_PATH", default_value = "/dev/shm/hermes")]
+    shm: PathBuf,
+    /// Slots (instruments) in the shm file.
+    #[arg(long, default_value_t = 256)]
+    shm_slots: u32,
+    /// Make the shm file readable by its group (mode 0640 instead of 0600).
+    #[arg(long)]
+    shm_group: bool,
+    /// How idle threads wait.
+    #[arg(long, value_enum, default_value_t = IdleStrategy::Backoff)]
+    idle: IdleStrategy,
+    /// What the ingest thread does when the ring to the book thread is full.
+    #[arg(long, value_enum, default_value_t = RingFullPolicy::Block)]
+    ring_full: RingFullPolicy,
+    /// Ring capacity in events.
+    #[arg(long, default_value_t = 65536)]
+    ring_capacity: usize,
+    /// Do not pin the ingest and book threads to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Decimals of prices and sizes for every instrument (8 covers both venues).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=18))]
+    decimals: u8,
+}
+
+impl EngineArgs {
+    fn engine(&self) -> EngineOptions {
+        EngineOptions {
+            shm_path: Some(self.shm.clone()),
+            shm_slots: self.shm_slots,
+            shm_group_readable: self.shm_group,
+            ring_capacity: self.ring_capacity.max(2),
+            idle: self.idle,
+            ring_full: self.ring_full,
+            pin: !self.no_pin,
+        }
+    }
+
+    fn decoder(&self) -> DecoderOptions {
+        let mut d = DecoderOptions {
+            max_instruments: self.shm_slots as usize,
+            ..DecoderOptions::default()
+        };
+        d.scales.default = hermes_book::Scale {
+            price_decimals: self.decimals,
+            size_decimals: self.decimals,
+        };
+        d
+    }
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Capture file: native, or JSON lines (optionally `<timestamp> ` prefixed, cryptofeed
+    /// recorder formats), optionally .gz or .zst.
+    file: PathBuf,
+    /// Venue of JSON-lines frames (detected from the first frame when absent).
+    #[arg(long, value_enum)]
+    venue: Option<VenueArg>,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    format: FormatArg,
+    /// Symbol of REST snapshot lines that do not name one (detected when the file has one).
+    #[arg(long)]
+    symbol: Option<String>,
+    /// Pacing: max, realtime, or a factor such as 10x.
+    #[arg(long, default_value = "max")]
+    speed: Speed,
+    /// After the replay, print one JSON object per instrument.
+    #[arg(long)]
+    print_final: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Output capture file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Frames to write.
+    #[arg(long, default_value_t = 100_000)]
+    frames: u64,
+    /// Instruments per venue.
+    #[arg(long, default_value_t = 3)]
+    instruments: usize,
+    /// Levels per side in the initial books.
+    #[arg(long, default_value_t = 50)]
+    depth: usize,
+    /// Venues to generate.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [VenueArg::Coinbase, VenueArg::Binance])]
+    venues: Vec<VenueArg>,
+    /// Seed (same seed, same file).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Write JSON lines (`<recv ns> <frame>`) instead of the native format. Binance REST
+    /// snapshots cannot be expressed per symbol in that format, so it needs a single
+    /// Binance instrument or Coinbase only.
+    #[arg(long)]
+    jsonl: bool,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Where the demo keeps its files (default: $XDG_DATA_HOME/hermes or ~/.local/share/hermes).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Frames in the generated sample.
+    #[arg(long, default_value_t = 200_000)]
+    frames: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Replay(a) => cmd_replay(a),
+        Cmd::Shm(ShmCmd::Dump { path, json }) => cmd_shm_dump(&path, json),
+        Cmd::Generate(a) => cmd_generate(a),
+        Cmd::Demo(a) => cmd_demo(a),
+    };
+    if let Err(e) = r {
+        eprintln!("hermes: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+struct ReplayRun {
+    summary: ReplaySummary,
+    lines: Vec<String>,
+    elapsed: Duration,
+    pinned: bool,
+    ring_full_waits: u64,
+    ring_dropped: u64,
+    crossed: u64,
+}
+
+fn run_replay(
+    file: &Path,
+    src: SourceOptions,
+    speed: Speed,
+    eng: &EngineArgs,
+) -> Result<ReplayRun> {
+    let source = Source::open(file, &src).with_context(|| format!("opening {}", file.display()))?;
+    let dec_opts = eng.decoder();
+    let stop = engine::shutdown_flag();
+    let out = engine::run(&eng.engine(), move |sink| {
+        let mut decoder = Decoder::new(dec_opts);
+        replay::replay(source, &mut decoder, speed, sink, &stop)
+    })?;
+    let lines = out
+        .books
+        .instruments
+        .iter()
+        .map(|i| {
+            tob_json(
+                i.venue.name(),
+                &i.symbol,
+                i.scale.price_decimals,
+                i.scale.size_decimals,
+                &i.last,
+            )
+        })
+        .collect();
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(ReplayRun {
+        summary: out.ingest,
+        lines,
+        elapsed: out.elapsed,
+        pinned: out.pinned,
+        // Relaxed: both threads have been joined.
+        ring_full_waits: out.ring.full_waits.load(Relaxed),
+        ring_dropped: out.ring.dropped.load(Relaxed),
+        crossed: out.books.stats.crossed,
+    })
+}
+
+fn summary_line(file: &Path, r: &ReplayRun) -> String {
+    let s = &r.summary;
+    let d = &s.decode;
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "replayed {}: {} frames, {} events ({} levels, {} trades, {} quotes, {} snapshots), {} errors, {} gaps, {} resyncs, {} stale/duplicate frames skipped, {} crossed commits, ring full {}× (dropped {}), {:.3} s, {:.0} frames/s, {:.1} MB/s, threads {}",
+        file.display(),
+        d.frames,
+        d.events,
+        d.levels,
+        d.trades,
+        d.quotes,
+        d.snapshots,
+        s.errors_total(),
+        d.gaps,
+        d.resyncs,
+        d.stale_frames,
+        r.crossed,
+        r.ring_full_waits,
+        r.ring_dropped,
+        secs,
+        d.frames as f64 / secs,
+        d.bytes as f64 / secs / 1e6,
+        if r.pinned { "pinned" } else { "not pinned" },
+    )
+}
+
+fn cmd_replay(a: ReplayArgs) -> Result<()> {
+    let src = SourceOptions {
+        format: match a.format {
+            FormatArg::Auto => Format::Auto,
+            FormatArg::Native => Format::Native,
+            FormatArg::Jsonl => Format::Jsonl,
+        },
+        venue: a.venue.map(Venue::from),
+        symbol: a.symbol.clone(),
+    };
+    let r = run_replay(&a.file, src, a.speed, &a.engine)?;
+    if a.print_final {
+        let mut out = std::io::stdout().lock();
+        for l in &r.lines {
+            writeln!(out, "{l}")?;
+        }
+    }
+    let s = &r.summary;
+    if let Some(t) = &s.torn {
+        eprintln!(
+            "hermes: {}: torn or corrupt tail at byte {} ({}; {} trailing bytes ignored); everything before it was replayed",
+            a.file.display(),
+            t.offset,
+            t.reason,
+            t.trailing_bytes
+        );
+    }
+    if s.untimed > 0 && a.speed != Speed::Max {
+        eprintln!(
+            "hermes: {} frames had no receive time and were replayed unpaced",
+            s.untimed
+        );
+    }
+    for (sym, n) in &s.unsynced {
+        eprintln!("hermes: {sym}: no depth snapshot in the file; {n} diffs stayed buffered (book not built)");
+    }
+    for sym in &s.stale {
+        eprintln!("hermes: {sym}: stale at the end (a gap without a later snapshot)");
+    }
+    if s.errors_total() as usize > s.errors.len() {
+        eprintln!(
+            "hermes: {} more errors not shown",
+            s.errors_total() as usize - s.errors.len()
+        );
+    }
+    eprintln!("{}", summary_line(&a.file, &r));
+    if let Some(f) = &s.fatal {
+        bail!("replay stopped early: {f}");
+    }
+    Ok(())
+}
+
+fn writer_status_text(st: WriterStatus) -> String {
+    match st {
+        WriterStatus::Alive { heartbeat_age } => {
+            format!("alive (heartbeat {} ms ago)", heartbeat_age.as_millis())
+        }
+        WriterStatus::Closed => "closed cleanly (data is its final state)".into(),
+        WriterStatus::Dead { pid } => {
+            format!("DEAD (pid {pid} is gone without closing; data may be old)")
+        }
+        WriterStatus::Stalled { heartbeat_age } => {
+            format!(
+                "STALLED (no heartbeat for {:.1} s)",
+                heartbeat_age.as_secs_f64()
+            )
+        }
+        WriterStatus::Replaced => "REPLACED (a newer writer recreated the file; reopen it)".into(),
+    }
+}
+
+fn cmd_shm_dump(path: &Path, json: bool) -> Result<()> {
+    // SAFETY: Hermes writers never truncate a published shm file (a restart renames a new
+    // file into place); we only read.
+    let reader = unsafe { ShmReader::open(path) }.with_context(|| {
+        format!(
+            "opening shm file {} (is the engine running with --shm {0}?)",
+            path.display()
+        )
+    })?;
+    let mut out = std::io::stdout().lock();
+    let insts = reader.instruments();
+    if !json {
+        writeln!(
+            out,
+            "{}: writer pid {}, generation {}, {}; {} instruments in {} slots",
+            path.display(),
+            reader.writer_pid(),
+            reader.generation(),
+            writer_status_text(reader.writer_status(Duration::from_millis(500))),
+            insts.len(),
+            reader.slot_count()
+        )?;
+        writeln!(
+            out,
+            "{:<9} {:<14} {:>16} {:>16} {:>16} {:>16} {:>12} {:>9} {:>5}",
+            "venue", "symbol", "bid_qty", "bid", "ask", "ask_qty", "seq", "updates", "stale"
+        )?;
+    }
+    for i in &insts {
+        let t = reader.read(i.slot);
+        if json {
+            writeln!(
+                out,
+                "{}",
+                tob_json(
+                    i.venue.name(),
+                    &i.symbol,
+                    i.price_decimals,
+                    i.size_decimals,
+                    &t
+                )
+            )?;
+        } else {
+            let px = |v: i64, has: bool| {
+                if has {
+                    hermes_book::Decimal::new(v, i.price_decimals).to_string()
+                } else {
+                    "-".into()
+                }
+            };
+            let sz = |v: i64, has: bool| {
+                if has {
+                    hermes_book::Decimal::new(v, i.size_decimals).to_string()
+                } else {
+                    "-".into()
+                }
+            };
+            let hb = t.flags & hermes_shm::FLAG_HAS_BID != 0;
+            let ha = t.flags & hermes_shm::FLAG_HAS_ASK != 0;
+            writeln!(
+                out,
+                "{:<9} {:<14} {:>16} {:>16} {:>16} {:>16} {:>12} {:>9} {:>5}",
+                i.venue.name(),
+                i.symbol,
+                sz(t.bid_qty, hb),
+                px(t.bid_px, hb),
+                px(t.ask_px, ha),
+                sz(t.ask_qty, ha),
+                t.update_id,
+                t.updates,
+                if t.is_stale() { "STALE" } else { "no" }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn generate(path: &Path, opts: SynthOptions, frames: u64, jsonl: bool) -> Result<()> {
+    let mut synth = Synth::new(opts);
+    if jsonl {
+        let f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        for _ in 0..frames {
+            let fr = synth.next_frame();
+            writeln!(w, "{} {}", fr.recv_ts_ns, fr.data)?;
+        }
+        w.flush()?;
+        return Ok(());
+    }
+    let mut w = CaptureWriter::create(path)?;
+    for _ in 0..frames {
+        let fr = synth.next_frame();
+        let (kind, tag) = match &fr.rest_symbol {
+            Some(s) => (RecordKind::RestDepth, s.as_bytes()),
+            None => (RecordKind::Ws, &b""[..]),
+        };
+        w.append(&Record {
+            recv_ts_ns: fr.recv_ts_ns,
+            venue: fr.venue,
+            kind,
+            conn: 0,
+            tag,
+            data: fr.data.as_bytes(),
+        })?;
+    }
+    w.sync()?;
+    Ok(())
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    let venues: Vec<Venue> = a.venues.iter().map(|v| Venue::from(*v)).collect();
+    if a.jsonl && venues.contains(&Venue::Binance) && (a.instruments > 1 || venues.len() > 1) {
+        bail!("--jsonl holds Binance REST snapshots only for a single Binance instrument; use the native format (drop --jsonl) or --venues binance --instruments 1");
+    }
+    if a.instruments == 0 || a.depth == 0 {
+        bail!("--instruments and --depth must be at least 1");
+    }
+    let opts = SynthOptions {
+        venues,
+        instruments: a.instruments,
+        depth: a.depth,
+        seed: a.seed,
+        ..SynthOptions::default()
+    };
+    generate(&a.out, opts, a.frames, a.jsonl)?;
+    eprintln!("wrote {} frames to {}", a.frames, a.out.display());
+    Ok(())
+}
+
+fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("hermes");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(h).join(".local/share/hermes");
+    }
+    std::env::temp_dir().join("hermes")
+}
+
+fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let dir = a.dir.clone().unwrap_or_else(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let sample = dir.join("sample.hcap");
+    eprintln!("[1/3] generating a synthetic market ({} frames, Coinbase + Binance, 3 instruments each) into {}", a.frames, sample.display());
+    generate(&sample, SynthOptions::default(), a.frames, false)?;
+    eprintln!(
+        "[2/3] replaying it through the engine (ingest thread → ring → book thread → shm {})",
+        a.engine.shm.display()
+    );
+    let r = run_replay(&sample, SourceOptions::default(), Speed::Max, &a.engine)?;
+    eprintln!("{}", summary_line(&sample, &r));
+    eprintln!("[3/3] reading the shm file back from a separate process (hermes shm dump)");
+    let exe = std::env::current_exe().context("locating the hermes binary")?;
+    let status = std::process::Command::new(&exe)
+        .args(["shm", "dump"])
+        .arg(&a.engine.shm)
+        .status()
+        .context("running hermes shm dump")?;
+    if !status.success() {
+        bail!("hermes shm dump failed ({status})");
+    }
+    let exe = exe.display();
+    let shm = a.engine.shm.display();
+    println!();
+    println!("Demo done. Look further:");
+    println!("  {exe} shm dump {shm} --json        # the same data as JSON");
+    println!("  python3 shm/python/hermes_shm.py {shm}   # the stdlib-only Python reader");
+    println!(
+        "  {exe} replay {} --print-final --shm {shm}",
+        sample.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,648 @@
+//! The foreign-language readers against regions written by [`ShmWriter`]: the C example
+//! (`shm/examples/c/reader.c`, built on `shm/include/hermes_shm.h`) and the Python reader
+//! (`shm/python/hermes_shm.py`) must print exactly the expected lines, refuse files they
+//! do not understand, and tell the writer's state.
+//!
+//! Tests that need `cc` or `python3` print a note and pass when the tool is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hermes_shm::layout::header;
+use hermes_shm::{
+    ShmWriter, TopOfBook, Venue, WriterOptions, FLAG_BBO_FROM_TICKER, FLAG_CROSSED, FLAG_HAS_ASK,
+    FLAG_HAS_BID, FLAG_STALE,
+};
+
+/// A directory under the system temp dir, unique to this process and test, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("hermes-shm-readers-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn crate_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn tool_exists(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+/// Compiles a C program against the header with warnings as errors, or returns `None`
+/// (after a note) when there is no `cc`.
+fn compile_c(src: &Path, out: &Path) -> Option<PathBuf> {
+    if !tool_exists("cc") {
+        eprintln!("note: `cc` not found; skipping the C reader checks");
+        return None;
+    }
+    let res = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-I"])
+        .arg(crate_path("include"))
+        .arg("-o")
+        .arg(out)
+        .arg(src)
+        .output()
+        .expect("run cc");
+    assert!(
+        res.status.success(),
+        "cc failed on {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    Some(out.to_path_buf())
+}
+
+fn python() -> Option<&'static str> {
+    if tool_exists("python3") {
+        Some("python3")
+    } else {
+        eprintln!("note: `python3` not found; skipping the Python reader checks");
+        None
+    }
+}
+
+fn stdout_lines(out: &Output, what: &str) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout.clone()).expect("UTF-8 output");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "{what}: output must end with a newline: {text:?}"
+    );
+    text.lines().map(str::to_string).collect()
+}
+
+fn assert_lines(got: &[String], want: &[String], what: &str) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g, w, "{what}: line {} differs", i + 1);
+    }
+    assert_eq!(got.len(), want.len(), "{what}: line count; got {got:#?}");
+}
+
+/// The region every reader test prints, with the lines the readers must produce.
+struct Fixture {
+    path: PathBuf,
+    /// Kept alive so the region stays "alive" (not closed) while the readers run.
+    _writer: ShmWriter,
+    c_lines: Vec<String>,
+    json_lines: Vec<String>,
+}
+
+/// Fills every level with values that must never be printed, so a reader that ignores
+/// `level_counts` is caught.
+fn junk_levels(t: &mut TopOfBook) {
+    for i in 0..10 {
+        t.bids[i] = (-999_000 - i as i64, -999);
+        t.asks[i] = (999_000 + i as i64, 999);
+    }
+}
+
+fn fixture(dir: &TempDir) -> Fixture {
+    let path = dir.join("region");
+    let mut w = ShmWriter::create(
+        &path,
+        WriterOptions {
+            slots: 8,
+            group_readable: false,
+        },
+    )
+    .unwrap();
+
+    // 1. Coinbase, 2 price / 8 size decimals, both sides, trailing zeros to drop.
+    let btc_usd = w.add_instrument(Venue::Coinbase, "BTC-USD", 2, 8).unwrap();
+    let mut t = TopOfBook {
+        update_id: 123_456_789,
+        exch_ts_ns: 1_700_000_000_000_000_000,
+        recv_ts_ns: 1_700_000_000_000_100_000,
+        publish_ts_ns: 1_700_000_000_000_200_000,
+        updates: 42,
+        flags: FLAG_HAS_BID | FLAG_HAS_ASK,
+        bid_px: 6_183_763,
+        bid_qty: 150_000_000,
+        ask_px: 6_183_800,
+        ask_qty: 1,
+        bid_levels: 3,
+        ask_levels: 2,
+        last_trade_px: 6_183_780,
+        last_trade_qty: 5,
+        last_trade_ts_ns: 1_699_999_999_999_000_000,
+        last_trade_side: 1,
+        trades: 7,
+        ..TopOfBook::default()
+    };
+    junk_levels(&mut t);
+    t.bids[0] = (6_183_763, 150_000_000);
+    t.bids[1] = (6_183_700, 2_500_000_000);
+    t.bids[2] = (6_183_650, 100);
+    t.asks[0] = (6_183_800, 1);
+    t.asks[1] = (6_184_000, 12_345_678_901);
+    w.publish(btc_usd, &t);
+
+    // 2. Binance, 8/8 decimals, empty ask side (its words hold junk), best bid from the
+    //    ticker so it differs from bids[0], the largest update id.
+    let eth_usdt = w.add_instrument(Venue::Binance, "ETHUSDT", 8, 8).unwrap();
+    let mut t = TopOfBook {
+        update_id: u64::MAX,
+        updates: 1,
+        flags: FLAG_HAS_BID | FLAG_BBO_FROM_TICKER,
+        bid_px: 345_678_000_000,
+        bid_qty: 1_000_000_000,
+        ask_px: 777,
+        ask_qty: 778,
+        bid_levels: 1,
+        ask_levels: 0,
+        ..TopOfBook::default()
+    };
+    junk_levels(&mut t);
+    t.bids[0] = (345_670_000_000, 50_000_000);
+    w.publish(eth_usdt, &t);
+
+    // 3. Webhook, 4/0 decimals, stale and crossed, negative and zero values, i64 extremes.
+    let spread = w
+        .add_instrument(Venue::Webhook, "SPREAD-BTC/ETH", 4, 0)
+        .unwrap();
+    let mut t = TopOfBook {
+        update_id: 0,
+        updates: 3,
+        flags: FLAG_STALE | FLAG_CROSSED | FLAG_HAS_BID | FLAG_HAS_ASK,
+        bid_px: -12_345,
+        bid_qty: 0,
+        ask_px: -5,
+        ask_qty: 7,
+        bid_levels: 2,
+        ask_levels: 1,
+        ..TopOfBook::default()
+    };
+    junk_levels(&mut t);
+    t.bids[0] = (-12_345, 0);
+    t.bids[1] = (i64::MIN, i64::MAX);
+    t.asks[0] = (-5, 7);
+    w.publish(spread, &t);
+
+    // 4. Registered but never published: an all-zero slot.
+    w.add_instrument(Venue::Coinbase, "ETH-USD", 2, 8).unwrap();
+
+    // 5. Binance, 0 price / 18 size decimals, full depth, published twice (the last wins).
+    let btc_usdt = w.add_instrument(Venue::Binance, "BTCUSDT", 0, 18).unwrap();
+    let mut t = TopOfBook {
+        update_id: 98,
+        updates: 1,
+        flags: FLAG_HAS_BID,
+        bid_px: 1,
+        bid_qty: 1,
+        bid_levels: 1,
+        ..TopOfBook::default()
+    };
+    w.publish(btc_usdt, &t);
+    t.update_id = 99;
+    t.updates = 2;
+    t.flags = FLAG_HAS_BID | FLAG_HAS_ASK;
+    t.bid_px = 61_837;
+    t.bid_qty = 1;
+    t.ask_px = 61_838;
+    t.ask_qty = 100_000_000_000_000_000;
+    t.bid_levels = 10;
+    t.ask_levels = 10;
+    for i in 0..10 {
+        t.bids[i] = (61_837 - i as i64, i as i64 + 1);
+        t.asks[i] = (61_838 + i as i64, 100_000_000_000_000_000 * (i as i64 + 1));
+    }
+    w.publish(btc_usdt, &t);
+    w.heartbeat();
+
+    let c_lines = [
+        "coinbase BTC-USD 61837.63 1.5 61838 0.00000001 123456789 42 false",
+        "binance ETHUSDT 3456.78 10 - - 18446744073709551615 1 false",
+        "webhook SPREAD-BTC/ETH -1.2345 0 -0.0005 7 0 3 true",
+        "coinbase ETH-USD - - - - 0 0 false",
+        "binance BTCUSDT 61837 0.000000000000000001 61838 0.1 99 2 false",
+    ]
+    .map(String::from)
+    .to_vec();
+
+    let deep_bids: Vec<String> = (0..10)
+        .map(|i| format!(r#"["{}","0.0000000000000000{:02}"]"#, 61_837 - i, i + 1))
+        .map(|s| s.replace("0.000000000000000010", "0.00000000000000001"))
+        .collect();
+    let deep_asks: Vec<String> = (0..10)
+        .map(|i| match i {
+            9 => r#"["61847","1"]"#.to_string(),
+            _ => format!(r#"["{}","0.{}"]"#, 61_838 + i, i + 1),
+        })
+        .collect();
+    let json_lines = vec![
+        concat!(
+            r#"{"venue":"coinbase","symbol":"BTC-USD","bid_px":"61837.63","bid_qty":"1.5","#,
+            r#""ask_px":"61838","ask_qty":"0.00000001","#,
+            r#""bids":[["61837.63","1.5"],["61837","25"],["61836.5","0.000001"]],"#,
+            r#""asks":[["61838","0.00000001"],["61840","123.45678901"]],"#,
+            r#""seq":123456789,"updates":42,"stale":false}"#
+        )
+        .to_string(),
+        concat!(
+            r#"{"venue":"binance","symbol":"ETHUSDT","bid_px":"3456.78","bid_qty":"10","#,
+            r#""ask_px":null,"ask_qty":null,"bids":[["3456.7","0.5"]],"asks":[],"#,
+            r#""seq":18446744073709551615,"updates":1,"stale":false}"#
+        )
+        .to_string(),
+        concat!(
+            r#"{"venue":"webhook","symbol":"SPREAD-BTC/ETH","bid_px":"-1.2345","bid_qty":"0","#,
+            r#""ask_px":"-0.0005","ask_qty":"7","#,
+            r#""bids":[["-1.2345","0"],["-922337203685477.5808","9223372036854775807"]],"#,
+            r#""asks":[["-0.0005","7"]],"seq":0,"updates":3,"stale":true}"#
+        )
+        .to_string(),
+        concat!(
+            r#"{"venue":"coinbase","symbol":"ETH-USD","bid_px":null,"bid_qty":null,"#,
+            r#""ask_px":null,"ask_qty":null,"bids":[],"asks":[],"seq":0,"updates":0,"#,
+            r#""stale":false}"#
+        )
+        .to_string(),
+        format!(
+            concat!(
+                r#"{{"venue":"binance","symbol":"BTCUSDT","bid_px":"61837","#,
+                r#""bid_qty":"0.000000000000000001","ask_px":"61838","ask_qty":"0.1","#,
+                r#""bids":[{}],"asks":[{}],"seq":99,"updates":2,"stale":false}}"#
+            ),
+            deep_bids.join(","),
+            deep_asks.join(",")
+        ),
+    ];
+
+    Fixture {
+        path,
+        _writer: w,
+        c_lines,
+        json_lines,
+    }
+}
+
+#[test]
+fn fixture_matches_the_rust_reader() {
+    // Guards the hand-written expectations against a mistake in the fixture itself.
+    let dir = TempDir::new("rust");
+    let f = fixture(&dir);
+    // SAFETY: the file is this test's own and nothing truncates it.
+    let r = unsafe { hermes_shm::ShmReader::open(&f.path) }.unwrap();
+    let inst = r.instruments();
+    let names: Vec<_> = inst
+        .iter()
+        .map(|i| (i.venue.name(), i.symbol.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("coinbase", "BTC-USD"),
+            ("binance", "ETHUSDT"),
+            ("webhook", "SPREAD-BTC/ETH"),
+            ("coinbase", "ETH-USD"),
+            ("binance", "BTCUSDT"),
+        ]
+    );
+    assert_eq!(r.read(inst[3].slot).seq, 0, "never published");
+    let last = r.read(inst[4].slot);
+    assert_eq!(
+        (last.seq, last.update_id, last.bid_levels().len()),
+        (4, 99, 10)
+    );
+}
+
+#[test]
+fn c_reader_prints_exact_lines() {
+    let dir = TempDir::new("c");
+    let f = fixture(&dir);
+    let Some(bin) = compile_c(&crate_path("examples/c/reader.c"), &dir.join("reader")) else {
+        return;
+    };
+    let out = Command::new(&bin).arg(&f.path).output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_lines(&stdout_lines(&out, "C reader"), &f.c_lines, "C reader");
+}
+
+#[test]
+fn python_reader_prints_exact_json_lines() {
+    let dir = TempDir::new("py");
+    let f = fixture(&dir);
+    let Some(py) = python() else { return };
+    let out = Command::new(py)
+        .arg(crate_path("python/hermes_shm.py"))
+        .arg(&f.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_lines(
+        &stdout_lines(&out, "Python reader"),
+        &f.json_lines,
+        "Python reader",
+    );
+}
+
+/// Runs a reader expected to refuse `path`; returns its stderr.
+fn refused(mut cmd: Command, code: i32, what: &str) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: status; stderr: {err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: printed {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
+#[test]
+fn readers_refuse_unknown_versions_and_foreign_files() {
+    let dir = TempDir::new("refuse");
+    let good = dir.join("region");
+    drop(
+        ShmWriter::create(
+            &good,
+            WriterOptions {
+                slots: 2,
+                group_readable: false,
+            },
+        )
+        .unwrap(),
+    );
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+    let bumped = dir.join("bumped");
+    std::fs::write(&bumped, &bytes).unwrap();
+    let foreign = dir.join("foreign");
+    std::fs::write(&foreign, vec![b'x'; 8192]).unwrap();
+    let missing = dir.join("missing");
+
+    let version_msg = format!(
+        "{}: shm layout version 2, this reader understands version 1; use a matching hermes build",
+        bumped.display()
+    );
+    let magic_msg = format!("{}: not a Hermes shm file (bad magic)", foreign.display());
+    let missing_msg = format!("{}: No such file or directory", missing.display());
+
+    if let Some(py) = python() {
+        let script = crate_path("python/hermes_shm.py");
+        let run = |p: &Path| {
+            let mut c = Command::new(py);
+            c.arg(&script).arg(p);
+            c
+        };
+        let err = refused(run(&bumped), 2, "python, bumped version");
+        assert!(err.contains(&version_msg), "{err}");
+        let err = refused(run(&foreign), 2, "python, foreign file");
+        assert!(err.contains(&magic_msg), "{err}");
+        let err = refused(run(&missing), 2, "python, missing file");
+        assert!(err.contains(&missing_msg), "{err}");
+        // The untouched file is accepted (the refusal is about the version alone).
+        let ok = Command::new(py).arg(&script).arg(&good).output().unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
+
+    if let Some(bin) = compile_c(&crate_path("examples/c/reader.c"), &dir.join("reader")) {
+        let run = |p: &Path| {
+            let mut c = Command::new(&bin);
+            c.arg(p);
+            c
+        };
+        let err = refused(run(&bumped), 1, "C, bumped version");
+        assert!(err.contains(&version_msg), "{err}");
+        let err = refused(run(&foreign), 1, "C, foreign file");
+        assert!(err.contains(&magic_msg), "{err}");
+        let err = refused(run(&missing), 1, "C, missing file");
+        assert!(err.contains(&missing_msg), "{err}");
+        let ok = Command::new(&bin).arg(&good).output().unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
+}
+
+#[test]
+fn header_builds_cleanly_as_strict_c_and_as_cpp() {
+    let dir = TempDir::new("strict");
+    let include = crate_path("include");
+    if tool_exists("cc") {
+        let out = Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion"])
+            .args([
+                "-Wsign-conversion",
+                "-Wshadow",
+                "-Wcast-qual",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(&include)
+            .arg(crate_path("examples/c/reader.c"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("note: `cc` not found; skipping the strict C build");
+    }
+    if tool_exists("c++") {
+        let src = dir.join("use.cpp");
+        std::fs::write(&src, CPP_USE).unwrap();
+        let out = Command::new("c++")
+            .args([
+                "-std=c++17",
+                "-Wall",
+                "-Wextra",
+                "-Wpedantic",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(&include)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("note: `c++` not found; skipping the C++ build of the header");
+    }
+}
+
+/// Every function of the header, used from C++.
+const CPP_USE: &str = r#"
+#include "hermes_shm.h"
+#include <cstdio>
+int main(int argc, char **argv) {
+    struct hermes_shm shm;
+    char msg[256], num[HERMES_DECIMAL_BUF];
+    int rc = hermes_shm_open(argc > 1 ? argv[1] : "x", &shm);
+    if (rc != HERMES_SHM_OK) {
+        std::puts(hermes_shm_format_error(&shm, rc, msg, sizeof msg));
+        return 1;
+    }
+    for (uint32_t i = 0; i < hermes_shm_instrument_count(&shm); i++) {
+        struct hermes_instrument inst;
+        struct hermes_tob tob;
+        if (hermes_shm_instrument(&shm, i, &inst) == HERMES_SHM_OK &&
+            hermes_shm_read(&shm, inst.slot, &tob) == HERMES_SHM_OK &&
+            hermes_shm_try_read(&shm, inst.slot, &tob) == HERMES_SHM_OK)
+            std::printf("%s %s %s\n", hermes_venue_name(inst.venue), inst.symbol,
+                        hermes_format_decimal(tob.bid_px, inst.price_decimals, num));
+    }
+    std::printf("%s %lld %u %llu %s\n",
+                hermes_writer_state_name(hermes_shm_writer_status(&shm, 500000000)),
+                (long long)hermes_shm_heartbeat_age_ns(&shm), hermes_shm_writer_pid(&shm),
+                (unsigned long long)hermes_shm_generation(&shm), hermes_shm_strerror(rc));
+    hermes_shm_close(&shm);
+    return 0;
+}
+"#;
+
+/// `status PATH MAX_AGE_MS [REPLACEMENT]`: maps PATH, optionally renames REPLACEMENT onto
+/// PATH, prints the writer state.
+const C_STATUS: &str = r#"
+#include "hermes_shm.h"
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    struct hermes_shm shm;
+    char msg[512];
+    int rc = hermes_shm_open(argv[1], &shm);
+    if (argc < 3 || rc != HERMES_SHM_OK) {
+        fprintf(stderr, "%s\n", hermes_shm_format_error(&shm, rc, msg, sizeof msg));
+        return 1;
+    }
+    if (argc > 3 && rename(argv[3], argv[1]) != 0) return 1;
+    printf("%s\n", hermes_writer_state_name(
+        hermes_shm_writer_status(&shm, (int64_t)atoll(argv[2]) * 1000000)));
+    hermes_shm_close(&shm);
+    return 0;
+}
+"#;
+
+const PY_STATUS: &str = r#"
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from hermes_shm import HermesShm
+with HermesShm(sys.argv[2]) as shm:
+    if len(sys.argv) > 4:
+        os.rename(sys.argv[4], sys.argv[2])
+    print(shm.writer_status(max_age=int(sys.argv[3]) / 1000))
+"#;
+
+#[test]
+fn readers_tell_the_writer_state() {
+    let dir = TempDir::new("status");
+    let live = dir.join("live");
+    let writer = ShmWriter::create(
+        &live,
+        WriterOptions {
+            slots: 2,
+            group_readable: false,
+        },
+    )
+    .unwrap();
+    writer.heartbeat();
+    let base = std::fs::read(&live).unwrap();
+    let patched = |name: &str, off: usize, val: &[u8]| {
+        let mut b = base.clone();
+        b[off..off + val.len()].copy_from_slice(val);
+        let p = dir.join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    // A pid that existed a moment ago and is gone now (reaped).
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let dead = patched("dead", header::WRITER_PID, &dead_pid.to_le_bytes());
+    let stalled = patched("stalled", header::HEARTBEAT_NS, &1u64.to_le_bytes());
+    let closed = patched("closed", header::FLAGS, &1u32.to_le_bytes());
+    // Replaced: the reader maps `target`, then a new file is renamed onto the path.
+    let target = |name: &str| patched(name, 0, b"HERMESHM");
+
+    let mut cases: Vec<(&str, Vec<PathBuf>, &str)> = vec![
+        ("live", vec![live.clone()], "alive"),
+        ("dead", vec![dead], "dead"),
+        ("stalled", vec![stalled], "stalled"),
+        ("closed", vec![closed], "closed"),
+    ];
+    let c_replaced = vec![target("c-old"), target("c-new")];
+    let py_replaced = vec![target("py-old"), target("py-new")];
+
+    if let Some(bin) = {
+        let src = dir.join("status.c");
+        std::fs::write(&src, C_STATUS).unwrap();
+        compile_c(&src, &dir.join("status"))
+    } {
+        cases.push(("replaced", c_replaced, "replaced"));
+        for (name, paths, want) in &cases {
+            let out = Command::new(&bin)
+                .arg(&paths[0])
+                .arg("10000")
+                .args(&paths[1..])
+                .output()
+                .unwrap();
+            assert_eq!(stdout_lines(&out, name), [*want], "C status of {name}");
+        }
+        cases.pop();
+    }
+    if let Some(py) = python() {
+        cases.push(("replaced", py_replaced, "replaced"));
+        for (name, paths, want) in &cases {
+            let out = Command::new(py)
+                // Importing from the source tree must not leave __pycache__ there.
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .arg("-c")
+                .arg(PY_STATUS)
+                .arg(crate_path("python"))
+                .arg(&paths[0])
+                .arg("10000")
+                .args(&paths[1..])
+                .output()
+                .unwrap();
+            assert_eq!(stdout_lines(&out, name), [*want], "Python status of {name}");
+        }
+    }
+    drop(writer);
+}
