@@ -42,6 +42,9 @@ pub enum Change {
     Absent,
 }
 
+/// Levels of headroom a side reserves after a snapshot, at least.
+const MIN_RESERVE: usize = 256;
+
 /// How many levels from the touch are scanned linearly before binary search.
 const LINEAR_SCAN: usize = 8;
 
@@ -138,6 +141,9 @@ impl<const ASK: bool> Ladder<ASK> {
             }
         }
         self.levels.truncate(w);
+        // Headroom: a live book hovers around its snapshot depth, so reserving as much
+        // again (at least 256 levels) keeps steady-state inserts from reallocating.
+        self.levels.reserve(w.max(MIN_RESERVE));
     }
 
     #[inline]

@@ -22,6 +22,8 @@ use crate::json::{parse_rfc3339_ns, Scanner};
 pub(crate) struct CoinbaseState {
     /// (connection id, last sequence seen, level-2 instruments on it).
     conns: Vec<(u16, Option<u64>, Vec<InstId>)>,
+    /// The frame being decoded is level-2 and its sequence number was consumed.
+    l2_accepted: bool,
 }
 
 impl CoinbaseState {
@@ -80,6 +82,21 @@ impl Decoder {
     }
 
     pub(crate) fn decode_coinbase(&mut self, frame: &Frame<'_>) -> Result<(), DecodeError> {
+        self.cb.l2_accepted = false;
+        let r = self.decode_coinbase_frame(frame);
+        if r.is_err() && self.cb.l2_accepted {
+            // The frame's sequence number was consumed but its level changes were not
+            // applied: the connection's books can no longer be trusted.
+            let c = self.cb.conn(frame.conn);
+            for k in 0..self.cb.conns[c].2.len() {
+                let inst = self.cb.conns[c].2[k];
+                self.sh.set_stale_now(inst);
+            }
+        }
+        r
+    }
+
+    fn decode_coinbase_frame(&mut self, frame: &Frame<'_>) -> Result<(), DecodeError> {
         let mut s = Scanner::new(frame.data);
         s.object_begin()?;
         let mut first = true;
@@ -165,6 +182,7 @@ impl Decoder {
             _ => {}
         }
         self.cb.conns[c].1 = Some(seq);
+        self.cb.l2_accepted = ch == Channel::L2;
         match ch {
             Channel::Heartbeats => self.sh.stats.heartbeats += 1,
             Channel::Subscriptions | Channel::Ignored => self.sh.stats.ignored += 1,

@@ -248,7 +248,8 @@ pub(crate) struct Shared {
     pub(crate) inst: Instruments,
     /// Events of the frame being decoded, handed over only if the frame is good.
     pub(crate) pending: Vec<Event>,
-    /// Instrument definitions, handed over even if the frame fails.
+    /// Instrument definitions (and stale marks of failed frames), handed over even if
+    /// the frame fails.
     pub(crate) defines: Vec<Event>,
     pub(crate) stats: DecodeStats,
     /// Per instrument: currently marked stale.
@@ -265,6 +266,19 @@ impl Shared {
         if self.stale[i] != stale {
             self.stale[i] = stale;
             self.pending.push(Event::Stale { inst, stale });
+        }
+    }
+
+    /// Marks `inst` stale outside the frame's all-or-nothing staging, for a frame that
+    /// failed after its sequence number was consumed.
+    pub(crate) fn set_stale_now(&mut self, inst: InstId) {
+        let i = inst.0 as usize;
+        if self.stale.len() <= i {
+            self.stale.resize(i + 1, false);
+        }
+        if !self.stale[i] {
+            self.stale[i] = true;
+            self.defines.push(Event::Stale { inst, stale: true });
         }
     }
 

@@ -443,7 +443,7 @@ def dump_line(inst: Instrument, tob: TopOfBook) -> str:
         "updates": tob.updates,
         "stale": tob.stale,
     }
-    return json.dumps(obj, separators=(",", ":"))
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def main(argv: List[str]) -> int:

@@ -27,7 +27,7 @@
 //! let reader = unsafe { ShmReader::open(&path) }.unwrap();
 //! let inst = &reader.instruments()[0];
 //! assert_eq!(inst.symbol, "BTCUSDT");
-//! assert_eq!(reader.read(inst.slot).bid_px, 6_183_763_000_000);
+//! assert_eq!(reader.read(inst.slot).unwrap().bid_px, 6_183_763_000_000);
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
@@ -261,6 +261,12 @@ pub enum ShmError {
         found: u32,
         /// Version this crate reads.
         expected: u32,
+    },
+    /// Header fields disagree with this layout version.
+    #[error("{path}: header sizes or offsets do not match shm layout version 1 (damaged file, or a writer from a different build)")]
+    Layout {
+        /// The file.
+        path: String,
     },
     /// The file is shorter than its header says.
     #[error("{path}: file is {len} bytes but its header needs {need}; the writer may be starting or the file is damaged")]

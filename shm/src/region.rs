@@ -67,6 +67,11 @@ unsafe fn slot_words<'a>(base: *const u8, len: usize, off: usize) -> &'a [Atomic
     unsafe { std::slice::from_raw_parts(base.add(off) as *const AtomicU64, SLOT_WORDS) }
 }
 
+/// Retries of [`ShmReader::read`] before it gives up on a slot whose writer never leaves
+/// it: a writer is inside a slot for well under a microsecond, and after 64 spins every
+/// retry yields, so this is on the order of a second of a dead writer.
+const READ_ATTEMPTS: u32 = 1_000_000;
+
 /// How to create a region.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
@@ -148,7 +153,10 @@ impl ShmWriter {
             put_u64(b, header::CREATED_NS, unix_ns() as u64);
         }
         map.flush().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_err(path)(e)
+        })?;
         Ok(ShmWriter {
             map,
             path: path.to_path_buf(),
@@ -250,12 +258,10 @@ impl Drop for ShmWriter {
 }
 
 fn previous_generation(path: &Path) -> u64 {
-    let Ok(bytes) = std::fs::read(path).map(|b| b.get(..header::CREATED_NS).map(<[u8]>::to_vec))
-    else {
-        return 0;
-    };
-    match bytes {
-        Some(b) if b[..8] == layout::MAGIC => get_u64(&b, header::GENERATION),
+    use std::io::Read;
+    let mut b = [0u8; header::CREATED_NS];
+    match File::open(path).and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) if b[..8] == layout::MAGIC => get_u64(&b, header::GENERATION),
         _ => 0,
     }
 }
@@ -344,10 +350,15 @@ impl ShmReader {
         let slot_count = get_u32(&map, header::SLOT_COUNT);
         let slots_offset = get_u64(&map, header::SLOTS_OFFSET) as usize;
         let need = layout::file_size(slot_count as usize) as u64;
-        if len < need
-            || slots_offset != layout::slots_offset(slot_count as usize)
-            || get_u32(&map, header::SLOT_SIZE) as usize != SLOT_SIZE
-        {
+        let layout_ok = slots_offset == layout::slots_offset(slot_count as usize)
+            && get_u32(&map, header::SLOT_SIZE) as usize == SLOT_SIZE
+            && get_u32(&map, header::HEADER_SIZE) as usize == layout::HEADER_SIZE
+            && get_u64(&map, header::DIR_OFFSET) as usize == layout::dir_offset()
+            && get_u32(&map, header::DEPTH) as usize == DEPTH;
+        if !layout_ok {
+            return Err(ShmError::Layout { path: p });
+        }
+        if len < need {
             return Err(ShmError::Truncated { path: p, len, need });
         }
         Ok(ShmReader {
@@ -464,12 +475,13 @@ impl ShmReader {
         seqlock::try_read(&w[0], &w[1..], &mut buf).map(|s| TopOfBook::decode(s, &buf))
     }
 
-    /// A consistent copy of the slot, retrying while the writer is inside it.
-    pub fn read(&self, slot: SlotIndex) -> TopOfBook {
+    /// A consistent copy of the slot, retrying while the writer is inside it. `None` when
+    /// the writer stayed inside the slot for about a second of retries: it died or
+    /// stopped mid-update (see [`ShmReader::writer_status`]).
+    pub fn read(&self, slot: SlotIndex) -> Option<TopOfBook> {
         let w = self.words(slot);
         let mut buf = [0u64; SLOT_WORDS - 1];
-        let s = seqlock::read(&w[0], &w[1..], &mut buf);
-        TopOfBook::decode(s, &buf)
+        seqlock::read(&w[0], &w[1..], &mut buf, READ_ATTEMPTS).map(|s| TopOfBook::decode(s, &buf))
     }
 
     /// The slot's current sequence (odd while being written).
@@ -491,7 +503,9 @@ impl ShmReader {
         loop {
             let s = self.seq(slot);
             if s != seq && s & 1 == 0 {
-                return Some(self.read(slot));
+                if let Some(t) = self.try_read(slot) {
+                    return Some(t);
+                }
             }
             if start.elapsed() > timeout {
                 return None;
@@ -557,10 +571,10 @@ mod tests {
         assert_eq!(inst.len(), 2);
         assert_eq!(inst[1].symbol, "ETHUSDT");
         assert_eq!((inst[1].price_decimals, inst[1].size_decimals), (2, 4));
-        let got = r.read(b);
+        let got = r.read(b).unwrap();
         assert_eq!(got.seq, 2);
         assert_eq!(got.bid_levels(), &[(10, 3)]);
-        assert_eq!(r.read(a).seq, 0);
+        assert_eq!(r.read(a).unwrap().seq, 0);
         assert!(matches!(
             r.writer_status(Duration::from_secs(5)),
             WriterStatus::Alive { .. }

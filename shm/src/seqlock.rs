@@ -59,23 +59,28 @@ pub fn try_read(seq: &AtomicU64, words: &[AtomicU64], dst: &mut [u64]) -> Option
     (s1 == s2).then_some(s1)
 }
 
-/// Copies a consistent snapshot, retrying while the writer is active. Returns the
-/// sequence of the copy.
+/// Copies a consistent snapshot, retrying while the writer is active, at most
+/// `max_attempts` times. Returns the sequence of the copy, or `None` if the writer stayed
+/// inside the slot throughout (it died or stopped mid-update).
 #[inline]
-pub fn read(seq: &AtomicU64, words: &[AtomicU64], dst: &mut [u64]) -> u64 {
-    let mut spins = 0u32;
-    loop {
+pub fn read(
+    seq: &AtomicU64,
+    words: &[AtomicU64],
+    dst: &mut [u64],
+    max_attempts: u32,
+) -> Option<u64> {
+    for attempt in 0..max_attempts {
         if let Some(s) = try_read(seq, words, dst) {
-            return s;
+            return Some(s);
         }
-        spins += 1;
-        if spins < 64 {
+        if attempt < 64 {
             std::hint::spin_loop();
         } else {
             // The writer was preempted mid-slot (likely on a 2-core machine): let it run.
             yield_now();
         }
     }
+    None
 }
 
 #[cfg(not(loom))]
@@ -117,7 +122,7 @@ mod tests {
         };
         let mut buf = [0u64; N];
         for _ in 0..200_000 {
-            let s = read(&seq, &words, &mut buf);
+            let s = read(&seq, &words, &mut buf, u32::MAX).unwrap();
             let v = buf[0];
             for (i, b) in buf.iter().enumerate() {
                 assert_eq!(*b, v.wrapping_mul(i as u64 + 1), "torn read at seq {s}");

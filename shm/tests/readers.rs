@@ -320,8 +320,8 @@ fn fixture_matches_the_rust_reader() {
             ("binance", "BTCUSDT"),
         ]
     );
-    assert_eq!(r.read(inst[3].slot).seq, 0, "never published");
-    let last = r.read(inst[4].slot);
+    assert_eq!(r.read(inst[3].slot).unwrap().seq, 0, "never published");
+    let last = r.read(inst[4].slot).unwrap();
     assert_eq!(
         (last.seq, last.update_id, last.bid_levels().len()),
         (4, 99, 10)

@@ -392,7 +392,15 @@ fn cmd_shm_dump(path: &Path, json: bool) -> Result<()> {
         )?;
     }
     for i in &insts {
-        let t = reader.read(i.slot);
+        let Some(t) = reader.read(i.slot) else {
+            bail!(
+                "{} {}: slot {} stayed mid-update; the writer died or stopped inside it ({})",
+                i.venue.name(),
+                i.symbol,
+                i.slot.0,
+                writer_status_text(reader.writer_status(Duration::from_millis(500)))
+            );
+        };
         if json {
             writeln!(
                 out,

@@ -80,6 +80,9 @@ impl Rng {
     }
 }
 
+/// A level as (price ticks, size units).
+type Tick = (i64, i64);
+
 /// A synthetic book: prices in cents (2 decimals), sizes in 1e-8 units.
 #[derive(Clone, Debug)]
 pub struct SynthBook {
@@ -176,7 +179,7 @@ impl SynthBook {
         ch
     }
 
-    fn best(&self) -> (Option<(i64, i64)>, Option<(i64, i64)>) {
+    fn best(&self) -> (Option<Tick>, Option<Tick>) {
         (
             self.bids.iter().next_back().map(|(p, q)| (*p, *q)),
             self.asks.iter().next().map(|(p, q)| (*p, *q)),
