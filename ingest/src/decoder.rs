@@ -41,6 +41,22 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
+/// Sees every raw frame before it is decoded: the persister's journal feed. It must
+/// take the frame without losing it (a bounded implementation waits, never drops).
+pub trait FrameTap {
+    /// One frame, in arrival order.
+    fn frame(&mut self, frame: &Frame<'_>);
+}
+
+/// A tap that does nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTap;
+
+impl FrameTap for NoTap {
+    #[inline]
+    fn frame(&mut self, _: &Frame<'_>) {}
+}
+
 /// What went wrong in a frame. `Copy`, allocation-free; [`fmt::Display`] names the field
 /// and the byte offset, and the caller adds where the frame came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -37,6 +37,7 @@ pub mod json;
 pub mod source;
 
 pub use decoder::{
-    DecodeError, DecodeStats, Decoder, DecoderOptions, ErrorKind, Frame, FrameKind, ScaleConfig,
+    DecodeError, DecodeStats, Decoder, DecoderOptions, ErrorKind, Frame, FrameKind, FrameTap,
+    NoTap, ScaleConfig,
 };
 pub use event::{Event, EventSink, InstId, Symbol, TradeSide, Venue};

@@ -17,7 +17,7 @@
 //! let source = Source::open(&path, &SourceOptions::default()).unwrap();
 //! let out = run(&EngineOptions::default(), move |sink| {
 //!     let stop = std::sync::atomic::AtomicBool::new(false);
-//!     replay(source, &mut Decoder::default(), Speed::Max, sink, &stop)
+//!     replay(source, &mut Decoder::default(), Speed::Max, sink, &mut hermes_ingest::NoTap, &stop)
 //! }).unwrap();
 //! assert_eq!(out.books.instruments[0].last.bid_px, 150_000_000);
 //! # std::fs::remove_dir_all(&dir).unwrap();

@@ -236,7 +236,14 @@ fn run_replay(
     let stop = engine::shutdown_flag();
     let out = engine::run(&eng.engine(), move |sink| {
         let mut decoder = Decoder::new(dec_opts);
-        replay::replay(source, &mut decoder, speed, sink, &stop)
+        replay::replay(
+            source,
+            &mut decoder,
+            speed,
+            sink,
+            &mut hermes_ingest::NoTap,
+            &stop,
+        )
     })?;
     let lines = out
         .books

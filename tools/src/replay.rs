@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hermes_ingest::capture::TornTail;
 use hermes_ingest::source::{Position, Source, SourceError};
-use hermes_ingest::{DecodeStats, Decoder, EventSink};
+use hermes_ingest::{DecodeStats, Decoder, EventSink, FrameTap};
 
 /// Replay pacing.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,12 +82,14 @@ impl ReplaySummary {
     }
 }
 
-/// Replays `source` into `sink` until the end, a fatal read error, or `stop`.
+/// Replays `source` into `sink` until the end, a fatal read error, or `stop`. Every frame
+/// goes to `tap` (the persister's journal feed) before it is decoded.
 pub fn replay<S: EventSink>(
     mut source: Source,
     decoder: &mut Decoder,
     speed: Speed,
     sink: &mut S,
+    tap: &mut dyn FrameTap,
     stop: &AtomicBool,
 ) -> ReplaySummary {
     let mut sum = ReplaySummary::default();
@@ -130,6 +132,7 @@ pub fn replay<S: EventSink>(
                 hermes_ingest::FrameKind::Ws => "frame",
                 hermes_ingest::FrameKind::RestDepth { .. } => "REST snapshot",
             };
+            tap.frame(&frame);
             (decoder.decode(&frame, sink), frame.venue, what)
         };
         if let Err(e) = result {
