@@ -81,6 +81,11 @@ impl BinanceState {
         }
     }
 
+    /// Starts the sync of `inst` over (a new connection): buffer until a snapshot.
+    pub(crate) fn restart(&mut self, inst: InstId) {
+        *self.book(inst) = Sync::default();
+    }
+
     pub(crate) fn next_replay(&mut self) -> Option<(Vec<u8>, i64)> {
         self.replay.pop_front()
     }

@@ -173,11 +173,11 @@ impl Decoder {
             }
             Some(l) if seq > l + 1 => {
                 self.sh.stats.gaps += 1;
-                let insts = std::mem::take(&mut self.cb.conns[c].2);
-                for &i in &insts {
-                    self.sh.set_stale(i, true);
+                // A gap is a fact whatever becomes of this frame: mark at once.
+                for k in 0..self.cb.conns[c].2.len() {
+                    let inst = self.cb.conns[c].2[k];
+                    self.sh.set_stale_now(inst);
                 }
-                self.cb.conns[c].2 = insts;
             }
             _ => {}
         }

@@ -271,6 +271,8 @@ pub(crate) struct Shared {
     /// Per instrument: currently marked stale.
     pub(crate) stale: Vec<bool>,
     pub(crate) last_venue_error: Option<String>,
+    /// Instruments that became stale since the live driver last asked.
+    pub(crate) resync: Vec<InstId>,
 }
 
 impl Shared {
@@ -281,6 +283,9 @@ impl Shared {
         }
         if self.stale[i] != stale {
             self.stale[i] = stale;
+            if stale {
+                self.resync.push(inst);
+            }
             self.pending.push(Event::Stale { inst, stale });
         }
     }
@@ -294,6 +299,7 @@ impl Shared {
         }
         if !self.stale[i] {
             self.stale[i] = true;
+            self.resync.push(inst);
             self.defines.push(Event::Stale { inst, stale: true });
         }
     }
@@ -427,7 +433,14 @@ impl Decoder {
                 sink.push(ev);
             }
         } else {
-            self.sh.pending.clear();
+            // Undo the stale transitions of the discarded frame: its events never happen.
+            for ev in self.sh.pending.drain(..) {
+                if let Event::Stale { inst, stale } = ev {
+                    if let Some(s) = self.sh.stale.get_mut(inst.0 as usize) {
+                        *s = !stale;
+                    }
+                }
+            }
         }
     }
 
@@ -459,6 +472,51 @@ impl Decoder {
             .enumerate()
             .filter(|(_, s)| **s)
             .map(|(i, _)| InstId(i as u32))
+    }
+
+    /// Takes the instruments that became stale (a gap, a rejected level-2 frame, a
+    /// lost connection) since the last call: the live driver resubscribes (Coinbase) or
+    /// refetches the REST snapshot (Binance) for them.
+    pub fn take_resyncs(&mut self, out: &mut Vec<InstId>) {
+        out.clear();
+        out.extend(
+            self.sh
+                .resync
+                .drain(..)
+                .filter(|i| self.sh.stale.get(i.0 as usize).copied().unwrap_or(false)),
+        );
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Venue and symbol of an instrument.
+    pub fn instrument(&self, inst: InstId) -> Option<(Venue, &str)> {
+        self.sh
+            .inst
+            .list
+            .get(inst.0 as usize)
+            .map(|(v, s, _)| (*v, s.as_str()))
+    }
+
+    /// Looks up an instrument by venue and symbol.
+    pub fn find(&self, venue: Venue, symbol: &str) -> Option<InstId> {
+        self.sh.inst.maps[venue as usize]
+            .get(symbol.as_bytes())
+            .copied()
+    }
+
+    /// Marks an instrument stale now (its feed was lost), telling the sink at once. For
+    /// Binance the diff-depth sync starts over: diffs are buffered until the next
+    /// snapshot.
+    pub fn mark_stale<S: EventSink>(&mut self, inst: InstId, sink: &mut S) {
+        if self.sh.inst.list.get(inst.0 as usize).is_none() {
+            return;
+        }
+        if self.sh.inst.list[inst.0 as usize].0 == Venue::Binance {
+            self.bn.restart(inst);
+        }
+        self.sh.set_stale_now(inst);
+        self.flush(sink, true);
     }
 
     /// Binance symbols still waiting for a depth snapshot, with their buffered diffs.
