@@ -11,6 +11,11 @@
 //! top-N iteration, bulk snapshot loading, and crossed/locked detection that reports
 //! without altering what the venue sent.
 //!
+//! [`kernels`] computes the analytics published with every top-of-book change (spread,
+//! mid, microprice, depth and imbalance over the top N levels, VWAP, EWMA volatility,
+//! trade-flow and order-flow imbalance, update rate); its docs give each definition and
+//! unit.
+//!
 //! ```
 //! use hermes_book::{parse_decimal, Decimal, OrderBook, Price, Qty, Side};
 //!
@@ -23,6 +28,7 @@
 //! ```
 
 pub mod fixed;
+pub mod kernels;
 mod ladder;
 
 pub use fixed::{parse_decimal, Decimal, DecimalError, Price, Qty, Scale};
