@@ -1,7 +1,7 @@
 /*
  * hermes_shm.h — read the Hermes shared-memory region from C11 or C++11.
  *
- * Header-only: every function is `static inline`. Mirrors shm/LAYOUT.md (layout version 1),
+ * Header-only: every function is `static inline`. Mirrors shm/LAYOUT.md (layout version 2),
  * which is authoritative; the Rust definition is shm/src/layout.rs.
  *
  *     struct hermes_shm shm;
@@ -16,7 +16,8 @@
  *         struct hermes_tob tob;
  *         if (hermes_shm_instrument(&shm, i, &inst) == HERMES_SHM_OK &&
  *             hermes_shm_read(&shm, inst.slot, &tob) == HERMES_SHM_OK)
- *             printf("%s %lld\n", inst.symbol, (long long)tob.bid_px);
+ *             printf("%s %lld mid %lld (at %u decimals)\n", inst.symbol, (long long)tob.bid_px,
+ *                    (long long)tob.mid_px, tob.kernel_price_decimals);
  *     }
  *     hermes_shm_close(&shm);
  *
@@ -102,11 +103,11 @@ typedef _Atomic uint32_t hermes_atomic_u32;
 #define HERMES_SHM_MAGIC "HERMESHM"
 #define HERMES_SHM_MAGIC_LEN 8
 /** The only layout version this header understands; readers refuse any other. */
-#define HERMES_SHM_VERSION 1u
+#define HERMES_SHM_VERSION 2u
 #define HERMES_SHM_HEADER_SIZE 4096u
 #define HERMES_SHM_DIR_ENTRY_SIZE 64u
-#define HERMES_SHM_SLOT_SIZE 512u
-#define HERMES_SHM_SLOT_WORDS 64u
+#define HERMES_SHM_SLOT_SIZE 1024u
+#define HERMES_SHM_SLOT_WORDS 128u
 /** Price levels per side in a slot. */
 #define HERMES_SHM_DEPTH 10u
 #define HERMES_SHM_MAX_SYMBOL_LEN 48u
@@ -172,9 +173,48 @@ typedef _Atomic uint32_t hermes_atomic_u32;
 #define HERMES_SLOT_LAST_TRADE_TS_NS 54u
 #define HERMES_SLOT_LAST_TRADE_SIDE 55u
 #define HERMES_SLOT_TRADES 56u
-#define HERMES_SLOT_RESERVED 57u
-/** Words 1..HERMES_SLOT_RESERVED carry data; a read copies exactly these. */
-#define HERMES_SLOT_DATA_WORDS (HERMES_SLOT_RESERVED - 1u)
+#define HERMES_SLOT_RESERVED 57u /* reserved gap up to the kernels (zero) */
+/* Analytics kernels (layout version 2). An optional kernel is valid only when its
+ * HERMES_KVALID_* bit is set in the KERNEL_FLAGS word; its word is 0 otherwise. */
+#define HERMES_SLOT_KERNEL_FLAGS 64u
+#define HERMES_SLOT_KERNEL_TS_NS 65u
+#define HERMES_SLOT_SPREAD_TICKS 66u
+#define HERMES_SLOT_SPREAD_BPS_X100 67u
+#define HERMES_SLOT_MID_PX 68u
+#define HERMES_SLOT_MICROPRICE_PX 69u
+#define HERMES_SLOT_BID_DEPTH 70u
+#define HERMES_SLOT_ASK_DEPTH 71u
+#define HERMES_SLOT_IMBALANCE_PPM 72u
+#define HERMES_SLOT_VWAP_BUY_PX 73u
+#define HERMES_SLOT_VWAP_SELL_PX 74u
+#define HERMES_SLOT_VOLATILITY_BPS 75u /* IEEE-754 binary64 bits */
+#define HERMES_SLOT_TRADE_BUY_QTY 76u
+#define HERMES_SLOT_TRADE_SELL_QTY 77u
+#define HERMES_SLOT_TRADE_IMBALANCE_PPM 78u
+#define HERMES_SLOT_OFI_WINDOW 79u
+#define HERMES_SLOT_OFI_TOTAL 80u
+#define HERMES_SLOT_UPDATES_PER_S_X100 81u
+#define HERMES_SLOT_KERNEL_PRICE_DECIMALS 82u
+#define HERMES_SLOT_KERNEL_LEVELS 83u
+#define HERMES_SLOT_VWAP_QTY 84u
+#define HERMES_SLOT_VOL_HALF_LIFE_NS 85u
+#define HERMES_SLOT_TRADE_WINDOW_NS 86u
+#define HERMES_SLOT_RATE_WINDOW_NS 87u
+/** First word after the data (the rest of the slot is reserved). */
+#define HERMES_SLOT_DATA_END 88u
+/** Words 1..HERMES_SLOT_DATA_END-1 carry data; a read copies exactly these. */
+#define HERMES_SLOT_DATA_WORDS (HERMES_SLOT_DATA_END - 1u)
+
+/* Bits of the KERNEL_FLAGS word: which optional kernels are valid. */
+#define HERMES_KVALID_SPREAD_TICKS (1u << 0)
+#define HERMES_KVALID_SPREAD_BPS (1u << 1)
+#define HERMES_KVALID_MID (1u << 2)
+#define HERMES_KVALID_MICROPRICE (1u << 3)
+#define HERMES_KVALID_IMBALANCE (1u << 4)
+#define HERMES_KVALID_VWAP_BUY (1u << 5)
+#define HERMES_KVALID_VWAP_SELL (1u << 6)
+#define HERMES_KVALID_VOLATILITY (1u << 7)
+#define HERMES_KVALID_TRADE_IMBALANCE (1u << 8)
 
 /* Slot `flags` word bits. */
 #define HERMES_FLAG_STALE (1u << 0)           /* rebuilding after a gap: do not trust */
@@ -266,7 +306,10 @@ HERMES_SHM_STATIC_ASSERT(HERMES_SHM_DIR_SYMBOL + HERMES_SHM_MAX_SYMBOL_LEN <= HE
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_BIDS + 2 * HERMES_SHM_DEPTH == HERMES_SLOT_ASKS, "bids");
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_ASKS + 2 * HERMES_SHM_DEPTH == HERMES_SLOT_LAST_TRADE_PX, "asks");
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_TRADES + 1 == HERMES_SLOT_RESERVED, "trades");
-HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_RESERVED <= HERMES_SHM_SLOT_WORDS, "slot words");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_RESERVED <= HERMES_SLOT_KERNEL_FLAGS, "gap");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_KERNEL_FLAGS * 8u == 512u, "kernels on their own cache line");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_RATE_WINDOW_NS + 1u == HERMES_SLOT_DATA_END, "kernels");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_DATA_END <= HERMES_SHM_SLOT_WORDS, "slot words");
 HERMES_SHM_STATIC_ASSERT(HERMES_SHM_SLOT_WORDS * 8 == HERMES_SHM_SLOT_SIZE, "slot size");
 HERMES_SHM_STATIC_ASSERT(HERMES_SHM_SLOT_SIZE % 64 == 0 && HERMES_SHM_HEADER_SIZE % 64 == 0,
                          "cache-line aligned slots");
@@ -343,6 +386,34 @@ struct hermes_tob {
     int64_t last_trade_ts_ns;
     uint64_t last_trade_side; /* HERMES_SIDE_* */
     uint64_t trades;
+    /* Analytics kernels (LAYOUT.md, "Kernels"). Optional ones are valid only when their
+     * HERMES_KVALID_* bit is set in kernel_flags (and are 0 otherwise). Sizes are mantissas
+     * at the instrument's size decimals; mid_px, microprice_px, vwap_*_px at
+     * kernel_price_decimals (the price decimals + 2, at most 18); ratios in ppm. */
+    uint64_t kernel_flags;    /* HERMES_KVALID_* */
+    int64_t kernel_ts_ns;     /* kernel clock (event time) */
+    int64_t spread_ticks;     /* ask - bid, price mantissa */
+    int64_t spread_bps_x100;  /* basis points x 100 */
+    int64_t mid_px;
+    int64_t microprice_px;
+    int64_t bid_depth;        /* size of the top kernel_levels bid levels */
+    int64_t ask_depth;
+    int64_t imbalance_ppm;    /* (bid_depth - ask_depth) / (bid_depth + ask_depth) */
+    int64_t vwap_buy_px;      /* average price to buy vwap_qty */
+    int64_t vwap_sell_px;
+    double volatility_bps;    /* EWMA mid volatility over 1 s (the one float) */
+    int64_t trade_buy_qty;    /* aggressive buys in the trade window */
+    int64_t trade_sell_qty;
+    int64_t trade_imbalance_ppm;
+    int64_t ofi_window;       /* order-flow imbalance over the trade window */
+    int64_t ofi_total;        /* since the writer started (wrapping) */
+    uint64_t updates_per_s_x100;
+    uint32_t kernel_price_decimals;
+    uint32_t kernel_levels;   /* N */
+    int64_t vwap_qty;
+    int64_t vol_half_life_ns;
+    int64_t trade_window_ns;
+    int64_t rate_window_ns;
 };
 
 /** The writer's state as a reader can tell it from the header. */
@@ -367,12 +438,12 @@ static inline const char *hermes_shm_strerror(int rc) {
     case HERMES_SHM_E_MMAP: return "cannot map the shm file";
     case HERMES_SHM_E_MAGIC: return "not a Hermes shm file (bad magic); is the path right?";
     case HERMES_SHM_E_VERSION:
-        return "unsupported shm layout version; this reader understands version 1; use a matching "
+        return "unsupported shm layout version; this reader understands version 2; use a matching "
                "hermes build";
     case HERMES_SHM_E_TRUNCATED:
         return "the file is shorter than its header says; the writer may be starting or the file "
                "is damaged";
-    case HERMES_SHM_E_LAYOUT: return "the header's sizes or offsets do not match layout version 1";
+    case HERMES_SHM_E_LAYOUT: return "the header's sizes or offsets do not match layout version 2";
     case HERMES_SHM_E_RANGE: return "instrument or slot index out of range";
     case HERMES_SHM_E_BUSY:
         return "the writer stayed inside the slot too long (it may have died mid-update)";
@@ -400,8 +471,11 @@ static inline const char *hermes_shm_format_error(const struct hermes_shm *shm, 
     case HERMES_SHM_E_VERSION:
         snprintf(buf, len,
                  "%s: shm layout version %u, this reader understands version %u; use a matching "
-                 "hermes build",
-                 path, (unsigned)shm->found_version, (unsigned)HERMES_SHM_VERSION);
+                 "hermes build (%s)",
+                 path, (unsigned)shm->found_version, (unsigned)HERMES_SHM_VERSION,
+                 shm->found_version < HERMES_SHM_VERSION
+                     ? "the file was written by an older hermes: restart the engine with this build"
+                     : "the file was written by a newer hermes: read it with that build's readers");
         break;
     case HERMES_SHM_E_TRUNCATED:
         snprintf(buf, len,
@@ -616,6 +690,35 @@ static inline void hermes_shm__decode(uint64_t seq, const uint64_t *w, struct he
     out->last_trade_ts_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_LAST_TRADE_TS_NS);
     out->last_trade_side = HERMES_SHM__W(HERMES_SLOT_LAST_TRADE_SIDE);
     out->trades = HERMES_SHM__W(HERMES_SLOT_TRADES);
+    {
+        uint64_t bits = HERMES_SHM__W(HERMES_SLOT_VOLATILITY_BPS);
+        uint64_t kp = HERMES_SHM__W(HERMES_SLOT_KERNEL_PRICE_DECIMALS);
+        uint64_t levels = HERMES_SHM__W(HERMES_SLOT_KERNEL_LEVELS);
+        out->kernel_flags = HERMES_SHM__W(HERMES_SLOT_KERNEL_FLAGS);
+        out->kernel_ts_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_KERNEL_TS_NS);
+        out->spread_ticks = (int64_t)HERMES_SHM__W(HERMES_SLOT_SPREAD_TICKS);
+        out->spread_bps_x100 = (int64_t)HERMES_SHM__W(HERMES_SLOT_SPREAD_BPS_X100);
+        out->mid_px = (int64_t)HERMES_SHM__W(HERMES_SLOT_MID_PX);
+        out->microprice_px = (int64_t)HERMES_SHM__W(HERMES_SLOT_MICROPRICE_PX);
+        out->bid_depth = (int64_t)HERMES_SHM__W(HERMES_SLOT_BID_DEPTH);
+        out->ask_depth = (int64_t)HERMES_SHM__W(HERMES_SLOT_ASK_DEPTH);
+        out->imbalance_ppm = (int64_t)HERMES_SHM__W(HERMES_SLOT_IMBALANCE_PPM);
+        out->vwap_buy_px = (int64_t)HERMES_SHM__W(HERMES_SLOT_VWAP_BUY_PX);
+        out->vwap_sell_px = (int64_t)HERMES_SHM__W(HERMES_SLOT_VWAP_SELL_PX);
+        memcpy(&out->volatility_bps, &bits, sizeof bits);
+        out->trade_buy_qty = (int64_t)HERMES_SHM__W(HERMES_SLOT_TRADE_BUY_QTY);
+        out->trade_sell_qty = (int64_t)HERMES_SHM__W(HERMES_SLOT_TRADE_SELL_QTY);
+        out->trade_imbalance_ppm = (int64_t)HERMES_SHM__W(HERMES_SLOT_TRADE_IMBALANCE_PPM);
+        out->ofi_window = (int64_t)HERMES_SHM__W(HERMES_SLOT_OFI_WINDOW);
+        out->ofi_total = (int64_t)HERMES_SHM__W(HERMES_SLOT_OFI_TOTAL);
+        out->updates_per_s_x100 = HERMES_SHM__W(HERMES_SLOT_UPDATES_PER_S_X100);
+        out->kernel_price_decimals = kp > 255u ? 255u : (uint32_t)kp;
+        out->kernel_levels = levels > 0xffffffffu ? 0xffffffffu : (uint32_t)levels;
+        out->vwap_qty = (int64_t)HERMES_SHM__W(HERMES_SLOT_VWAP_QTY);
+        out->vol_half_life_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_VOL_HALF_LIFE_NS);
+        out->trade_window_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_TRADE_WINDOW_NS);
+        out->rate_window_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_RATE_WINDOW_NS);
+    }
 #undef HERMES_SHM__W
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read the Hermes shared-memory region from Python (stdlib only).
 
-Mirrors ``shm/LAYOUT.md`` (layout version 1), which is authoritative; the Rust definition is
+Mirrors ``shm/LAYOUT.md`` (layout version 2), which is authoritative; the Rust definition is
 ``shm/src/layout.rs`` and the C header ``shm/include/hermes_shm.h``.
 
 Library use::
@@ -11,6 +11,9 @@ Library use::
         for inst in shm.instruments():
             tob = shm.read(inst.slot)
             print(inst.symbol, format_decimal(tob.bid_px, inst.price_decimals))
+            k = tob.kernels  # analytics: spread, mid, microprice, imbalance, VWAP, ...
+            if k.mid_px is not None:
+                print("  mid", format_decimal(k.mid_px, k.price_decimals))
 
 Command line: ``python3 hermes_shm.py PATH`` prints one JSON object per line per instrument,
 in slot order, byte-identical to ``hermes shm dump PATH --json``::
@@ -36,11 +39,11 @@ import time
 from typing import List, NamedTuple, Optional, Tuple
 
 MAGIC = b"HERMESHM"
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 4096
 DIR_ENTRY_SIZE = 64
-SLOT_SIZE = 512
-SLOT_WORDS = 64
+SLOT_SIZE = 1024
+SLOT_WORDS = 128
 DEPTH = 10
 MAX_SYMBOL_LEN = 48
 
@@ -92,8 +95,46 @@ SLOT_LAST_TRADE_QTY = SLOT_LAST_TRADE_PX + 1
 SLOT_LAST_TRADE_TS_NS = SLOT_LAST_TRADE_PX + 2
 SLOT_LAST_TRADE_SIDE = SLOT_LAST_TRADE_PX + 3
 SLOT_TRADES = SLOT_LAST_TRADE_PX + 4
-SLOT_RESERVED = SLOT_LAST_TRADE_PX + 5
+SLOT_RESERVED = SLOT_LAST_TRADE_PX + 5  # reserved gap, words 57-63
+# Analytics kernels (layout version 2). Option kernels are valid only when their bit is
+# set in SLOT_KERNEL_FLAGS (KVALID_*).
+SLOT_KERNEL_FLAGS = 64
+SLOT_KERNEL_TS_NS = 65
+SLOT_SPREAD_TICKS = 66
+SLOT_SPREAD_BPS_X100 = 67
+SLOT_MID_PX = 68
+SLOT_MICROPRICE_PX = 69
+SLOT_BID_DEPTH = 70
+SLOT_ASK_DEPTH = 71
+SLOT_IMBALANCE_PPM = 72
+SLOT_VWAP_BUY_PX = 73
+SLOT_VWAP_SELL_PX = 74
+SLOT_VOLATILITY_BPS = 75  # f64 bits
+SLOT_TRADE_BUY_QTY = 76
+SLOT_TRADE_SELL_QTY = 77
+SLOT_TRADE_IMBALANCE_PPM = 78
+SLOT_OFI_WINDOW = 79
+SLOT_OFI_TOTAL = 80
+SLOT_UPDATES_PER_S_X100 = 81
+SLOT_KERNEL_PRICE_DECIMALS = 82
+SLOT_KERNEL_LEVELS = 83
+SLOT_VWAP_QTY = 84
+SLOT_VOL_HALF_LIFE_NS = 85
+SLOT_TRADE_WINDOW_NS = 86
+SLOT_RATE_WINDOW_NS = 87
+SLOT_DATA_END = 88  # a read copies words 1..SLOT_DATA_END-1; the rest is reserved
 assert (SLOT_ASKS, SLOT_LAST_TRADE_PX, SLOT_RESERVED) == (32, 52, 57)
+
+# Bits of SLOT_KERNEL_FLAGS.
+KVALID_SPREAD_TICKS = 1 << 0
+KVALID_SPREAD_BPS = 1 << 1
+KVALID_MID = 1 << 2
+KVALID_MICROPRICE = 1 << 3
+KVALID_IMBALANCE = 1 << 4
+KVALID_VWAP_BUY = 1 << 5
+KVALID_VWAP_SELL = 1 << 6
+KVALID_VOLATILITY = 1 << 7
+KVALID_TRADE_IMBALANCE = 1 << 8
 
 # Slot flag bits.
 FLAG_STALE = 1 << 0
@@ -106,9 +147,15 @@ FLAG_BBO_FROM_TICKER = 1 << 4
 # little-endian hosts, i.e. one 8-byte load per word.
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
-# Words 1..56 (update_id .. trades): unsigned where LAYOUT.md says u64, signed for i64.
-_PAYLOAD = struct.Struct("<QqqqQQQ" + "q" * 4 + "q" * (4 * DEPTH) + "qqqQQ")
-assert _PAYLOAD.size == 8 * (SLOT_RESERVED - 1)
+# Words 1..87 (update_id .. rate_window_ns): unsigned where LAYOUT.md says u64, signed
+# for i64; the reserved words 57-63 and the f64 volatility (converted in _decode) as u64.
+_PAYLOAD = struct.Struct(
+    "<QqqqQQQ" + "q" * 4 + "q" * (4 * DEPTH) + "qqqQQ"  # words 1-56
+    + "Q" * (SLOT_KERNEL_FLAGS - SLOT_RESERVED)  # 57-63, reserved
+    + "Qq" + "q" * 9 + "Q" + "q" * 5 + "QQQ" + "q" * 4  # 64-87, kernels
+)
+assert _PAYLOAD.size == 8 * (SLOT_DATA_END - 1)
+_F64 = struct.Struct("<d")
 # The static part of the header (magic .. writer_pid), written once before publication.
 _HEADER = struct.Struct("<8sIIIIQQI")
 _DIR = struct.Struct("<BBBBI48s")
@@ -126,6 +173,37 @@ class Instrument(NamedTuple):
     price_decimals: int
     size_decimals: int
     slot: int
+
+
+class Kernels(NamedTuple):
+    """The analytics kernels of a slot (see LAYOUT.md and the hermes-book ``kernels`` docs).
+    Sizes are mantissas at the instrument's size decimals; ``mid_px``, ``microprice_px``
+    and ``vwap_*_px`` are mantissas at ``price_decimals`` (the instrument's price decimals
+    + 2, at most 18); ratios are parts per million. ``None``: no valid value."""
+
+    time_ns: int  # kernel clock (event time), Unix ns
+    price_decimals: int
+    spread_ticks: Optional[int]  # ask - bid, price mantissa
+    spread_bps_x100: Optional[int]  # basis points x 100
+    mid_px: Optional[int]
+    microprice_px: Optional[int]
+    bid_depth: int  # size of the top `levels` bid levels
+    ask_depth: int
+    imbalance_ppm: Optional[int]
+    vwap_buy_px: Optional[int]  # average price to buy vwap_qty
+    vwap_sell_px: Optional[int]
+    volatility_bps: Optional[float]  # EWMA mid volatility over 1 s (the one float)
+    trade_buy_qty: int  # aggressive buys in the trade window
+    trade_sell_qty: int
+    trade_imbalance_ppm: Optional[int]
+    ofi_window: int  # order-flow imbalance over the trade window
+    ofi_total: int  # since the writer started (wrapping i64)
+    updates_per_s_x100: int
+    levels: int  # N
+    vwap_qty: int
+    vol_half_life_ns: int
+    trade_window_ns: int
+    rate_window_ns: int
 
 
 class TopOfBook(NamedTuple):
@@ -152,6 +230,7 @@ class TopOfBook(NamedTuple):
     last_trade_ts_ns: int
     last_trade_side: int
     trades: int
+    kernels: Kernels
 
     @property
     def stale(self) -> bool:
@@ -197,6 +276,43 @@ def _decode(seq: int, w: tuple) -> TopOfBook:
         last_trade_ts_ns=w[SLOT_LAST_TRADE_TS_NS - 1],
         last_trade_side=w[SLOT_LAST_TRADE_SIDE - 1],
         trades=w[SLOT_TRADES - 1],
+        kernels=_decode_kernels(w),
+    )
+
+
+def _decode_kernels(w: tuple) -> Kernels:
+    valid = w[SLOT_KERNEL_FLAGS - 1]
+
+    def opt(word: int, bit: int) -> Optional[int]:
+        return w[word - 1] if valid & bit else None
+
+    vol = None
+    if valid & KVALID_VOLATILITY:
+        vol = _F64.unpack(_U64.pack(w[SLOT_VOLATILITY_BPS - 1]))[0]
+    return Kernels(
+        time_ns=w[SLOT_KERNEL_TS_NS - 1],
+        price_decimals=min(w[SLOT_KERNEL_PRICE_DECIMALS - 1], 255),
+        spread_ticks=opt(SLOT_SPREAD_TICKS, KVALID_SPREAD_TICKS),
+        spread_bps_x100=opt(SLOT_SPREAD_BPS_X100, KVALID_SPREAD_BPS),
+        mid_px=opt(SLOT_MID_PX, KVALID_MID),
+        microprice_px=opt(SLOT_MICROPRICE_PX, KVALID_MICROPRICE),
+        bid_depth=w[SLOT_BID_DEPTH - 1],
+        ask_depth=w[SLOT_ASK_DEPTH - 1],
+        imbalance_ppm=opt(SLOT_IMBALANCE_PPM, KVALID_IMBALANCE),
+        vwap_buy_px=opt(SLOT_VWAP_BUY_PX, KVALID_VWAP_BUY),
+        vwap_sell_px=opt(SLOT_VWAP_SELL_PX, KVALID_VWAP_SELL),
+        volatility_bps=vol,
+        trade_buy_qty=w[SLOT_TRADE_BUY_QTY - 1],
+        trade_sell_qty=w[SLOT_TRADE_SELL_QTY - 1],
+        trade_imbalance_ppm=opt(SLOT_TRADE_IMBALANCE_PPM, KVALID_TRADE_IMBALANCE),
+        ofi_window=w[SLOT_OFI_WINDOW - 1],
+        ofi_total=w[SLOT_OFI_TOTAL - 1],
+        updates_per_s_x100=w[SLOT_UPDATES_PER_S_X100 - 1],
+        levels=min(w[SLOT_KERNEL_LEVELS - 1], 0xFFFFFFFF),
+        vwap_qty=w[SLOT_VWAP_QTY - 1],
+        vol_half_life_ns=w[SLOT_VOL_HALF_LIFE_NS - 1],
+        trade_window_ns=w[SLOT_TRADE_WINDOW_NS - 1],
+        rate_window_ns=w[SLOT_RATE_WINDOW_NS - 1],
     )
 
 
@@ -221,7 +337,7 @@ ALIVE, CLOSED, DEAD, STALLED, REPLACED = "alive", "closed", "dead", "stalled", "
 class HermesShm:
     """A read-only mapping of a Hermes shm region.
 
-    Opening checks the magic, the layout version (only version 1 is understood; others are
+    Opening checks the magic, the layout version (only version 2 is understood; others are
     refused) and that the file is as long as its header says. Nothing may truncate the file
     while it is mapped (reading a lost page kills the process with SIGBUS); Hermes writers
     never do, a restart renames a new file into place.
@@ -263,15 +379,20 @@ class HermesShm:
         if magic != MAGIC:
             raise ShmError(f"{self.path}: not a Hermes shm file (bad magic); is the path right?")
         if version != VERSION:
+            hint = (
+                "the file was written by an older hermes: restart the engine with this build"
+                if version < VERSION
+                else "the file was written by a newer hermes: read it with that build's readers"
+            )
             raise ShmError(
                 f"{self.path}: shm layout version {version}, this reader understands version "
-                f"{VERSION}; use a matching hermes build"
+                f"{VERSION}; use a matching hermes build ({hint})"
             )
         depth = _U32.unpack_from(self._map, HDR_DEPTH)[0]
         if (header_size, slot_size, dir_offset, depth) != (HEADER_SIZE, SLOT_SIZE, HEADER_SIZE, DEPTH) or (
             slots_offset != HEADER_SIZE + DIR_ENTRY_SIZE * slot_count
         ):
-            raise ShmError(f"{self.path}: the header's sizes or offsets do not match layout version 1")
+            raise ShmError(f"{self.path}: the header's sizes or offsets do not match layout version {VERSION}")
         need = slots_offset + SLOT_SIZE * slot_count
         if size < need:
             raise ShmError(

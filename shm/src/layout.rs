@@ -4,13 +4,14 @@
 /// `b"HERMESHM"`, the first 8 bytes of the file.
 pub const MAGIC: [u8; 8] = *b"HERMESHM";
 /// The layout version this crate writes and reads. Bumped on any change of offsets.
-pub const VERSION: u32 = 1;
+/// Version 2 doubled the slot to 1024 bytes for the analytics kernels (words 64–87).
+pub const VERSION: u32 = 2;
 /// Size of the header, one page.
 pub const HEADER_SIZE: usize = 4096;
 /// Size of one instrument directory entry.
 pub const DIR_ENTRY_SIZE: usize = 64;
-/// Size of one slot: 64 words of 8 bytes, a multiple of the 64-byte cache line.
-pub const SLOT_SIZE: usize = 512;
+/// Size of one slot: 128 words of 8 bytes, a multiple of the 64-byte cache line.
+pub const SLOT_SIZE: usize = 1024;
 /// 8-byte words in a slot.
 pub const SLOT_WORDS: usize = SLOT_SIZE / 8;
 /// Price levels per side kept in a slot.
@@ -26,7 +27,7 @@ pub mod header {
     pub const VERSION: usize = 8;
     /// `u32` header size in bytes (4096).
     pub const HEADER_SIZE: usize = 12;
-    /// `u32` slot size in bytes (512).
+    /// `u32` slot size in bytes (1024).
     pub const SLOT_SIZE: usize = 16;
     /// `u32` number of slots (and directory entries) in the file.
     pub const SLOT_COUNT: usize = 20;
@@ -111,14 +112,97 @@ pub mod slot {
     pub const LAST_TRADE_SIDE: usize = LAST_TRADE_PX + 3;
     /// Trades seen for this instrument.
     pub const TRADES: usize = LAST_TRADE_PX + 4;
-    /// First reserved word (zero).
+    /// First word of the reserved gap before the kernels (zero up to [`KERNEL_FLAGS`]).
     pub const RESERVED: usize = LAST_TRADE_PX + 5;
+
+    // Analytics kernels (hermes-book `kernels`), from the second half of the slot. An
+    // `Option` kernel is valid only when its bit in `KERNEL_FLAGS` is set
+    // ([`super::kernel_valid`]); its word is 0 otherwise.
+
+    /// Validity bits of the kernels ([`super::kernel_valid`]).
+    pub const KERNEL_FLAGS: usize = 64;
+    /// The kernel clock (event time) of this computation, Unix ns.
+    pub const KERNEL_TS_NS: usize = 65;
+    /// `i64` ask − bid, price mantissa.
+    pub const SPREAD_TICKS: usize = 66;
+    /// `i64` spread over mid in basis points × 100.
+    pub const SPREAD_BPS_X100: usize = 67;
+    /// `i64` mid price at [`KERNEL_PRICE_DECIMALS`] decimals.
+    pub const MID_PX: usize = 68;
+    /// `i64` microprice at [`KERNEL_PRICE_DECIMALS`] decimals.
+    pub const MICROPRICE_PX: usize = 69;
+    /// `i64` size of the top N bid levels.
+    pub const BID_DEPTH: usize = 70;
+    /// `i64` size of the top N ask levels.
+    pub const ASK_DEPTH: usize = 71;
+    /// `i64` depth imbalance over the top N levels, parts per million.
+    pub const IMBALANCE_PPM: usize = 72;
+    /// `i64` average price to buy the VWAP size, at [`KERNEL_PRICE_DECIMALS`] decimals.
+    pub const VWAP_BUY_PX: usize = 73;
+    /// `i64` average price to sell the VWAP size, at [`KERNEL_PRICE_DECIMALS`] decimals.
+    pub const VWAP_SELL_PX: usize = 74;
+    /// `f64` (IEEE-754 bits) EWMA mid volatility over one second, basis points.
+    pub const VOLATILITY_BPS: usize = 75;
+    /// `i64` size bought by aggressors in the trade window.
+    pub const TRADE_BUY_QTY: usize = 76;
+    /// `i64` size sold by aggressors in the trade window.
+    pub const TRADE_SELL_QTY: usize = 77;
+    /// `i64` trade-flow imbalance over the trade window, parts per million.
+    pub const TRADE_IMBALANCE_PPM: usize = 78;
+    /// `i64` order-flow imbalance summed over the trade window, size mantissa.
+    pub const OFI_WINDOW: usize = 79;
+    /// `i64` order-flow imbalance summed since the writer started (wrapping).
+    pub const OFI_TOTAL: usize = 80;
+    /// `u64` updates per second over the rate window, × 100.
+    pub const UPDATES_PER_S_X100: usize = 81;
+    /// `u64` decimals of the averaged prices (mid, microprice, VWAP).
+    pub const KERNEL_PRICE_DECIMALS: usize = 82;
+    /// `u64` N, the levels per side summed by depth and imbalance.
+    pub const KERNEL_LEVELS: usize = 83;
+    /// `i64` the VWAP size, size mantissa.
+    pub const VWAP_QTY: usize = 84;
+    /// `i64` half-life of the volatility EWMA, ns.
+    pub const VOL_HALF_LIFE_NS: usize = 85;
+    /// `i64` length of the trade window, ns.
+    pub const TRADE_WINDOW_NS: usize = 86;
+    /// `i64` length of the rate window, ns.
+    pub const RATE_WINDOW_NS: usize = 87;
+    /// First word after the data; words from here to the end of the slot are reserved
+    /// (zero). A publication writes, and a read copies, words `1..DATA_END`.
+    pub const DATA_END: usize = 88;
+}
+
+/// Bits of the slot's `KERNEL_FLAGS` word: which `Option` kernels are valid.
+pub mod kernel_valid {
+    /// `SPREAD_TICKS` (both sides present).
+    pub const SPREAD_TICKS: u64 = 1;
+    /// `SPREAD_BPS_X100` (both sides, bid + ask > 0).
+    pub const SPREAD_BPS: u64 = 1 << 1;
+    /// `MID_PX`.
+    pub const MID: u64 = 1 << 2;
+    /// `MICROPRICE_PX` (best sizes sum > 0).
+    pub const MICROPRICE: u64 = 1 << 3;
+    /// `IMBALANCE_PPM` (top-N depth > 0).
+    pub const IMBALANCE: u64 = 1 << 4;
+    /// `VWAP_BUY_PX` (the asks hold the VWAP size).
+    pub const VWAP_BUY: u64 = 1 << 5;
+    /// `VWAP_SELL_PX` (the bids hold the VWAP size).
+    pub const VWAP_SELL: u64 = 1 << 6;
+    /// `VOLATILITY_BPS` (at least one mid return seen).
+    pub const VOLATILITY: u64 = 1 << 7;
+    /// `TRADE_IMBALANCE_PPM` (trades with a known aggressor in the window).
+    pub const TRADE_IMBALANCE: u64 = 1 << 8;
 }
 
 const _: () = assert!(slot::ASKS == 32);
 const _: () = assert!(slot::LAST_TRADE_PX == 52);
 const _: () = assert!(slot::RESERVED == 57);
-const _: () = assert!(slot::RESERVED <= SLOT_WORDS);
+const _: () = assert!(slot::RESERVED <= slot::KERNEL_FLAGS);
+// The kernels start on a cache line of their own (byte 512).
+const _: () = assert!(slot::KERNEL_FLAGS * 8 == 512);
+const _: () = assert!(slot::RATE_WINDOW_NS + 1 == slot::DATA_END);
+const _: () = assert!(slot::DATA_END <= SLOT_WORDS);
+const _: () = assert!(SLOT_WORDS == 128);
 const _: () = assert!(SLOT_SIZE % 64 == 0);
 const _: () = assert!(HEADER_SIZE % 64 == 0 && DIR_ENTRY_SIZE % 64 == 0);
 const _: () = assert!(header::CREATED_NS + 8 <= HEADER_SIZE);

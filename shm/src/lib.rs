@@ -8,8 +8,8 @@
 //! (`shm/python/hermes_shm.py`).
 //!
 //! Main types: [`ShmWriter`] (one per file, owned by the engine's book thread),
-//! [`ShmReader`] (any number, any process), [`TopOfBook`] (a consistent copy of a slot),
-//! [`Instrument`] (a directory entry).
+//! [`ShmReader`] (any number, any process), [`TopOfBook`] (a consistent copy of a slot,
+//! with its analytics [`SlotKernels`]), [`Instrument`] (a directory entry).
 //!
 //! ```
 //! use hermes_shm::{Instrument, ShmReader, ShmWriter, TopOfBook, Venue, WriterOptions};
@@ -40,7 +40,7 @@ mod region;
 #[cfg(not(loom))]
 pub use region::{ShmReader, ShmWriter, WriterOptions, WriterStatus};
 
-use layout::{slot, DEPTH, SLOT_WORDS};
+use layout::{kernel_valid, slot, DEPTH, SLOT_WORDS};
 
 /// Slot flag: the instrument's book is being rebuilt after a gap; do not trust it.
 pub const FLAG_STALE: u64 = 1;
@@ -106,9 +106,164 @@ pub struct Instrument {
     pub slot: SlotIndex,
 }
 
+/// The analytics kernels of a slot (layout version 2, words 64–87). Definitions are in
+/// the `hermes-book` crate's `kernels` module and in `shm/LAYOUT.md`. Sizes are
+/// mantissas at the instrument's size decimals; averaged prices (`mid_px`,
+/// `microprice_px`, `vwap_*_px`) at `price_decimals` decimals (the instrument's price
+/// decimals + 2, at most 18); ratios in parts per million. `None` when the kernel had no
+/// valid value (an empty side, a thin book, no trades in the window).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SlotKernels {
+    /// Kernel clock (event time) of this computation, Unix ns.
+    pub time_ns: i64,
+    /// Decimals of `mid_px`, `microprice_px`, `vwap_buy_px`, `vwap_sell_px`.
+    pub price_decimals: u8,
+    /// Ask − bid, price mantissa (ticks of the instrument's price decimals).
+    pub spread_ticks: Option<i64>,
+    /// Spread over mid, basis points × 100.
+    pub spread_bps_x100: Option<i64>,
+    /// Mid price.
+    pub mid_px: Option<i64>,
+    /// Microprice `(bid × ask_qty + ask × bid_qty) / (bid_qty + ask_qty)`.
+    pub microprice_px: Option<i64>,
+    /// Size of the top `levels` bid levels.
+    pub bid_depth: i64,
+    /// Size of the top `levels` ask levels.
+    pub ask_depth: i64,
+    /// `(bid_depth − ask_depth) / (bid_depth + ask_depth)`, ppm.
+    pub imbalance_ppm: Option<i64>,
+    /// Average price to buy `vwap_qty` walking the asks.
+    pub vwap_buy_px: Option<i64>,
+    /// Average price to sell `vwap_qty` walking the bids.
+    pub vwap_sell_px: Option<i64>,
+    /// EWMA mid-price volatility over one second, bps (`f64`: it needs a log and a root).
+    pub volatility_bps: Option<f64>,
+    /// Size bought by aggressors in the trade window.
+    pub trade_buy_qty: i64,
+    /// Size sold by aggressors in the trade window.
+    pub trade_sell_qty: i64,
+    /// `(buy − sell) / (buy + sell)` over the trade window, ppm.
+    pub trade_imbalance_ppm: Option<i64>,
+    /// Order-flow imbalance (Cont, Kukanov & Stoikov) over the trade window.
+    pub ofi_window: i64,
+    /// Order-flow imbalance since the writer started (wrapping; take differences).
+    pub ofi_total: i64,
+    /// Updates per second over the rate window, × 100.
+    pub updates_per_s_x100: u64,
+    /// N: levels per side in `bid_depth`, `ask_depth`, `imbalance_ppm`.
+    pub levels: u32,
+    /// The size the VWAPs fill, size mantissa.
+    pub vwap_qty: i64,
+    /// Half-life of the volatility EWMA, ns.
+    pub vol_half_life_ns: i64,
+    /// Length of the trade window (trade-flow imbalance, `ofi_window`), ns.
+    pub trade_window_ns: i64,
+    /// Length of the rate window, ns.
+    pub rate_window_ns: i64,
+}
+
+impl SlotKernels {
+    fn encode(&self, w: &mut [u64; SLOT_WORDS]) {
+        let mut valid = 0u64;
+        let mut opt = |word: usize, bit: u64, v: Option<i64>| {
+            if let Some(x) = v {
+                valid |= bit;
+                w[word] = x as u64;
+            } else {
+                w[word] = 0;
+            }
+        };
+        opt(
+            slot::SPREAD_TICKS,
+            kernel_valid::SPREAD_TICKS,
+            self.spread_ticks,
+        );
+        opt(
+            slot::SPREAD_BPS_X100,
+            kernel_valid::SPREAD_BPS,
+            self.spread_bps_x100,
+        );
+        opt(slot::MID_PX, kernel_valid::MID, self.mid_px);
+        opt(
+            slot::MICROPRICE_PX,
+            kernel_valid::MICROPRICE,
+            self.microprice_px,
+        );
+        opt(
+            slot::IMBALANCE_PPM,
+            kernel_valid::IMBALANCE,
+            self.imbalance_ppm,
+        );
+        opt(slot::VWAP_BUY_PX, kernel_valid::VWAP_BUY, self.vwap_buy_px);
+        opt(
+            slot::VWAP_SELL_PX,
+            kernel_valid::VWAP_SELL,
+            self.vwap_sell_px,
+        );
+        opt(
+            slot::TRADE_IMBALANCE_PPM,
+            kernel_valid::TRADE_IMBALANCE,
+            self.trade_imbalance_ppm,
+        );
+        match self.volatility_bps {
+            Some(v) => {
+                valid |= kernel_valid::VOLATILITY;
+                w[slot::VOLATILITY_BPS] = v.to_bits();
+            }
+            None => w[slot::VOLATILITY_BPS] = 0,
+        }
+        w[slot::KERNEL_FLAGS] = valid;
+        w[slot::KERNEL_TS_NS] = self.time_ns as u64;
+        w[slot::BID_DEPTH] = self.bid_depth as u64;
+        w[slot::ASK_DEPTH] = self.ask_depth as u64;
+        w[slot::TRADE_BUY_QTY] = self.trade_buy_qty as u64;
+        w[slot::TRADE_SELL_QTY] = self.trade_sell_qty as u64;
+        w[slot::OFI_WINDOW] = self.ofi_window as u64;
+        w[slot::OFI_TOTAL] = self.ofi_total as u64;
+        w[slot::UPDATES_PER_S_X100] = self.updates_per_s_x100;
+        w[slot::KERNEL_PRICE_DECIMALS] = self.price_decimals as u64;
+        w[slot::KERNEL_LEVELS] = self.levels as u64;
+        w[slot::VWAP_QTY] = self.vwap_qty as u64;
+        w[slot::VOL_HALF_LIFE_NS] = self.vol_half_life_ns as u64;
+        w[slot::TRADE_WINDOW_NS] = self.trade_window_ns as u64;
+        w[slot::RATE_WINDOW_NS] = self.rate_window_ns as u64;
+    }
+
+    fn decode(w: impl Fn(usize) -> u64) -> SlotKernels {
+        let valid = w(slot::KERNEL_FLAGS);
+        let opt = |word: usize, bit: u64| (valid & bit != 0).then(|| w(word) as i64);
+        SlotKernels {
+            time_ns: w(slot::KERNEL_TS_NS) as i64,
+            price_decimals: w(slot::KERNEL_PRICE_DECIMALS).min(u8::MAX as u64) as u8,
+            spread_ticks: opt(slot::SPREAD_TICKS, kernel_valid::SPREAD_TICKS),
+            spread_bps_x100: opt(slot::SPREAD_BPS_X100, kernel_valid::SPREAD_BPS),
+            mid_px: opt(slot::MID_PX, kernel_valid::MID),
+            microprice_px: opt(slot::MICROPRICE_PX, kernel_valid::MICROPRICE),
+            bid_depth: w(slot::BID_DEPTH) as i64,
+            ask_depth: w(slot::ASK_DEPTH) as i64,
+            imbalance_ppm: opt(slot::IMBALANCE_PPM, kernel_valid::IMBALANCE),
+            vwap_buy_px: opt(slot::VWAP_BUY_PX, kernel_valid::VWAP_BUY),
+            vwap_sell_px: opt(slot::VWAP_SELL_PX, kernel_valid::VWAP_SELL),
+            volatility_bps: (valid & kernel_valid::VOLATILITY != 0)
+                .then(|| f64::from_bits(w(slot::VOLATILITY_BPS))),
+            trade_buy_qty: w(slot::TRADE_BUY_QTY) as i64,
+            trade_sell_qty: w(slot::TRADE_SELL_QTY) as i64,
+            trade_imbalance_ppm: opt(slot::TRADE_IMBALANCE_PPM, kernel_valid::TRADE_IMBALANCE),
+            ofi_window: w(slot::OFI_WINDOW) as i64,
+            ofi_total: w(slot::OFI_TOTAL) as i64,
+            updates_per_s_x100: w(slot::UPDATES_PER_S_X100),
+            levels: w(slot::KERNEL_LEVELS).min(u32::MAX as u64) as u32,
+            vwap_qty: w(slot::VWAP_QTY) as i64,
+            vol_half_life_ns: w(slot::VOL_HALF_LIFE_NS) as i64,
+            trade_window_ns: w(slot::TRADE_WINDOW_NS) as i64,
+            rate_window_ns: w(slot::RATE_WINDOW_NS) as i64,
+        }
+    }
+}
+
 /// A consistent copy of one slot. Prices and sizes are mantissas at the instrument's
 /// decimals; times are Unix nanoseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TopOfBook {
     /// Seqlock sequence of this copy (even; increases by 2 per publication).
     pub seq: u64,
@@ -150,6 +305,8 @@ pub struct TopOfBook {
     pub last_trade_side: u8,
     /// Trades seen.
     pub trades: u64,
+    /// The analytics kernels.
+    pub kernels: SlotKernels,
 }
 
 impl TopOfBook {
@@ -193,6 +350,7 @@ impl TopOfBook {
         w[slot::LAST_TRADE_TS_NS] = self.last_trade_ts_ns as u64;
         w[slot::LAST_TRADE_SIDE] = self.last_trade_side as u64;
         w[slot::TRADES] = self.trades;
+        self.kernels.encode(&mut w);
         out.copy_from_slice(&w[1..]);
     }
 
@@ -218,6 +376,7 @@ impl TopOfBook {
             last_trade_ts_ns: w(slot::LAST_TRADE_TS_NS) as i64,
             last_trade_side: w(slot::LAST_TRADE_SIDE) as u8,
             trades: w(slot::TRADES),
+            kernels: SlotKernels::decode(w),
             ..TopOfBook::default()
         };
         for i in 0..DEPTH {
@@ -253,7 +412,7 @@ pub enum ShmError {
         path: String,
     },
     /// A layout version this reader does not understand.
-    #[error("{path}: shm layout version {found}, this reader understands version {expected}; use a matching hermes build")]
+    #[error("{path}: shm layout version {found}, this reader understands version {expected}; use a matching hermes build ({})", version_hint(*found, *expected))]
     Version {
         /// The file.
         path: String,
@@ -263,7 +422,7 @@ pub enum ShmError {
         expected: u32,
     },
     /// Header fields disagree with this layout version.
-    #[error("{path}: header sizes or offsets do not match shm layout version 1 (damaged file, or a writer from a different build)")]
+    #[error("{path}: header sizes or offsets do not match shm layout version {} (damaged file, or a writer from a different build)", layout::VERSION)]
     Layout {
         /// The file.
         path: String,
@@ -292,4 +451,14 @@ pub enum ShmError {
         /// The limit.
         max: usize,
     },
+}
+
+/// What a version mismatch means for the user; shared word for word by the C and Python
+/// readers.
+fn version_hint(found: u32, expected: u32) -> &'static str {
+    if found < expected {
+        "the file was written by an older hermes: restart the engine with this build"
+    } else {
+        "the file was written by a newer hermes: read it with that build's readers"
+    }
 }

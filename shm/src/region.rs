@@ -9,7 +9,7 @@ use std::time::Duration;
 use memmap2::{Mmap, MmapMut};
 
 use crate::layout::{
-    self, dir, header, DEPTH, DIR_ENTRY_SIZE, MAX_SYMBOL_LEN, SLOT_SIZE, SLOT_WORDS,
+    self, dir, header, slot, DEPTH, DIR_ENTRY_SIZE, MAX_SYMBOL_LEN, SLOT_SIZE, SLOT_WORDS,
 };
 use crate::{seqlock, Instrument, ShmError, SlotIndex, TopOfBook, Venue};
 
@@ -228,7 +228,12 @@ impl ShmWriter {
         // SAFETY: the mapping lives as long as `self`; the offset is a registered slot;
         // shared bytes are only accessed through atomics.
         let words = unsafe { slot_words(base, len, off) };
-        seqlock::write(&words[0], &words[1..], &self.words);
+        // Only the data words: the reserved tail of the slot stays zero.
+        seqlock::write(
+            &words[0],
+            &words[1..slot::DATA_END],
+            &self.words[..slot::DATA_END - 1],
+        );
     }
 
     /// Refreshes the heartbeat; call at least every 100 ms.
@@ -472,7 +477,8 @@ impl ShmReader {
     pub fn try_read(&self, slot: SlotIndex) -> Option<TopOfBook> {
         let w = self.words(slot);
         let mut buf = [0u64; SLOT_WORDS - 1];
-        seqlock::try_read(&w[0], &w[1..], &mut buf).map(|s| TopOfBook::decode(s, &buf))
+        seqlock::try_read(&w[0], &w[1..slot::DATA_END], &mut buf[..slot::DATA_END - 1])
+            .map(|s| TopOfBook::decode(s, &buf))
     }
 
     /// A consistent copy of the slot, retrying while the writer is inside it. `None` when
@@ -481,7 +487,13 @@ impl ShmReader {
     pub fn read(&self, slot: SlotIndex) -> Option<TopOfBook> {
         let w = self.words(slot);
         let mut buf = [0u64; SLOT_WORDS - 1];
-        seqlock::read(&w[0], &w[1..], &mut buf, READ_ATTEMPTS).map(|s| TopOfBook::decode(s, &buf))
+        seqlock::read(
+            &w[0],
+            &w[1..slot::DATA_END],
+            &mut buf[..slot::DATA_END - 1],
+            READ_ATTEMPTS,
+        )
+        .map(|s| TopOfBook::decode(s, &buf))
     }
 
     /// The slot's current sequence (odd while being written).

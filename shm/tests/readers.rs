@@ -10,8 +10,8 @@ use std::process::{Command, Output};
 
 use hermes_shm::layout::header;
 use hermes_shm::{
-    ShmWriter, TopOfBook, Venue, WriterOptions, FLAG_BBO_FROM_TICKER, FLAG_CROSSED, FLAG_HAS_ASK,
-    FLAG_HAS_BID, FLAG_STALE,
+    ShmWriter, SlotKernels, TopOfBook, Venue, WriterOptions, FLAG_BBO_FROM_TICKER, FLAG_CROSSED,
+    FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
 };
 
 /// A directory under the system temp dir, unique to this process and test, removed on drop.
@@ -107,6 +107,8 @@ struct Fixture {
     _writer: ShmWriter,
     c_lines: Vec<String>,
     json_lines: Vec<String>,
+    /// What [`C_KERNELS`] and [`PY_KERNELS`] print.
+    kernel_lines: Vec<String>,
 }
 
 /// Fills every level with values that must never be printed, so a reader that ignores
@@ -149,6 +151,32 @@ fn fixture(dir: &TempDir) -> Fixture {
         last_trade_ts_ns: 1_699_999_999_999_000_000,
         last_trade_side: 1,
         trades: 7,
+        // Some kernels valid, some not (their words must read as "none").
+        kernels: SlotKernels {
+            time_ns: 1_700_000_000_000_100_000,
+            price_decimals: 4,
+            spread_ticks: Some(37),
+            spread_bps_x100: Some(598),
+            mid_px: Some(618_378_150),
+            microprice_px: Some(618_376_300),
+            bid_depth: 2_650_000_100,
+            ask_depth: 12_345_678_902,
+            imbalance_ppm: Some(-646_432),
+            vwap_buy_px: None,
+            vwap_sell_px: Some(618_370_001),
+            volatility_bps: Some(12.5),
+            trade_buy_qty: 5,
+            trade_sell_qty: 0,
+            trade_imbalance_ppm: Some(1_000_000),
+            ofi_window: -42,
+            ofi_total: i64::MIN,
+            updates_per_s_x100: 12_345,
+            levels: 5,
+            vwap_qty: 100_000_000,
+            vol_half_life_ns: 30_000_000_000,
+            trade_window_ns: 5_000_000_000,
+            rate_window_ns: 1_000_000_000,
+        },
         ..TopOfBook::default()
     };
     junk_levels(&mut t);
@@ -290,11 +318,27 @@ fn fixture(dir: &TempDir) -> Fixture {
         ),
     ];
 
+    // `symbol flags ts kp spread bps mid micro bid_depth ask_depth imb vwap_buy vwap_sell
+    // vol buy sell tfi ofi_window ofi_total rate levels vwap_qty half_life trade_w rate_w`,
+    // `-` for an invalid kernel.
+    let kernel_lines = [
+        "BTC-USD 479 1700000000000100000 4 37 598 618378150 618376300 2650000100 \
+         12345678902 -646432 - 618370001 12.5 5 0 1000000 -42 -9223372036854775808 12345 5 \
+         100000000 30000000000 5000000000 1000000000",
+        "ETHUSDT 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+        "SPREAD-BTC/ETH 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+        "ETH-USD 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+        "BTCUSDT 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+    ]
+    .map(String::from)
+    .to_vec();
+
     Fixture {
         path,
         _writer: w,
         c_lines,
         json_lines,
+        kernel_lines,
     }
 }
 
@@ -366,6 +410,107 @@ fn python_reader_prints_exact_json_lines() {
     );
 }
 
+/// Prints [`Fixture::kernel_lines`] through the C header.
+const C_KERNELS: &str = r#"
+#include "hermes_shm.h"
+#include <inttypes.h>
+static void opt(const struct hermes_tob *t, unsigned bit, int64_t v) {
+    if (t->kernel_flags & bit) printf(" %" PRId64, v); else printf(" -");
+}
+int main(int argc, char **argv) {
+    struct hermes_shm shm;
+    uint32_t i;
+    if (argc != 2 || hermes_shm_open(argv[1], &shm) != HERMES_SHM_OK) return 1;
+    for (i = 0; i < hermes_shm_instrument_count(&shm); i++) {
+        struct hermes_instrument inst;
+        struct hermes_tob t;
+        memset(&t, 0, sizeof t);
+        if (hermes_shm_instrument(&shm, i, &inst) != HERMES_SHM_OK ||
+            hermes_shm_read(&shm, inst.slot, &t) != HERMES_SHM_OK) return 1;
+        printf("%s %" PRIu64 " %" PRId64 " %u", inst.symbol, t.kernel_flags, t.kernel_ts_ns,
+               t.kernel_price_decimals);
+        opt(&t, HERMES_KVALID_SPREAD_TICKS, t.spread_ticks);
+        opt(&t, HERMES_KVALID_SPREAD_BPS, t.spread_bps_x100);
+        opt(&t, HERMES_KVALID_MID, t.mid_px);
+        opt(&t, HERMES_KVALID_MICROPRICE, t.microprice_px);
+        printf(" %" PRId64 " %" PRId64, t.bid_depth, t.ask_depth);
+        opt(&t, HERMES_KVALID_IMBALANCE, t.imbalance_ppm);
+        opt(&t, HERMES_KVALID_VWAP_BUY, t.vwap_buy_px);
+        opt(&t, HERMES_KVALID_VWAP_SELL, t.vwap_sell_px);
+        if (t.kernel_flags & HERMES_KVALID_VOLATILITY) printf(" %.17g", t.volatility_bps);
+        else printf(" -");
+        printf(" %" PRId64 " %" PRId64, t.trade_buy_qty, t.trade_sell_qty);
+        opt(&t, HERMES_KVALID_TRADE_IMBALANCE, t.trade_imbalance_ppm);
+        printf(" %" PRId64 " %" PRId64 " %" PRIu64 " %u %" PRId64 " %" PRId64 " %" PRId64
+               " %" PRId64 "\n", t.ofi_window, t.ofi_total, t.updates_per_s_x100,
+               t.kernel_levels, t.vwap_qty, t.vol_half_life_ns, t.trade_window_ns,
+               t.rate_window_ns);
+    }
+    hermes_shm_close(&shm);
+    return 0;
+}
+"#;
+
+/// Prints [`Fixture::kernel_lines`] through the Python reader.
+const PY_KERNELS: &str = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+from hermes_shm import HermesShm, _PAYLOAD, SLOT_KERNEL_FLAGS
+
+def f(v):
+    if v is None:
+        return "-"
+    return format(v, ".17g") if isinstance(v, float) else str(v)
+
+with HermesShm(sys.argv[2]) as shm:
+    for inst in shm.instruments():
+        t = shm.read(inst.slot)
+        k = t.kernels
+        flags = _PAYLOAD.unpack_from(shm._map, shm.slots_offset + inst.slot * 1024 + 8)[
+            SLOT_KERNEL_FLAGS - 1]
+        print(" ".join([inst.symbol, str(flags)] + [f(v) for v in k]))
+"#;
+
+#[test]
+fn c_and_python_readers_decode_the_kernels() {
+    let dir = TempDir::new("kernels");
+    let f = fixture(&dir);
+    if let Some(bin) = {
+        let src = dir.join("kernels.c");
+        std::fs::write(&src, C_KERNELS).unwrap();
+        compile_c(&src, &dir.join("kernels"))
+    } {
+        let out = Command::new(&bin).arg(&f.path).output().unwrap();
+        assert_lines(
+            &stdout_lines(&out, "C kernels"),
+            &f.kernel_lines,
+            "C kernels",
+        );
+    }
+    if let Some(py) = python() {
+        let out = Command::new(py)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg("-c")
+            .arg(PY_KERNELS)
+            .arg(crate_path("python"))
+            .arg(&f.path)
+            .output()
+            .unwrap();
+        assert_lines(
+            &stdout_lines(&out, "Python kernels"),
+            &f.kernel_lines,
+            "Python kernels",
+        );
+    }
+    // And the Rust reader round-trips the struct.
+    // SAFETY: the file is this test's own.
+    let r = unsafe { hermes_shm::ShmReader::open(&f.path) }.unwrap();
+    let k = r.read(r.instruments()[0].slot).unwrap().kernels;
+    assert_eq!(k.vwap_buy_px, None);
+    assert_eq!(k.volatility_bps, Some(12.5));
+    assert_eq!(k.ofi_total, i64::MIN);
+}
+
 /// Runs a reader expected to refuse `path`; returns its stderr.
 fn refused(mut cmd: Command, code: i32, what: &str) -> String {
     let out = cmd.output().unwrap();
@@ -398,17 +543,36 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
         .unwrap(),
     );
     let mut bytes = std::fs::read(&good).unwrap();
-    bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+    bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&3u32.to_le_bytes());
     let bumped = dir.join("bumped");
     std::fs::write(&bumped, &bytes).unwrap();
+    // A file from a version-1 writer (512-byte slots) as far as a reader can tell.
+    bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&1u32.to_le_bytes());
+    bytes[header::SLOT_SIZE..header::SLOT_SIZE + 4].copy_from_slice(&512u32.to_le_bytes());
+    let v1 = dir.join("v1");
+    std::fs::write(&v1, &bytes).unwrap();
     let foreign = dir.join("foreign");
     std::fs::write(&foreign, vec![b'x'; 8192]).unwrap();
     let missing = dir.join("missing");
 
     let version_msg = format!(
-        "{}: shm layout version 2, this reader understands version 1; use a matching hermes build",
+        "{}: shm layout version 3, this reader understands version 2; use a matching hermes \
+         build (the file was written by a newer hermes: read it with that build's readers)",
         bumped.display()
     );
+    let v1_msg = format!(
+        "{}: shm layout version 1, this reader understands version 2; use a matching hermes \
+         build (the file was written by an older hermes: restart the engine with this build)",
+        v1.display()
+    );
+    // SAFETY: test-owned files.
+    let e = unsafe { hermes_shm::ShmReader::open(&v1) }.err().unwrap();
+    assert_eq!(e.to_string(), v1_msg);
+    // SAFETY: as above.
+    let e = unsafe { hermes_shm::ShmReader::open(&bumped) }
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), version_msg);
     let magic_msg = format!("{}: not a Hermes shm file (bad magic)", foreign.display());
     let missing_msg = format!("{}: No such file or directory", missing.display());
 
@@ -421,6 +585,8 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
         };
         let err = refused(run(&bumped), 2, "python, bumped version");
         assert!(err.contains(&version_msg), "{err}");
+        let err = refused(run(&v1), 2, "python, version 1 file");
+        assert!(err.contains(&v1_msg), "{err}");
         let err = refused(run(&foreign), 2, "python, foreign file");
         assert!(err.contains(&magic_msg), "{err}");
         let err = refused(run(&missing), 2, "python, missing file");
@@ -442,6 +608,8 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
         };
         let err = refused(run(&bumped), 1, "C, bumped version");
         assert!(err.contains(&version_msg), "{err}");
+        let err = refused(run(&v1), 1, "C, version 1 file");
+        assert!(err.contains(&v1_msg), "{err}");
         let err = refused(run(&foreign), 1, "C, foreign file");
         assert!(err.contains(&magic_msg), "{err}");
         let err = refused(run(&missing), 1, "C, missing file");

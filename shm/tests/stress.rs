@@ -20,8 +20,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hermes_shm::{
-    layout::SLOT_WORDS, ShmReader, ShmWriter, SlotIndex, TopOfBook, Venue, WriterOptions,
-    WriterStatus, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
+    layout::SLOT_WORDS, ShmReader, ShmWriter, SlotIndex, SlotKernels, TopOfBook, Venue,
+    WriterOptions, WriterStatus, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
 };
 
 /// Set in the child's environment to the region's path.
@@ -71,6 +71,31 @@ fn expected(k: u64) -> TopOfBook {
         last_trade_ts_ns: 13 * ki,
         last_trade_side: (k % 3) as u8,
         trades: 17 * k,
+        kernels: SlotKernels {
+            time_ns: 19 * ki,
+            price_decimals: (k % 19) as u8,
+            spread_ticks: Some(ki + 1),
+            spread_bps_x100: Some(ki + 2),
+            mid_px: Some(ki + 3),
+            microprice_px: Some(ki + 4),
+            bid_depth: ki + 5,
+            ask_depth: ki + 6,
+            imbalance_ppm: Some(-ki),
+            vwap_buy_px: Some(ki + 8),
+            vwap_sell_px: Some(ki + 9),
+            volatility_bps: Some(ki as f64 * 0.5),
+            trade_buy_qty: ki + 10,
+            trade_sell_qty: ki + 11,
+            trade_imbalance_ppm: Some(ki + 12),
+            ofi_window: ki + 13,
+            ofi_total: -3 * ki,
+            updates_per_s_x100: k + 14,
+            levels: (k % 1000) as u32,
+            vwap_qty: ki + 15,
+            vol_half_life_ns: ki + 16,
+            trade_window_ns: ki + 17,
+            rate_window_ns: ki + 18,
+        },
         ..TopOfBook::default()
     };
     for i in 0..10 {
@@ -116,7 +141,7 @@ fn check(slot: u32, t: &TopOfBook) -> Result<u64, String> {
 fn invariant_detects_every_mix_of_two_publications() {
     // A copy made of the first `split` data words of one publication and the rest of
     // another (the shape of a torn read) must fail `check`, whichever sequence it reports.
-    let data_words = hermes_shm::layout::slot::RESERVED - 1;
+    let data_words = hermes_shm::layout::slot::DATA_END - 1;
     for k in [1u64, 2, 3, 10, 33, 2_999_999] {
         let (mut a, mut b) = ([0u64; SLOT_WORDS - 1], [0u64; SLOT_WORDS - 1]);
         expected(k).encode(&mut a);
@@ -350,7 +375,15 @@ def expected(k):
         bids=tuple((k + i, 3 * k + i) for i in range(10)),
         asks=tuple((k + 7 + i, 5 * k + i) for i in range(10)),
         last_trade_px=-k, last_trade_qty=11 * k, last_trade_ts_ns=13 * k,
-        last_trade_side=k % 3, trades=17 * k)
+        last_trade_side=k % 3, trades=17 * k,
+        kernels=h.Kernels(
+            time_ns=19 * k, price_decimals=k % 19, spread_ticks=k + 1, spread_bps_x100=k + 2,
+            mid_px=k + 3, microprice_px=k + 4, bid_depth=k + 5, ask_depth=k + 6,
+            imbalance_ppm=-k, vwap_buy_px=k + 8, vwap_sell_px=k + 9, volatility_bps=k * 0.5,
+            trade_buy_qty=k + 10, trade_sell_qty=k + 11, trade_imbalance_ppm=k + 12,
+            ofi_window=k + 13, ofi_total=-3 * k, updates_per_s_x100=k + 14, levels=k % 1000,
+            vwap_qty=k + 15, vol_half_life_ns=k + 16, trade_window_ns=k + 17,
+            rate_window_ns=k + 18))
 
 shm = h.HermesShm(sys.argv[2])
 print("HERMES-STRESS-READY", flush=True)
