@@ -63,7 +63,8 @@ pub struct Books {
     now_ns: fn() -> i64,
 }
 
-fn unix_ns() -> i64 {
+/// Unix time in nanoseconds.
+pub fn unix_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

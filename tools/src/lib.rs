@@ -25,6 +25,8 @@
 
 pub mod books;
 pub mod engine;
+pub mod live;
 pub mod replay;
 pub mod report;
+pub mod sim;
 pub mod synth;

@@ -40,6 +40,14 @@ enum Cmd {
     /// The demo: generate a sample market, replay it into shm, read it back from another
     /// process, and print a summary.
     Demo(DemoArgs),
+    /// Live ingest from the exchanges' WebSockets (or the simulator), configured by a
+    /// TOML file and COINBASE_*/BINANCE_* environment variables.
+    Run(RunArgs),
+    /// Like `run`, and write every received frame to rotating native capture files.
+    Record(RecordArgs),
+    /// The exchange simulator: serve a capture or a synthetic market over a local
+    /// WebSocket with the venue's protocol, with fault injection.
+    Sim(SimArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +216,9 @@ fn main() {
         Cmd::Shm(ShmCmd::Dump { path, json }) => cmd_shm_dump(&path, json),
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Demo(a) => cmd_demo(a),
+        Cmd::Run(a) => cmd_run(a, None),
+        Cmd::Record(a) => cmd_record(a),
+        Cmd::Sim(a) => cmd_sim(a),
     };
     if let Err(e) = r {
         eprintln!("hermes: error: {e:#}");
@@ -551,4 +562,277 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
         sample.display()
     );
     Ok(())
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// TOML config file ([coinbase], [binance], [connection] tables); environment
+    /// variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop once no frame arrived for this many seconds (after the first one).
+    #[arg(long)]
+    until_idle: Option<f64>,
+    /// After the run, print one JSON object per instrument (as `replay --print-final`).
+    #[arg(long)]
+    print_final: bool,
+    /// Print counters to stderr every second.
+    #[arg(long)]
+    stats: bool,
+    /// First reconnect delay in ms (overrides the config file).
+    #[arg(long)]
+    reconnect_min_ms: Option<u64>,
+    /// Largest reconnect delay in ms.
+    #[arg(long)]
+    reconnect_max_ms: Option<u64>,
+    /// Circuit-breaker cool-down in ms.
+    #[arg(long)]
+    breaker_cooldown_ms: Option<u64>,
+    /// Largest accepted WebSocket message in bytes.
+    #[arg(long)]
+    max_frame_bytes: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// Directory of the capture files.
+    #[arg(long)]
+    out: PathBuf,
+    /// Start a new file after this many MiB.
+    #[arg(long, default_value_t = 256)]
+    rotate_mb: u64,
+    /// Start a new file after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    rotate_secs: u64,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct SimArgs {
+    /// Venue protocol to speak.
+    #[arg(long, value_enum)]
+    venue: VenueArg,
+    /// Serve this capture (native or JSON lines).
+    #[arg(
+        long,
+        conflicts_with = "synthetic",
+        required_unless_present = "synthetic"
+    )]
+    capture: Option<PathBuf>,
+    /// Serve a synthetic random-walk market with this many instruments.
+    #[arg(long)]
+    synthetic: Option<usize>,
+    /// Listen address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Pacing: realtime, a factor such as 10x, or max (as fast as clients read).
+    #[arg(long, default_value = "realtime")]
+    speed: Speed,
+    /// A fixed rate in frames per second (overrides --speed).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Fault injection: KIND=RATE (probability per frame), KIND=every:N or KIND=at:N,M;
+    /// kinds disconnect, gap, duplicate, reorder, malformed, oversize, stall. Repeatable.
+    #[arg(long)]
+    fault: Vec<hermes::sim::Fault>,
+    /// Levels per side of synthetic books.
+    #[arg(long, default_value_t = 50)]
+    depth: usize,
+    /// Frames of the synthetic market (endless when absent).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Seed of the synthetic market and of fault decisions.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Size of an `oversize` frame in bytes.
+    #[arg(long, default_value_t = 80 << 20)]
+    oversize_bytes: usize,
+    /// Length of a `stall` in ms.
+    #[arg(long, default_value_t = 2000)]
+    stall_ms: u64,
+    /// REST depth requests per second before answering 429 with Retry-After.
+    #[arg(long, default_value_t = 20)]
+    rest_per_second: u32,
+}
+
+fn live_config(a: &RunArgs) -> Result<hermes::live::LiveConfig> {
+    let mut cfg = hermes::live::LiveConfig::load(a.config.as_deref(), &|k| std::env::var(k).ok())?;
+    let p = &mut cfg.policy;
+    if let Some(v) = a.reconnect_min_ms {
+        p.reconnect_min = Duration::from_millis(v.max(1));
+    }
+    if let Some(v) = a.reconnect_max_ms {
+        p.reconnect_max = Duration::from_millis(v.max(1));
+    }
+    if let Some(v) = a.breaker_cooldown_ms {
+        p.breaker_cooldown = Duration::from_millis(v);
+    }
+    if let Some(v) = a.max_frame_bytes {
+        p.max_frame_bytes = v;
+    }
+    if p.reconnect_max < p.reconnect_min {
+        p.reconnect_max = p.reconnect_min;
+    }
+    Ok(cfg)
+}
+
+fn secs(v: Option<f64>, name: &str) -> Result<Option<Duration>> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => bail!("--{name} must be a non-negative number of seconds, got {s}"),
+    }
+}
+
+fn cmd_run(a: RunArgs, recorder: Option<hermes::live::Recorder>) -> Result<()> {
+    let cfg = live_config(&a)?;
+    let limits = hermes::live::RunLimits {
+        duration: secs(a.duration, "duration")?,
+        until_idle: secs(a.until_idle, "until-idle")?,
+        stats_every: a.stats.then_some(Duration::from_secs(1)),
+    };
+    let stats = std::sync::Arc::new(hermes::live::LiveStats::default());
+    let dec_opts = a.engine.decoder();
+    let stop = engine::shutdown_flag();
+    let st = stats.clone();
+    let out = engine::run(&a.engine.engine(), move |sink| {
+        let mut recorder = recorder;
+        let mut no_tap = hermes_ingest::NoTap;
+        let tap: &mut dyn hermes_ingest::FrameTap = match &mut recorder {
+            Some(r) => r,
+            None => &mut no_tap,
+        };
+        let r = hermes::live::ingest(&cfg, &limits, Decoder::new(dec_opts), sink, tap, &st, &stop);
+        let rec = recorder.map(|mut r| {
+            let fin = r.finish();
+            (r.files().to_vec(), r.frames, r.error.clone(), fin)
+        });
+        (r, rec)
+    })?;
+    let (summary, rec) = out.ingest;
+    let summary = summary?;
+    if a.print_final {
+        let mut o = std::io::stdout().lock();
+        for i in &out.books.instruments {
+            writeln!(
+                o,
+                "{}",
+                tob_json(
+                    i.venue.name(),
+                    &i.symbol,
+                    i.scale.price_decimals,
+                    i.scale.size_decimals,
+                    &i.last
+                )
+            )?;
+        }
+    }
+    for s in &summary.stale {
+        eprintln!("hermes: {s}: stale at the end (waiting for a rebuild)");
+    }
+    let d = &summary.decode;
+    eprintln!(
+        "run: {} frames, {} events ({} levels, {} trades, {} quotes, {} snapshots), {} errors, {} gaps, {} resyncs, {} stale/duplicate frames skipped, {:.3} s; {}",
+        d.frames, d.events, d.levels, d.trades, d.quotes, d.snapshots, d.parse_errors, d.gaps, d.resyncs, d.stale_frames,
+        out.elapsed.as_secs_f64(),
+        stats.line()
+    );
+    if let Some((files, frames, err, fin)) = rec {
+        eprintln!(
+            "recorded {frames} frames into {} file(s): {}",
+            files.len(),
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        if let Some(e) = err {
+            bail!("recording failed: {e}");
+        }
+        fin.context("closing the recording")?;
+    }
+    Ok(())
+}
+
+fn cmd_record(a: RecordArgs) -> Result<()> {
+    let rec = hermes::live::Recorder::new(
+        &a.out,
+        a.rotate_mb.max(1) << 20,
+        Duration::from_secs(a.rotate_secs.max(1)),
+    )?;
+    cmd_run(a.run, Some(rec))
+}
+
+fn cmd_sim(a: SimArgs) -> Result<()> {
+    use hermes::sim::{Pacing, SimOptions, SimSource};
+    let source = match (&a.capture, a.synthetic) {
+        (Some(p), _) => SimSource::Capture(p.clone()),
+        (None, Some(n)) if n > 0 => SimSource::Synthetic {
+            instruments: n,
+            depth: a.depth.max(1),
+            seed: a.seed,
+            frames: a.frames,
+        },
+        _ => bail!("give --capture FILE or --synthetic N (N >= 1)"),
+    };
+    let pacing = match (a.rate, a.speed) {
+        (Some(r), _) if r.is_finite() && r > 0.0 => Pacing::Rate(r),
+        (Some(r), _) => bail!("--rate must be a positive number of frames per second, got {r}"),
+        (None, Speed::Max) => Pacing::Max,
+        (None, Speed::Times(x)) => Pacing::Recorded(x),
+    };
+    let opts = SimOptions {
+        venue: a.venue.into(),
+        source,
+        listen: a.listen,
+        pacing,
+        faults: a.fault.clone(),
+        oversize_bytes: a.oversize_bytes,
+        stall: Duration::from_millis(a.stall_ms),
+        seed: a.seed,
+        rest_per_second: a.rest_per_second.max(1),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stop = engine::shutdown_flag();
+    rt.block_on(async move {
+        let listener = hermes::sim::bind(opts.listen).await?;
+        let addr = listener.local_addr()?;
+        // The first line says where to connect; scripts and tests read it.
+        println!("ws://{addr}");
+        std::io::stdout().flush()?;
+        eprintln!(
+            "sim: serving {} on ws://{addr}{}",
+            opts.venue.name(),
+            if opts.venue == Venue::Binance { format!(" (streams: ws://{addr}/stream?streams=…, REST: http://{addr}/api/v3/depth)") } else { String::new() }
+        );
+        let stats = std::sync::Arc::new(hermes::sim::SimStats::default());
+        let serve = hermes::sim::serve(listener, opts, stats.clone());
+        tokio::pin!(serve);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                r = &mut serve => return r,
+                _ = tick.tick() => {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        eprintln!(
+                            "sim: stopping; {} frames walked, {} sent, {} connections, {} faults, {} REST snapshots ({} throttled)",
+                            stats.frames.load(Relaxed), stats.sent.load(Relaxed), stats.connections.load(Relaxed),
+                            stats.faults.load(Relaxed), stats.rest.load(Relaxed), stats.rest_limited.load(Relaxed)
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    })
 }
