@@ -441,11 +441,17 @@ impl Breaker {
         self.next_attempt = Instant::now() + jitter.max(p.reconnect_min.min(cap));
     }
 
+    /// The connection stayed up long enough: forget past failures.
     fn success(&mut self, venue: &str) {
-        if self.state != BreakerState::Closed {
-            tracing::info!(venue, "circuit breaker closed");
-        }
+        self.connected(venue);
         self.failures = 0;
+    }
+
+    /// A connection succeeded: a half-open breaker closes (the probe worked).
+    fn connected(&mut self, venue: &str) {
+        if self.state != BreakerState::Closed {
+            tracing::info!(venue, "circuit breaker closed: the probe connected");
+        }
         self.state = BreakerState::Closed;
     }
 
@@ -704,6 +710,8 @@ async fn coinbase_loop<S: EventSink>(
                     c.next_conn
                 };
                 vs.connected.store(true, Ordering::Relaxed);
+                breaker.connected("coinbase");
+                vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
                 if !first {
                     vs.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -919,6 +927,8 @@ async fn binance_loop<S: EventSink>(
                     c.next_conn
                 };
                 vs.connected.store(true, Ordering::Relaxed);
+                breaker.connected("binance");
+                vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
                 if !first {
                     vs.reconnects.fetch_add(1, Ordering::Relaxed);
                 }

@@ -292,6 +292,9 @@ impl EventSink for Apply<'_> {
     }
 }
 
+/// A connection's queue of frames to send.
+type ClientTx = mpsc::Sender<Arc<Outgoing>>;
+
 /// The market: source, books, subscriptions.
 struct Market {
     venue: Venue,
@@ -299,19 +302,13 @@ struct Market {
     decoder: Decoder,
     books: Books,
     /// Coinbase: client → (channel → products).
-    cb_subs: HashMap<
-        u64,
-        (
-            mpsc::Sender<Arc<Outgoing>>,
-            HashMap<String, HashSet<String>>,
-        ),
-    >,
+    cb_subs: HashMap<u64, (ClientTx, HashMap<String, HashSet<String>>)>,
     /// Coinbase: client → level-2 products it waits a first snapshot for.
     awaiting: HashMap<u64, HashSet<String>>,
     /// Binance: a REST snapshot went by in the source.
     saw_rest: bool,
     /// Binance: client → streams.
-    bn_subs: HashMap<u64, (mpsc::Sender<Arc<Outgoing>>, HashSet<String>)>,
+    bn_subs: HashMap<u64, (ClientTx, HashSet<String>)>,
     stats: Arc<SimStats>,
     pending: Option<Owned>,
 }
@@ -578,7 +575,7 @@ impl Market {
         }
     }
 
-    async fn route(&mut self, out: Outgoing, pacing: Pacing) {
+    async fn route(&mut self, out: Outgoing, pacing: Pacing, ctrl: &mut mpsc::Receiver<Control>) {
         let out = Arc::new(out);
         let mut targets = Vec::new();
         match self.venue {
@@ -611,7 +608,19 @@ impl Market {
         }
         for (id, tx) in targets {
             let ok = if pacing == Pacing::Max {
-                tx.send(out.clone()).await.is_ok()
+                // Wait for the client to read, but keep answering requests meanwhile: a
+                // client may be waiting for the answer to a subscription before it reads.
+                let send = tx.send(out.clone());
+                tokio::pin!(send);
+                loop {
+                    tokio::select! {
+                        r = &mut send => break r.is_ok(),
+                        c = ctrl.recv() => match c {
+                            Some(c) => self.control(c),
+                            None => break false,
+                        },
+                    }
+                }
             } else {
                 match tx.try_send(out.clone()) {
                     Ok(()) => true,
@@ -702,7 +711,7 @@ async fn market(mut m: Market, pacing: Pacing, mut ctrl: mpsc::Receiver<Control>
         m.stats.frames.fetch_add(1, Ordering::Relaxed);
         m.saw_rest |= f.rest_symbol.is_some();
         if let Some(out) = m.absorb(&f) {
-            m.route(out, pacing).await;
+            m.route(out, pacing, &mut ctrl).await;
         }
     }
 }
