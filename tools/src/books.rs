@@ -1,7 +1,8 @@
 //! The book thread's state: one [`OrderBook`] per instrument, the rules that turn a book
 //! (and a venue's ticker) into a published [`TopOfBook`], and the shm writer.
 
-use hermes_book::{OrderBook, Scale};
+use hermes_book::kernels::{Aggressor, KernelConfig, Kernels};
+use hermes_book::{Level, OrderBook, Price, Qty, Scale};
 use hermes_ingest::{Event, InstId, TradeSide, Venue};
 use hermes_shm::{
     layout::DEPTH, ShmWriter, SlotIndex, TopOfBook, FLAG_BBO_FROM_TICKER, FLAG_CROSSED,
@@ -35,6 +36,8 @@ pub struct Instrument {
     pub last: TopOfBook,
     /// Times a commit left the book crossed or locked.
     pub crossed_commits: u64,
+    /// The analytics kernels' state, computed on every publication into `last.kernels`.
+    pub kernels: Kernels,
     quote: Option<Quote>,
     has_levels: bool,
     stale: bool,
@@ -61,6 +64,7 @@ pub struct Books {
     /// Counters.
     pub stats: BookStats,
     now_ns: fn() -> i64,
+    kernel_config: KernelConfig,
 }
 
 /// Unix time in nanoseconds.
@@ -72,13 +76,20 @@ pub fn unix_ns() -> i64 {
 }
 
 impl Books {
-    /// Books publishing into `shm` (or nowhere).
+    /// Books publishing into `shm` (or nowhere), with the engine-wide kernel settings
+    /// ([`crate::analytics::default_config`]).
     pub fn new(shm: Option<ShmWriter>) -> Books {
+        Books::with_kernel_config(shm, crate::analytics::default_config())
+    }
+
+    /// Books whose instruments compute their kernels with `kernel_config`.
+    pub fn with_kernel_config(shm: Option<ShmWriter>, kernel_config: KernelConfig) -> Books {
         Books {
             instruments: Vec::new(),
             shm,
             stats: BookStats::default(),
             now_ns: unix_ns,
+            kernel_config,
         }
     }
 
@@ -174,6 +185,12 @@ impl Books {
                 ..
             } => {
                 let i = self.inst(inst);
+                let aggressor = match side {
+                    TradeSide::Unknown => Aggressor::Unknown,
+                    TradeSide::Buy => Aggressor::Buy,
+                    TradeSide::Sell => Aggressor::Sell,
+                };
+                i.kernels.on_trade(ts_ns, aggressor, qty);
                 i.last.last_trade_px = price.0;
                 i.last.last_trade_qty = qty.0;
                 i.last.last_trade_ts_ns = ts_ns;
@@ -191,7 +208,13 @@ impl Books {
             }
         };
         if publish {
-            self.publish(ev.inst());
+            // The kernels' event time: the frame's receive time, or the trade's own time.
+            let event_ns = match *ev {
+                Event::Commit { recv_ts_ns, .. } | Event::Quote { recv_ts_ns, .. } => recv_ts_ns,
+                Event::Trade { ts_ns, .. } => ts_ns,
+                _ => i64::MIN,
+            };
+            self.publish(ev.inst(), event_ns);
         }
     }
 
@@ -224,14 +247,16 @@ impl Books {
             book: OrderBook::default(),
             last: TopOfBook::default(),
             crossed_commits: 0,
+            kernels: Kernels::new(&self.kernel_config, scale),
             quote: None,
             has_levels: false,
             stale: false,
         });
     }
 
-    /// Builds the instrument's top of book and writes it to its slot.
-    fn publish(&mut self, inst: InstId) {
+    /// Builds the instrument's top of book and kernels (at event time `event_ns`) and
+    /// writes them to its slot.
+    fn publish(&mut self, inst: InstId, event_ns: i64) {
         let now = (self.now_ns)();
         let i = &mut self.instruments[inst.0 as usize];
         let t = &mut i.last;
@@ -284,6 +309,18 @@ impl Books {
         for k in t.ask_levels as usize..DEPTH {
             t.asks[k] = (0, 0);
         }
+        let best = |has: u64, px: i64, qty: i64| {
+            (flags & has != 0).then_some(Level {
+                price: Price(px),
+                qty: Qty(qty),
+            })
+        };
+        let (bid, ask) = (
+            best(FLAG_HAS_BID, t.bid_px, t.bid_qty),
+            best(FLAG_HAS_ASK, t.ask_px, t.ask_qty),
+        );
+        let k = i.kernels.update(event_ns, bid, ask, book);
+        t.kernels = crate::analytics::slot_kernels(&k, &i.kernels);
         t.flags = flags;
         t.updates += 1;
         t.publish_ts_ns = now;

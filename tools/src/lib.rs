@@ -23,6 +23,7 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+pub mod analytics;
 pub mod books;
 pub mod engine;
 pub mod live;

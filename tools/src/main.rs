@@ -110,10 +110,15 @@ struct EngineArgs {
     /// Decimals of prices and sizes for every instrument (8 covers both venues).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=18))]
     decimals: u8,
+    #[command(flatten)]
+    kernels: hermes::analytics::KernelArgs,
 }
 
 impl EngineArgs {
     fn engine(&self) -> EngineOptions {
+        // The book thread builds its books inside the engine; the kernel settings reach
+        // them as the engine-wide default.
+        self.kernels.install();
         EngineOptions {
             shm_path: Some(self.shm.clone()),
             shm_slots: self.shm_slots,

@@ -1,0 +1,203 @@
+//! The analytics kernels on the engine side: their command-line settings
+//! ([`KernelArgs`], flattened into every engine subcommand), the engine-wide
+//! configuration the book thread picks up ([`set_default_config`]), and the mapping of
+//! computed [`KernelValues`] into the shm slot ([`slot_kernels`]).
+//!
+//! The kernels themselves (definitions, units, tests) live in `hermes_book::kernels`.
+
+use std::sync::RwLock;
+
+use hermes_book::fixed::MAX_DECIMALS;
+use hermes_book::kernels::{KernelConfig, KernelValues, Kernels, MAX_LEVELS, WINDOW_BUCKETS};
+use hermes_book::{parse_decimal, Decimal};
+use hermes_shm::SlotKernels;
+
+/// Kernel settings of the engine subcommands (`replay`, `demo`, `run`, ...).
+#[derive(clap::Args, Debug, Clone)]
+pub struct KernelArgs {
+    /// Levels per side summed by the depth and imbalance kernels (N).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=MAX_LEVELS as i64))]
+    pub kernel_levels: u16,
+    /// Size (in base units, e.g. 0.5 for half a BTC) the VWAP kernels fill on each side.
+    #[arg(long, default_value = "1", value_parser = parse_size)]
+    pub vwap_size: Decimal,
+    /// Half-life of the EWMA mid-price volatility (e.g. 30s, 500ms, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_ns)]
+    pub vol_half_life: i64,
+    /// Window of the trade-flow imbalance and the windowed OFI.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_ns)]
+    pub trade_window: i64,
+    /// Window of the update rate (updates/s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration_ns)]
+    pub rate_window: i64,
+}
+
+impl KernelArgs {
+    /// The validated configuration (every value was checked when parsed).
+    pub fn config(&self) -> KernelConfig {
+        KernelConfig {
+            levels: self.kernel_levels as usize,
+            vwap_size: self.vwap_size,
+            vol_half_life_ns: self.vol_half_life,
+            trade_window_ns: self.trade_window,
+            rate_window_ns: self.rate_window,
+        }
+    }
+
+    /// Makes these settings the engine-wide default that [`crate::books::Books::new`]
+    /// (built on the book thread) uses.
+    pub fn install(&self) {
+        let cfg = self.config();
+        debug_assert_eq!(
+            cfg.validate(),
+            Ok(()),
+            "the value parsers check every field"
+        );
+        set_default_config(cfg);
+    }
+}
+
+static DEFAULT: RwLock<Option<KernelConfig>> = RwLock::new(None);
+
+/// Sets the kernel configuration of books created from now on by
+/// [`crate::books::Books::new`].
+pub fn set_default_config(cfg: KernelConfig) {
+    // A poisoned lock only means a panic elsewhere mid-store of a `Copy` value.
+    *DEFAULT.write().unwrap_or_else(|e| e.into_inner()) = Some(cfg);
+}
+
+/// The configuration set by [`set_default_config`], or [`KernelConfig::default`].
+pub fn default_config() -> KernelConfig {
+    DEFAULT
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_default()
+}
+
+/// The slot form of one computation of `kernels`.
+#[inline]
+pub fn slot_kernels(v: &KernelValues, kernels: &Kernels) -> SlotKernels {
+    let cfg = kernels.config();
+    SlotKernels {
+        time_ns: v.time_ns,
+        price_decimals: v.price_decimals,
+        spread_ticks: v.spread_ticks,
+        spread_bps_x100: v.spread_bps_x100,
+        mid_px: v.mid,
+        microprice_px: v.microprice,
+        bid_depth: v.bid_depth,
+        ask_depth: v.ask_depth,
+        imbalance_ppm: v.imbalance_ppm,
+        vwap_buy_px: v.vwap_buy,
+        vwap_sell_px: v.vwap_sell,
+        volatility_bps: v.volatility_bps,
+        trade_buy_qty: v.trade_buy_qty,
+        trade_sell_qty: v.trade_sell_qty,
+        trade_imbalance_ppm: v.trade_imbalance_ppm,
+        ofi_window: v.ofi_window,
+        ofi_total: v.ofi_total,
+        updates_per_s_x100: v.updates_per_s_x100,
+        levels: cfg.levels as u32,
+        vwap_qty: kernels.vwap_qty(),
+        vol_half_life_ns: cfg.vol_half_life_ns,
+        trade_window_ns: cfg.trade_window_ns,
+        rate_window_ns: cfg.rate_window_ns,
+    }
+}
+
+/// Parses a positive decimal size such as `1`, `0.5` or `250`.
+pub fn parse_size(s: &str) -> Result<Decimal, String> {
+    let frac = s.split_once('.').map_or(0, |(_, f)| f.len());
+    let bad = || {
+        format!("expected a positive number such as 1, 0.5 or 250 (at most {MAX_DECIMALS} decimals), got {s:?}")
+    };
+    if frac > MAX_DECIMALS as usize {
+        return Err(bad());
+    }
+    let m = parse_decimal(s.as_bytes(), frac as u8).map_err(|e| format!("{}: {e}", bad()))?;
+    if m <= 0 {
+        return Err(bad());
+    }
+    Ok(Decimal::new(m, frac as u8))
+}
+
+/// Parses a duration such as `500ms`, `5s`, `1.5s`, `2m` or `250us` into nanoseconds; at
+/// least [`WINDOW_BUCKETS`] ns.
+pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "expected a duration such as 500ms, 5s, 1.5s or 2m (units ns, us, ms, s, m), got {s:?}"
+        )
+    };
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let unit_ns: i128 = match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        _ => return Err(bad()),
+    };
+    // The number at 9 decimals, so `1.5` and `0.000000001` are exact.
+    let m = parse_decimal(num.as_bytes(), 9).map_err(|e| format!("{}: {e}", bad()))?;
+    let ns = m as i128 * unit_ns / 1_000_000_000;
+    if ns < WINDOW_BUCKETS as i128 {
+        return Err(format!(
+            "{s:?} is too short: durations must be at least {WINDOW_BUCKETS} ns"
+        ));
+    }
+    i64::try_from(ns).map_err(|_| format!("{s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ns("5s"), Ok(5_000_000_000));
+        assert_eq!(parse_duration_ns("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_duration_ns("250ms"), Ok(250_000_000));
+        assert_eq!(parse_duration_ns("2m"), Ok(120_000_000_000));
+        assert_eq!(parse_duration_ns("10ns"), Ok(10));
+        assert!(parse_duration_ns("5")
+            .unwrap_err()
+            .contains("expected a duration"));
+        assert!(parse_duration_ns("5h")
+            .unwrap_err()
+            .contains("expected a duration"));
+        assert!(parse_duration_ns("1ns")
+            .unwrap_err()
+            .contains("at least 10 ns"));
+        assert!(parse_duration_ns("-1s").is_err());
+        assert!(parse_duration_ns("999999999m")
+            .unwrap_err()
+            .contains("too long"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1"), Ok(Decimal::new(1, 0)));
+        assert_eq!(parse_size("0.25"), Ok(Decimal::new(25, 2)));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("abc").unwrap_err().contains("positive number"));
+    }
+
+    #[test]
+    fn defaults_match_the_book_crate() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            k: KernelArgs,
+        }
+        let cli = Cli::parse_from(["x"]);
+        assert_eq!(cli.k.config(), KernelConfig::default());
+        let cli = Cli::try_parse_from(["x", "--kernel-levels", "0"]);
+        assert!(cli.is_err());
+    }
+}
