@@ -299,6 +299,15 @@ impl CaptureReader {
         self.offset
     }
 
+    /// Reads no further than `end`: for tailing a file that a writer is still appending
+    /// to, `end` being a record boundary the writer has flushed
+    /// ([`CaptureWriter::offset`] after [`CaptureWriter::flush`]). Records past `end`
+    /// become readable after a later call with a larger `end`. (The persister reads its
+    /// journal this way while the journal thread appends.)
+    pub fn set_end(&mut self, end: u64) {
+        self.len = end;
+    }
+
     /// Set once reading stopped at a torn or corrupt record.
     pub fn torn(&self) -> Option<&TornTail> {
         self.torn.as_ref()

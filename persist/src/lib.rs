@@ -1,10 +1,476 @@
 //! # hermes-persist
 //!
-//! The persister of Hermes: it will drain its own SPSC ring, append every raw frame to a
-//! journal (a native capture file), and write batches to PostgreSQL with binary `COPY`,
-//! committing the journal offset in the same transaction so a restart resumes exactly
-//! once.
+//! The persister of Hermes: every raw frame the engine receives goes to a journal (a
+//! native capture file), and from the journal into PostgreSQL in binary `COPY` batches,
+//! exactly once through crashes and database outages.
 //!
-//! Nothing is implemented here yet: this crate only reserves its place in the workspace
-//! until its issue is worked on. It exposes no API on purpose, so nothing can depend on
-//! behaviour that does not exist.
+//! ```text
+//! ingest thread ──PersistTap──► byte ring ──► journal thread ──► journal segment (capture file)
+//!                                                                   │ (read back)
+//!                                  PostgreSQL ◄── COPY batches ◄── database thread
+//! ```
+//!
+//! * [`PersistTap`] is the ingest side: a [`hermes_ingest::FrameTap`] that copies each frame
+//!   into the persister's own SPSC byte ring (no allocation, no I/O; waits, never drops,
+//!   when the ring is full).
+//! * The journal thread appends every frame to the journal: a directory of segments, one
+//!   per persister start, each a native capture file (`ingest/CAPTURE.md`).
+//! * The database thread reads the journal behind it, turns records into rows
+//!   ([`rows::Projector`]: `raw_events`, `trades`, `book_snapshots`, `top_of_book`) and
+//!   writes them in batches flushed on size or age, each batch committing the journal
+//!   offset it reached in `ingest_offsets` in the same transaction ([`schema`] has the
+//!   tables). The database is a projection of the journal: a restart resumes at the
+//!   committed offset, and every insert is idempotent on its unique key.
+//! * [`PersistStats`] has the counters: rows per table, batches, COPY latency, lag in
+//!   bytes and time, retries, readiness, the last error.
+//! * [`copy`] is the binary COPY encoder ([`copy::CopyBuffer`], [`copy::copy_batch`]);
+//!   [`local_pg`] starts a private PostgreSQL cluster (for `hermes demo` and every test).
+//!
+//! ```no_run
+//! use hermes_persist::{start, PersistOptions};
+//! use hermes_ingest::{Frame, FrameKind, FrameTap, Venue};
+//! let opts = PersistOptions::new("host=/tmp/pg port=5432 user=postgres dbname=hermes", "/tmp/journal");
+//! let (mut tap, persister) = start(opts)?;
+//! tap.frame(&Frame { venue: Venue::Binance, kind: FrameKind::Ws, conn: 0, recv_ts_ns: 1, data: br#"{"stream":"x@trade","data":{}}"# });
+//! drop(tap); // no more frames: the persister writes what is left and stops
+//! let report = persister.finish()?;
+//! println!("{}", report.stats.summary());
+//! # Ok::<(), hermes_persist::PersistError>(())
+//! ```
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hermes_ingest::capture::{CaptureError, CaptureWriter, TornTail};
+
+pub mod copy;
+pub mod local_pg;
+pub mod rows;
+pub mod schema;
+mod stats;
+mod tap;
+mod writer;
+
+pub use rows::ProjectionOptions;
+pub use stats::{PersistStats, TABLES};
+pub use tap::PersistTap;
+
+/// Persister errors. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// File system.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The journal (a capture file).
+    #[error("journal: {0}")]
+    Capture(#[from] CaptureError),
+    /// PostgreSQL.
+    #[error("PostgreSQL: {}", pg_message(.0))]
+    Postgres(#[from] postgres::Error),
+    /// A database URL the driver does not understand.
+    #[error("bad database URL: {0} (use postgresql://user@host:port/db or \"host=... port=... dbname=...\")")]
+    Url(String),
+    /// A migration failed.
+    #[error("schema migration {version} failed: {}", pg_message(.source))]
+    Migration {
+        /// Its version.
+        version: i32,
+        /// Cause.
+        source: postgres::Error,
+    },
+    /// PostgreSQL refused a row: the persister stopped writing there.
+    #[error("{0}")]
+    BadRow(Box<BadRow>),
+    /// The database stayed unreachable past the drain timeout at shutdown.
+    #[error("{lag_bytes} journal bytes are not in PostgreSQL yet (it stayed unreachable); they are safe in the journal and the next start writes them")]
+    Unfinished {
+        /// Bytes of journal not written.
+        lag_bytes: u64,
+    },
+    /// Internal: a batch was attempted without a connection.
+    #[error("not connected to PostgreSQL")]
+    NotConnected,
+    /// Another persister holds the journal directory.
+    #[error("journal directory {dir} is in use by another persister (lock file {dir}/lock); stop it or use another --journal directory")]
+    Locked {
+        /// The directory.
+        dir: String,
+    },
+    /// A persister thread panicked or could not start.
+    #[error("persister thread: {0}")]
+    Thread(String),
+}
+
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} (SQLSTATE {})", d.message(), d.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                s.push_str(": ");
+                s.push_str(&c.to_string());
+                src = c.source();
+            }
+            s
+        }
+    }
+}
+
+/// A row PostgreSQL refused, with the journal record it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    /// Journal segment.
+    pub journal: String,
+    /// Byte offset of the record in the segment.
+    pub offset: u64,
+    /// The table.
+    pub table: &'static str,
+    /// The record: venue, connection, receive time and the frame text.
+    pub record: String,
+    /// The database's message.
+    pub error: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PostgreSQL refused a {} row from journal segment {} at byte {}: {}; the record: {}. \
+             Rows before this record are committed; nothing at or after it is written (it is never skipped). \
+             Fix the cause (schema or data) and restart: writing resumes at this record.",
+            self.table, self.journal, self.offset, self.error, self.record
+        )
+    }
+}
+
+/// Persister settings.
+#[derive(Clone, Debug)]
+pub struct PersistOptions {
+    /// libpq-style connection string or URL.
+    pub database_url: String,
+    /// Directory of journal segments.
+    pub journal_dir: PathBuf,
+    /// Identity of the input (see [`stream_id_for_file`]); `None` = a new stream per
+    /// start (live ingest). `raw_events` rows are unique on (stream, record index), so
+    /// replaying the same file again adds no `raw_events` rows twice.
+    pub stream: Option<String>,
+    /// Flush a batch at this many rows (all tables together).
+    pub batch_rows: usize,
+    /// Flush a batch this long after its first row at the latest.
+    pub batch_age: Duration,
+    /// Capacity of the byte ring between the tap and the journal thread.
+    pub ring_bytes: usize,
+    /// First retry delay after a database failure (doubles up to `retry_max`, jittered).
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// After the tap is dropped, how long to keep trying to reach the database.
+    pub drain_timeout: Duration,
+    /// Row sampling.
+    pub projection: ProjectionOptions,
+}
+
+impl PersistOptions {
+    /// Defaults: 10,000 rows / 100 ms batches, 64 MiB ring, retries 100 ms → 5 s, 30 s
+    /// drain timeout, snapshots every second (10 levels), top of book every 100 ms.
+    pub fn new(database_url: impl Into<String>, journal_dir: impl Into<PathBuf>) -> Self {
+        PersistOptions {
+            database_url: database_url.into(),
+            journal_dir: journal_dir.into(),
+            stream: None,
+            batch_rows: 10_000,
+            batch_age: Duration::from_millis(100),
+            ring_bytes: 64 << 20,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            projection: ProjectionOptions::default(),
+        }
+    }
+}
+
+/// What happened at start: torn journal tails that were cut.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    /// (segment, where it was cut).
+    pub torn: Vec<(String, TornTail)>,
+    /// The segment this run appends to.
+    pub segment: PathBuf,
+}
+
+/// A running persister: its journal and database threads.
+#[derive(Debug)]
+pub struct Persister {
+    journal: JoinHandle<Result<(), PersistError>>,
+    db: JoinHandle<Result<(), PersistError>>,
+    stats: Arc<PersistStats>,
+    recovery: Recovery,
+    _lock: File,
+}
+
+/// What a finished persister reports.
+#[derive(Debug)]
+pub struct PersistReport {
+    /// Final counters.
+    pub stats: Arc<PersistStats>,
+    /// Torn tails cut at start, and the segment written.
+    pub recovery: Recovery,
+}
+
+impl Persister {
+    /// The live counters.
+    pub fn stats(&self) -> Arc<PersistStats> {
+        self.stats.clone()
+    }
+
+    /// What start-up recovered.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Waits until the tap is dropped, everything journaled is in PostgreSQL (or the
+    /// drain timeout passed with the database unreachable), and both threads ended.
+    /// Drop the [`PersistTap`] first, or this waits for it.
+    pub fn finish(self) -> Result<PersistReport, PersistError> {
+        let j = self
+            .journal
+            .join()
+            .map_err(|_| PersistError::Thread("the journal thread panicked".into()))?;
+        let d = self
+            .db
+            .join()
+            .map_err(|_| PersistError::Thread("the database thread panicked".into()))?;
+        j?;
+        d?;
+        Ok(PersistReport {
+            stats: self.stats,
+            recovery: self.recovery,
+        })
+    }
+}
+
+pub(crate) fn unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A stable identity for an input file, from its contents (length and a 64-bit hash of
+/// the records; a native capture's header, which holds its creation time, is left out):
+/// the same recording replayed again, even regenerated byte for byte, is the same stream.
+pub fn stream_id_for_file(path: &Path) -> Result<String, PersistError> {
+    use std::io::Read;
+    let io = |source| PersistError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io)?;
+    let skip = if hermes_ingest::capture::is_capture(path) {
+        hermes_ingest::capture::FILE_HEADER_LEN
+    } else {
+        0
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut first = true;
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        let mut chunk = &buf[..n];
+        if first {
+            chunk = &chunk[skip.min(chunk.len())..];
+            first = false;
+        }
+        len += chunk.len() as u64;
+        let mut words = chunk.chunks_exact(8);
+        for w in &mut words {
+            let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+            h = (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31);
+        }
+        for &b in words.remainder() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(format!("file-{len:x}-{h:016x}"))
+}
+
+fn lock_dir(dir: &Path) -> Result<File, PersistError> {
+    use std::os::fd::AsRawFd;
+    let p = dir.join("lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|source| PersistError::Io {
+            path: p.display().to_string(),
+            source,
+        })?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(PersistError::Locked {
+            dir: dir.display().to_string(),
+        });
+    }
+    Ok(f)
+}
+
+/// Lists journal segments (`NNNNNNNN.<stream>.hcap`) in order: (number, stream, path).
+fn list_segments(dir: &Path) -> Result<Vec<(u64, String, PathBuf)>, PersistError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| PersistError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".hcap") else {
+            continue;
+        };
+        let Some((num, stream)) = stem.split_once('.') else {
+            continue;
+        };
+        if num.len() == 8 && num.bytes().all(|b| b.is_ascii_digit()) && !stream.is_empty() {
+            if let Ok(n) = num.parse() {
+                out.push((n, stream.to_string(), e.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Starts a persister: recovers the journal directory (cuts a torn tail left by a
+/// crash), opens a new segment, and starts the journal and database threads. The
+/// database may be down: frames are journaled and written once it is reachable.
+pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistError> {
+    let dir = opts.journal_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|source| PersistError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let lock = lock_dir(&dir)?;
+    let stats = Arc::new(PersistStats::default());
+    let existing = list_segments(&dir)?;
+    let mut torn = Vec::new();
+    if let Some((_, _, last)) = existing.last() {
+        // Only the newest segment can have been cut short by a crash: every older one
+        // was closed by the start that created its successor.
+        let (_, cut) = CaptureWriter::open_append(last)?;
+        if let Some(t) = cut {
+            let name = last
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            tracing::warn!(
+                journal = %name,
+                "journal segment had a torn tail at byte {} ({}; {} trailing bytes): cut there; everything before it is kept",
+                t.offset,
+                t.reason,
+                t.trailing_bytes
+            );
+            PersistStats::add(&stats.torn_tails, 1);
+            torn.push((name, t));
+        }
+    }
+    let seq = existing.last().map_or(1, |(n, _, _)| n + 1);
+    let stream = match &opts.stream {
+        Some(s) => s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+        None => format!("run-{seq}-{}", unix_ns() / 1_000_000),
+    };
+    let name = format!("{seq:08}.{stream}.hcap");
+    let path = dir.join(&name);
+    let writer = CaptureWriter::create(&path)?;
+    let mut segments: Vec<writer::Segment> = existing
+        .into_iter()
+        .map(|(_, s, p)| writer::Segment {
+            name: p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            path: p,
+            stream: s,
+            current: false,
+        })
+        .collect();
+    segments.push(writer::Segment {
+        name,
+        path: path.clone(),
+        stream,
+        current: true,
+    });
+    let shared = Arc::new(tap::JournalShared::default());
+    shared.end.store(
+        hermes_ingest::capture::FILE_HEADER_LEN as u64,
+        std::sync::atomic::Ordering::Release,
+    );
+    let (tx, rx) = rtrb::RingBuffer::<u8>::new(opts.ring_bytes.max(4096));
+    let journal = {
+        let (shared, stats) = (shared.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("hermes-journal".into())
+            .spawn(move || tap::journal_thread(rx, writer, shared, stats))
+            .map_err(|e| PersistError::Thread(e.to_string()))?
+    };
+    let db = {
+        let w = writer::DbWriter::new(opts, segments, shared, stats.clone());
+        std::thread::Builder::new()
+            .name("hermes-persist-db".into())
+            .spawn(move || w.run())
+            .map_err(|e| PersistError::Thread(e.to_string()))?
+    };
+    Ok((
+        PersistTap::new(tx, stats.clone()),
+        Persister {
+            journal,
+            db,
+            stats,
+            recovery: Recovery {
+                torn,
+                segment: path,
+            },
+            _lock: lock,
+        },
+    ))
+}
+
+/// Connects and applies the migrations (what `hermes db migrate` runs); returns the
+/// versions applied now (empty when the schema was current).
+pub fn migrate(database_url: &str) -> Result<Vec<i32>, PersistError> {
+    let mut cfg: postgres::Config = database_url
+        .parse()
+        .map_err(|e| PersistError::Url(format!("{e}")))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    let mut c = cfg.connect(postgres::NoTls)?;
+    let (_, applied) = schema::migrate(&mut c)?;
+    let today = schema::day_of_ns(unix_ns());
+    schema::ensure_partitions(&mut c, today)?;
+    schema::ensure_partitions(&mut c, today + 1)?;
+    Ok(applied)
+}

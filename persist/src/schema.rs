@@ -1,0 +1,311 @@
+//! The schema: migrations shipped in the crate, applied idempotently, and the daily
+//! partitions created ahead of the rows that need them.
+//!
+//! Tables (all times `timestamptz`, prices and sizes exact `NUMERIC`):
+//!
+//! | table | one row per | unique on | partitioned by day on |
+//! |---|---|---|---|
+//! | `raw_events` | journal record (every raw frame) | `stream, frame_no` (its journal position) | `receive_ts` |
+//! | `trades` | trade | `venue, symbol, aggregate, trade_id` | `exchange_ts` |
+//! | `book_snapshots` | instrument × snapshot interval (top-N levels) | `venue, symbol, ts` | `ts` |
+//! | `top_of_book` | instrument × sampling interval (BBO + kernels) | `venue, symbol, ts` | `ts` |
+//! | `ingest_offsets` | journal segment | `journal` | — |
+//!
+//! PostgreSQL requires a partitioned table's unique keys to contain the partition column,
+//! so each key also holds its partition column. That column is a function of the rest of
+//! the key (a journal position has one receive time; a venue's trade has one trade time),
+//! so the uniqueness is the same.
+//!
+//! When the `timescaledb` extension is available the same tables are created plain and
+//! turned into hypertables with one-day chunks instead of native partitions.
+
+use postgres::GenericClient;
+
+use crate::PersistError;
+
+/// A schema migration: a version, a name, and its SQL.
+#[derive(Clone, Copy, Debug)]
+pub struct Migration {
+    /// Increasing version.
+    pub version: i32,
+    /// What it does.
+    pub name: &'static str,
+    /// Statements (several, `;`-separated).
+    pub sql: &'static str,
+}
+
+/// Partitioned tables and the column they are partitioned on.
+pub const PARTITIONED: [(&str, &str); 4] = [
+    ("raw_events", "receive_ts"),
+    ("trades", "exchange_ts"),
+    ("book_snapshots", "ts"),
+    ("top_of_book", "ts"),
+];
+
+const V1_TABLES: &str = r#"
+CREATE TABLE raw_events (
+    stream          text        NOT NULL,
+    frame_no        bigint      NOT NULL,
+    journal         text        NOT NULL,
+    journal_offset  bigint      NOT NULL,
+    venue           text        NOT NULL,
+    conn_id         integer     NOT NULL,
+    seq             bigint,
+    channel         text,
+    event_type      text,
+    exchange_ts     timestamptz,
+    receive_ts      timestamptz NOT NULL,
+    frame           jsonb,
+    frame_bytes     bytea,
+    PRIMARY KEY (stream, frame_no, receive_ts)
+) @PARTITION(receive_ts)@;
+COMMENT ON TABLE raw_events IS 'Every raw frame the engine received, once per journal position (stream, frame_no). frame is the JSON as JSONB; frames PostgreSQL cannot take as JSONB are kept byte for byte in frame_bytes.';
+
+CREATE TABLE trades (
+    venue       text        NOT NULL,
+    symbol      text        NOT NULL,
+    trade_id    bigint      NOT NULL,
+    price       numeric     NOT NULL,
+    size        numeric     NOT NULL,
+    side        text        NOT NULL,
+    exchange_ts timestamptz NOT NULL,
+    receive_ts  timestamptz NOT NULL,
+    aggregate   boolean     NOT NULL DEFAULT false,
+    PRIMARY KEY (venue, symbol, aggregate, trade_id, exchange_ts)
+) @PARTITION(exchange_ts)@;
+COMMENT ON TABLE trades IS 'Trades, once each. aggregate = Binance aggTrade (its ids are another id space than trade ids).';
+
+CREATE TABLE book_snapshots (
+    venue       text        NOT NULL,
+    symbol      text        NOT NULL,
+    ts          timestamptz NOT NULL,
+    exchange_ts timestamptz,
+    update_id   bigint      NOT NULL,
+    bid_px      numeric[]   NOT NULL,
+    bid_qty     numeric[]   NOT NULL,
+    ask_px      numeric[]   NOT NULL,
+    ask_qty     numeric[]   NOT NULL,
+    stale       boolean     NOT NULL,
+    crossed     boolean     NOT NULL,
+    PRIMARY KEY (venue, symbol, ts)
+) @PARTITION(ts)@;
+COMMENT ON TABLE book_snapshots IS 'Top-N levels per instrument, best first, taken at the first book change of each snapshot interval (receive time).';
+
+CREATE TABLE top_of_book (
+    venue         text        NOT NULL,
+    symbol        text        NOT NULL,
+    ts            timestamptz NOT NULL,
+    exchange_ts   timestamptz,
+    update_id     bigint      NOT NULL,
+    bid_px        numeric,
+    bid_qty       numeric,
+    ask_px        numeric,
+    ask_qty       numeric,
+    spread        numeric,
+    mid           numeric,
+    microprice    double precision,
+    imbalance     double precision,
+    last_trade_px numeric,
+    stale         boolean     NOT NULL,
+    crossed       boolean     NOT NULL,
+    from_ticker   boolean     NOT NULL,
+    PRIMARY KEY (venue, symbol, ts)
+) @PARTITION(ts)@;
+COMMENT ON TABLE top_of_book IS 'Best bid/offer and kernels per instrument, sampled at the first change of each sampling interval (receive time).';
+
+CREATE TABLE ingest_offsets (
+    journal     text        PRIMARY KEY,
+    stream      text        NOT NULL,
+    "offset"    bigint      NOT NULL,
+    records     bigint      NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE ingest_offsets IS 'Per journal segment: the byte offset whose records are all in the tables, committed in the same transaction as those rows.';
+"#;
+
+/// The migrations, oldest first.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "raw_events, trades, book_snapshots, top_of_book, ingest_offsets",
+    sql: V1_TABLES,
+}];
+
+/// Lock id that serialises concurrent migrators (`pg_advisory_xact_lock`).
+const MIGRATION_LOCK: i64 = 0x4845_524d_4553_0001;
+
+/// How tables are split by time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Native declarative partitions, one per day.
+    Native,
+    /// TimescaleDB hypertables with one-day chunks.
+    Timescale,
+}
+
+fn render(sql: &str, p: Partitioning) -> String {
+    let mut out = String::with_capacity(sql.len() + 512);
+    let mut rest = sql;
+    let mut hypertables = Vec::new();
+    let mut table = "";
+    while let Some(i) = rest.find("@PARTITION(") {
+        let head = &rest[..i];
+        if let Some(t) = head.rfind("CREATE TABLE ") {
+            table = head[t + 13..].split_whitespace().next().unwrap_or("");
+        }
+        out.push_str(head);
+        let after = &rest[i + 11..];
+        let close = after.find(")@").unwrap_or(0);
+        let col = &after[..close];
+        if p == Partitioning::Native {
+            out.push_str(&format!("PARTITION BY RANGE ({col})"));
+        } else {
+            hypertables.push((table.to_string(), col.to_string()));
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    for (t, c) in hypertables {
+        out.push_str(&format!(
+            "\nSELECT create_hypertable('{t}', '{c}', chunk_time_interval => interval '1 day');"
+        ));
+    }
+    out
+}
+
+/// Applies the migrations not applied yet, in one transaction each, serialised against
+/// other migrators; returns the partitioning in use and the versions applied now.
+pub fn migrate<C: GenericClient>(client: &mut C) -> Result<(Partitioning, Vec<i32>), PersistError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS hermes_schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             partitioning text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )?;
+    let done: Vec<(i32, String)> = tx
+        .query(
+            "SELECT version, partitioning FROM hermes_schema_migrations ORDER BY version",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let partitioning = match done.first() {
+        Some((_, p)) if p == "timescale" => Partitioning::Timescale,
+        Some(_) => Partitioning::Native,
+        None => {
+            let ts: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'",
+                    &[],
+                )?
+                .get(0);
+            if ts > 0 {
+                tx.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")?;
+                Partitioning::Timescale
+            } else {
+                Partitioning::Native
+            }
+        }
+    };
+    let pname = match partitioning {
+        Partitioning::Native => "native",
+        Partitioning::Timescale => "timescale",
+    };
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        if done.iter().any(|(v, _)| *v == m.version) {
+            continue;
+        }
+        tx.batch_execute(&render(m.sql, partitioning))
+            .map_err(|e| PersistError::Migration {
+                version: m.version,
+                source: e,
+            })?;
+        tx.execute(
+            "INSERT INTO hermes_schema_migrations (version, name, partitioning) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &pname],
+        )?;
+        applied.push(m.version);
+    }
+    tx.commit()?;
+    Ok((partitioning, applied))
+}
+
+/// Days since the Unix epoch of a Unix-nanosecond time (UTC).
+#[inline]
+pub fn day_of_ns(unix_ns: i64) -> i32 {
+    unix_ns.div_euclid(86_400_000_000_000) as i32
+}
+
+/// `(year, month, day)` of a day number (days since 1970-01-01), proleptic Gregorian.
+pub fn civil_from_days(z: i32) -> (i32, u32, u32) {
+    // Howard Hinnant's algorithm.
+    let z = z as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+fn date_text(day: i32) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Creates the day partitions of every partitioned table for `day` (idempotent; a
+/// concurrent creator is tolerated).
+pub fn ensure_partitions<C: GenericClient>(client: &mut C, day: i32) -> Result<(), PersistError> {
+    let (from, to) = (date_text(day), date_text(day + 1));
+    let (y, m, d) = civil_from_days(day);
+    for (table, _) in PARTITIONED {
+        let name = format!("{table}_p{y:04}{m:02}{d:02}");
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')"
+        );
+        match client.batch_execute(&sql) {
+            Ok(()) => {}
+            // Another persister created it between our check and our create.
+            Err(e)
+                if e.code() == Some(&postgres::error::SqlState::DUPLICATE_TABLE)
+                    || e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(
+            civil_from_days(day_of_ns(1_786_316_748_505_350_477)),
+            (2026, 8, 9)
+        );
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(day_of_ns(-1), -1);
+    }
+
+    #[test]
+    fn render_native_and_timescale() {
+        let n = render(V1_TABLES, Partitioning::Native);
+        assert!(n.contains("PARTITION BY RANGE (receive_ts)"));
+        assert!(!n.contains('@'));
+        let t = render(V1_TABLES, Partitioning::Timescale);
+        assert!(!t.contains("PARTITION BY"));
+        assert!(t.contains("create_hypertable('trades', 'exchange_ts'"));
+        assert!(t.contains("create_hypertable('raw_events', 'receive_ts'"));
+    }
+}

@@ -1,0 +1,103 @@
+//! [`PersistStats`]: the persister's counters and health, shared with observers (metrics,
+//! readiness, the CLI summary).
+//!
+//! Every counter is a relaxed atomic: each is a statistic that one thread writes and
+//! others only display; none orders any other memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// The tables rows go to, in [`PersistStats::rows`] order.
+pub const TABLES: [&str; 4] = ["raw_events", "trades", "book_snapshots", "top_of_book"];
+
+/// Counters and health of one persister.
+#[derive(Debug, Default)]
+pub struct PersistStats {
+    /// Frames the tap took from the ingest thread.
+    pub frames_in: AtomicU64,
+    /// Times the tap found the persister's ring full and waited (it never drops).
+    pub ring_full_waits: AtomicU64,
+    /// Records appended to the journal by this process.
+    pub journal_records: AtomicU64,
+    /// Bytes of journal not yet committed to PostgreSQL plus committed ones: the size of
+    /// the journal segments this persister knows (all segments, header included).
+    pub journal_bytes: AtomicU64,
+    /// Rows inserted per table ([`TABLES`] order); rows already present (a replay of the
+    /// same data) are not counted here but in [`PersistStats::duplicate_rows`].
+    pub rows: [AtomicU64; 4],
+    /// Rows the database already had (idempotent re-writes after a crash or a re-replay).
+    pub duplicate_rows: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Last batch's COPY + insert + commit time, µs.
+    pub copy_latency_us_last: AtomicU64,
+    /// Slowest batch so far, µs.
+    pub copy_latency_us_max: AtomicU64,
+    /// Journal bytes not yet committed to PostgreSQL.
+    pub lag_bytes: AtomicU64,
+    /// Milliseconds since PostgreSQL last held everything journaled (0 when caught up).
+    pub lag_ms: AtomicU64,
+    /// Failed connection or batch attempts that were retried.
+    pub retries: AtomicU64,
+    /// Torn journal tails cut at start.
+    pub torn_tails: AtomicU64,
+    /// Connected to PostgreSQL with the schema in place.
+    pub connected: AtomicBool,
+    /// Stopped writing because of a row the database refuses (see `last_error`); the
+    /// journal still grows.
+    pub halted: AtomicBool,
+    /// The last error, for health endpoints and logs.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl PersistStats {
+    /// Rows inserted into `table` (one of [`TABLES`]).
+    pub fn rows_of(&self, table: usize) -> u64 {
+        self.rows[table].load(Relaxed)
+    }
+
+    /// Ready: connected, not halted, and less than `max_lag_ms` behind.
+    pub fn ready(&self, max_lag_ms: u64) -> bool {
+        self.connected.load(Relaxed)
+            && !self.halted.load(Relaxed)
+            && self.lag_ms.load(Relaxed) < max_lag_ms
+    }
+
+    /// The last error message, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub(crate) fn set_error(&self, msg: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(msg);
+        }
+    }
+
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn set(c: &AtomicU64, n: u64) {
+        c.store(n, Relaxed);
+    }
+
+    /// One line for logs and the CLI: rows per table, batches, lag.
+    pub fn summary(&self) -> String {
+        format!(
+            "rows: raw_events {}, trades {}, book_snapshots {}, top_of_book {} ({} already present); {} batches, COPY latency last {} µs, max {} µs; lag {} bytes, {} ms; {} retries{}",
+            self.rows_of(0),
+            self.rows_of(1),
+            self.rows_of(2),
+            self.rows_of(3),
+            self.duplicate_rows.load(Relaxed),
+            self.batches.load(Relaxed),
+            self.copy_latency_us_last.load(Relaxed),
+            self.copy_latency_us_max.load(Relaxed),
+            self.lag_bytes.load(Relaxed),
+            self.lag_ms.load(Relaxed),
+            self.retries.load(Relaxed),
+            if self.halted.load(Relaxed) { "; HALTED" } else { "" },
+        )
+    }
+}

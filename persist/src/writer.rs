@@ -1,0 +1,659 @@
+//! The database thread: reads the journal behind the journal thread, projects records
+//! into rows, and writes them in batches, each batch with the journal offset it reached
+//! in the same transaction.
+//!
+//! A batch is: binary `COPY` of each table's rows into a temporary staging table, then
+//! `INSERT INTO t SELECT * FROM staging ON CONFLICT DO NOTHING`, then the upsert of the
+//! segment's row in `ingest_offsets`, then `COMMIT`. After a crash the thread resumes
+//! from the committed offset (re-projecting the segment from its start to there without
+//! writing, so its books are as they were); rows of a batch whose commit was lost are
+//! written again and skipped by their unique keys. Nothing is lost, nothing is doubled.
+//!
+//! Failures:
+//! * connection loss, server shutdown, resource errors: the batch is kept and retried
+//!   with jittered exponential back-off (capped); the journal keeps growing meanwhile
+//!   and lag is exported; once the server is back the thread catches up.
+//! * a row the schema refuses (SQLSTATE classes 22, 23, 54): the batch is bisected with
+//!   rolled-back trial COPYs to find the first offending row; the rows before its record
+//!   are committed, and the thread stops writing and reports the record (journal
+//!   segment, offset, frame) and the server's message. It never skips the row: the
+//!   operator fixes the cause and restarts, and writing resumes at that record.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hermes_ingest::capture::{CaptureReader, FILE_HEADER_LEN};
+use postgres::{Client, NoTls};
+
+use crate::copy::copy_batch;
+use crate::rows::{Batch, Position, Projector};
+use crate::stats::{PersistStats, TABLES};
+use crate::tap::JournalShared;
+use crate::{BadRow, PersistError, PersistOptions};
+
+/// One journal segment (a capture file), in processing order.
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) stream: String,
+    /// The segment the journal thread appends to.
+    pub(crate) current: bool,
+}
+
+struct Cursor {
+    seg: usize,
+    reader: CaptureReader,
+    sync: File,
+    projector: Projector,
+    /// Offset committed in the database when the cursor was opened (warm-up below it).
+    resume_at: u64,
+    frame_no: i64,
+}
+
+enum Failure {
+    Transient(postgres::Error),
+    Data { table: usize, err: postgres::Error },
+    Other(PersistError),
+}
+
+fn is_data_error(e: &postgres::Error) -> bool {
+    matches!(
+        e.code().map(|c| &c.code()[..2]),
+        Some("22") | Some("23") | Some("54")
+    )
+}
+
+fn classify(e: postgres::Error, table: usize) -> Failure {
+    if is_data_error(&e) {
+        Failure::Data { table, err: e }
+    } else {
+        Failure::Transient(e)
+    }
+}
+
+pub(crate) struct DbWriter {
+    opts: PersistOptions,
+    segments: Vec<Segment>,
+    shared: Arc<JournalShared>,
+    stats: Arc<PersistStats>,
+    client: Option<Client>,
+    offsets: Option<std::collections::HashMap<String, (u64, i64)>>,
+    partitions: HashSet<i32>,
+    next_seg: usize,
+    cursor: Option<Cursor>,
+    batch: Batch,
+    /// The batch covers records up to this offset of the cursor's segment.
+    batch_end: u64,
+    batch_records: i64,
+    batch_first_frame: i64,
+    batch_since: Option<Instant>,
+    flush_pending: bool,
+    backoff: Duration,
+    next_try: Instant,
+    caught_up_at: Instant,
+    scratch: Vec<u8>,
+    rng: u64,
+}
+
+impl DbWriter {
+    pub(crate) fn new(
+        opts: PersistOptions,
+        segments: Vec<Segment>,
+        shared: Arc<JournalShared>,
+        stats: Arc<PersistStats>,
+    ) -> DbWriter {
+        let now = Instant::now();
+        DbWriter {
+            opts,
+            segments,
+            shared,
+            stats,
+            client: None,
+            offsets: None,
+            partitions: HashSet::new(),
+            next_seg: 0,
+            cursor: None,
+            batch: Batch::default(),
+            batch_end: 0,
+            batch_records: 0,
+            batch_first_frame: 0,
+            batch_since: None,
+            flush_pending: false,
+            backoff: Duration::ZERO,
+            next_try: now,
+            caught_up_at: now,
+            scratch: Vec::new(),
+            rng: (std::process::id() as u64) << 32 | 0x9e37_79b9,
+        }
+    }
+
+    fn jitter(&mut self, d: Duration) -> Duration {
+        // xorshift: a cheap spread of retry times, so several persisters do not retry in
+        // lock step.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let f = 0.5 + (self.rng % 1000) as f64 / 1000.0;
+        d.mul_f64(f)
+    }
+
+    fn fail(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        let msg = format!("{what}: {e}");
+        if self.stats.retries.load(Ordering::Relaxed) < 5 || self.backoff >= self.opts.retry_max {
+            tracing::warn!("persister: {msg}; retrying");
+        }
+        self.stats.set_error(msg);
+        PersistStats::add(&self.stats.retries, 1);
+        self.stats.connected.store(false, Ordering::Relaxed);
+        self.client = None;
+        self.backoff = if self.backoff.is_zero() {
+            self.opts.retry_min
+        } else {
+            (self.backoff * 2).min(self.opts.retry_max)
+        };
+        let wait = self.jitter(self.backoff);
+        self.next_try = Instant::now() + wait;
+    }
+
+    fn connect(&mut self) -> Result<(), PersistError> {
+        let mut cfg: postgres::Config = self
+            .opts
+            .database_url
+            .parse()
+            .map_err(|e| PersistError::Url(format!("{e}")))?;
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(5));
+        }
+        cfg.application_name("hermes-persister");
+        let mut c = cfg.connect(NoTls)?;
+        crate::schema::migrate(&mut c)?;
+        let mut ddl = String::new();
+        for t in TABLES {
+            ddl.push_str(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS hermes_stage_{t} (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+            ));
+        }
+        c.batch_execute(&ddl)?;
+        // Partitions ahead: today and tomorrow exist before the first row needs them.
+        let today = crate::schema::day_of_ns(crate::unix_ns());
+        for d in [today, today + 1] {
+            if self.partitions.insert(d) {
+                crate::schema::ensure_partitions(&mut c, d)?;
+            }
+        }
+        if self.offsets.is_none() {
+            let names: Vec<String> = self.segments.iter().map(|s| s.name.clone()).collect();
+            let rows = c.query(
+                "SELECT journal, \"offset\", records FROM ingest_offsets WHERE journal = ANY($1)",
+                &[&names],
+            )?;
+            self.offsets = Some(
+                rows.iter()
+                    .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1) as u64, r.get(2))))
+                    .collect(),
+            );
+        }
+        self.client = Some(c);
+        self.stats.connected.store(true, Ordering::Relaxed);
+        self.backoff = Duration::ZERO;
+        Ok(())
+    }
+
+    fn committed(&self, seg: usize) -> (u64, i64) {
+        self.offsets
+            .as_ref()
+            .and_then(|o| o.get(&self.segments[seg].name).copied())
+            .unwrap_or((FILE_HEADER_LEN as u64, 0))
+    }
+
+    /// End of what may be read in segment `seg` now.
+    fn limit(&self, seg: usize) -> u64 {
+        if self.segments[seg].current {
+            // Acquire: pairs with the journal thread's Release store after its flush.
+            self.shared.end.load(Ordering::Acquire)
+        } else {
+            std::fs::metadata(&self.segments[seg].path)
+                .map(|m| m.len())
+                .unwrap_or(0)
+        }
+    }
+
+    fn open_cursor(&mut self) -> Result<bool, PersistError> {
+        while self.next_seg < self.segments.len() {
+            let seg = self.next_seg;
+            let (committed, records) = self.committed(seg);
+            let s = &self.segments[seg];
+            if !s.current && committed >= self.limit(seg) {
+                self.next_seg += 1;
+                continue;
+            }
+            let mut reader = CaptureReader::open(&s.path)?;
+            if s.current {
+                reader.set_end(self.limit(seg));
+            }
+            let sync = File::open(&s.path).map_err(|source| PersistError::Io {
+                path: s.path.display().to_string(),
+                source,
+            })?;
+            if committed > FILE_HEADER_LEN as u64 {
+                tracing::info!(
+                    journal = %s.name,
+                    "resuming at byte {committed} (record {records}); re-reading the segment up to there to rebuild the books"
+                );
+            }
+            self.cursor = Some(Cursor {
+                seg,
+                reader,
+                sync,
+                projector: Projector::new(self.opts.projection.clone()),
+                resume_at: committed,
+                frame_no: 0,
+            });
+            self.batch_end = committed;
+            self.batch_records = records;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads records into the batch until it is full or the readable end is reached.
+    /// Returns (progressed, at_end).
+    fn fill(&mut self) -> Result<(bool, bool), PersistError> {
+        let Some(seg) = self.cursor.as_ref().map(|c| c.seg) else {
+            return Ok((false, true));
+        };
+        let limit = self.limit(seg);
+        let current = self.segments[seg].current;
+        let (name, stream) = (
+            self.segments[seg].name.clone(),
+            self.segments[seg].stream.clone(),
+        );
+        let max_rows = self.opts.batch_rows;
+        let cur = self.cursor.as_mut().expect("checked");
+        if current {
+            cur.reader.set_end(limit);
+        }
+        let mut progressed = false;
+        loop {
+            if self.batch.rows() >= max_rows {
+                return Ok((progressed, false));
+            }
+            let offset = cur.reader.offset();
+            let Some(rec) = cur.reader.next_record()? else {
+                break;
+            };
+            let emit = offset >= cur.resume_at;
+            let pos = Position {
+                journal: &name,
+                stream: &stream,
+                frame_no: cur.frame_no,
+                offset,
+            };
+            if emit && self.batch_since.is_none() {
+                self.batch_since = Some(Instant::now());
+                self.batch_first_frame = cur.frame_no;
+            }
+            let r = cur.projector.record(&rec, pos, emit, &mut self.batch);
+            cur.frame_no += 1;
+            progressed = true;
+            if let Err(e) = r {
+                let report = BadRow {
+                    journal: name.clone(),
+                    offset,
+                    table: "trades",
+                    record: describe(&rec),
+                    error: e.reason,
+                };
+                return Err(PersistError::BadRow(Box::new(report)));
+            }
+            if emit {
+                self.batch_end = cur.reader.offset();
+                self.batch_records = cur.frame_no;
+            }
+        }
+        if let Some(t) = cur.reader.torn() {
+            // Only an old segment can end torn (its tail was cut at start, so this is a
+            // file changed under us): report it and treat the good part as the segment.
+            tracing::warn!(journal = %name, "journal segment ends at a bad record at byte {} ({})", t.offset, t.reason);
+        }
+        Ok((progressed, true))
+    }
+
+    fn lag(&self) -> u64 {
+        (self.next_seg..self.segments.len())
+            .map(|k| self.limit(k).saturating_sub(self.committed(k).0))
+            .sum()
+    }
+
+    fn write_batch(&mut self) -> Result<(), Failure> {
+        let Some(seg) = self.cursor.as_ref().map(|c| c.seg) else {
+            return Ok(());
+        };
+        // The journal must be on disk before the database says it was written.
+        if let Some(c) = &self.cursor {
+            c.sync.sync_data().map_err(|source| {
+                Failure::Other(PersistError::Io {
+                    path: self.segments[seg].path.display().to_string(),
+                    source,
+                })
+            })?;
+        }
+        let client = match self.client.as_mut() {
+            Some(c) => c,
+            None => return Err(Failure::Other(PersistError::NotConnected)),
+        };
+        for &d in &self.batch.days {
+            if !self.partitions.contains(&d) {
+                crate::schema::ensure_partitions(client, d).map_err(|e| match e {
+                    PersistError::Postgres(e) => Failure::Transient(e),
+                    e => Failure::Other(e),
+                })?;
+                self.partitions.insert(d);
+            }
+        }
+        let t0 = Instant::now();
+        let mut tx = client.transaction().map_err(Failure::Transient)?;
+        let mut inserted = [0u64; 4];
+        let mut sent = 0u64;
+        for (k, t) in TABLES.iter().enumerate() {
+            if self.batch.tables[k].is_empty() {
+                continue;
+            }
+            let data = self.batch.tables[k].finish();
+            let n = copy_batch(
+                &mut tx,
+                &format!("COPY hermes_stage_{t} FROM STDIN (FORMAT binary)"),
+                data,
+            )
+            .map_err(|e| classify(e, k))?;
+            sent += n;
+            inserted[k] = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {t} SELECT * FROM hermes_stage_{t} ON CONFLICT DO NOTHING"
+                    ),
+                    &[],
+                )
+                .map_err(|e| classify(e, k))?;
+        }
+        let s = &self.segments[seg];
+        tx.execute(
+            "INSERT INTO ingest_offsets (journal, stream, \"offset\", records, updated_at)
+             VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (journal) DO UPDATE SET \"offset\" = excluded.\"offset\",
+                 records = excluded.records, updated_at = now()
+             WHERE ingest_offsets.\"offset\" <= excluded.\"offset\"",
+            &[
+                &s.name,
+                &s.stream,
+                &(self.batch_end as i64),
+                &self.batch_records,
+            ],
+        )
+        .map_err(Failure::Transient)?;
+        tx.commit().map_err(Failure::Transient)?;
+        let us = t0.elapsed().as_micros() as u64;
+        let st = &self.stats;
+        for (k, n) in inserted.iter().enumerate() {
+            PersistStats::add(&st.rows[k], *n);
+        }
+        PersistStats::add(&st.duplicate_rows, sent - inserted.iter().sum::<u64>());
+        PersistStats::add(&st.batches, 1);
+        PersistStats::set(&st.copy_latency_us_last, us);
+        st.copy_latency_us_max.fetch_max(us, Ordering::Relaxed);
+        let name = s.name.clone();
+        if let Some(o) = self.offsets.as_mut() {
+            o.insert(name, (self.batch_end, self.batch_records));
+        }
+        self.batch.clear();
+        self.batch_since = None;
+        Ok(())
+    }
+
+    /// Rolled-back trial: do rows `0..n` of `table` go in?
+    fn trial(&mut self, table: usize, n: usize) -> Result<bool, postgres::Error> {
+        self.batch.tables[table].subset(0..n, &mut self.scratch);
+        let t = TABLES[table];
+        let Some(client) = self.client.as_mut() else {
+            return Ok(false);
+        };
+        let mut tx = client.transaction()?;
+        let r = copy_batch(
+            &mut tx,
+            &format!("COPY hermes_stage_{t} FROM STDIN (FORMAT binary)"),
+            &self.scratch,
+        )
+        .and_then(|_| {
+            tx.execute(
+                &format!("INSERT INTO {t} SELECT * FROM hermes_stage_{t} ON CONFLICT DO NOTHING"),
+                &[],
+            )
+        });
+        let ok = match r {
+            Ok(_) => true,
+            Err(e) if is_data_error(&e) => false,
+            Err(e) => return Err(e),
+        };
+        tx.rollback()?;
+        Ok(ok)
+    }
+
+    /// Finds the first row of `table` the database refuses; commits what precedes its
+    /// record; returns the report. `None` when no single row fails (then retry).
+    fn isolate(&mut self, table: usize, err: &postgres::Error) -> Result<Option<BadRow>, Failure> {
+        let n = self.batch.tables[table].rows();
+        // Invariant: rows 0..lo go in, rows 0..hi do not.
+        let (mut lo, mut hi) = (0usize, n);
+        if self.trial(table, n).map_err(Failure::Transient)? {
+            return Ok(None);
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.trial(table, mid).map_err(Failure::Transient)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let bad = hi - 1;
+        let offset = self.batch.row_offsets[table][bad];
+        let seg = self.cursor.as_ref().map_or(0, |c| c.seg);
+        let s = self.segments[seg].clone();
+        let record = read_record_at(&s.path, offset)
+            .unwrap_or_else(|e| format!("(could not re-read the record: {e})"));
+        let message = err
+            .as_db_error()
+            .map(|d| format!("{} (SQLSTATE {})", d.message(), d.code().code()))
+            .unwrap_or_else(|| err.to_string());
+        // Keep everything before the bad record: commit it with the offset of that record.
+        let raw_before = self.batch.row_offsets[0].partition_point(|&o| o < offset);
+        self.batch.truncate_before(offset);
+        self.batch_end = offset;
+        self.batch_records = self.batch_first_frame + raw_before as i64;
+        self.write_batch()?;
+        Ok(Some(BadRow {
+            journal: s.name,
+            offset,
+            table: TABLES[table],
+            record,
+            error: message,
+        }))
+    }
+
+    /// The thread's body: runs until the journal thread is done and everything is
+    /// committed, or until `drain_timeout` after that if the database stays away.
+    pub(crate) fn run(mut self) -> Result<(), PersistError> {
+        let mut drain_since: Option<Instant> = None;
+        loop {
+            // Acquire: pairs with the journal thread's Release store of `done`.
+            let journal_done = self.shared.done.load(Ordering::Acquire);
+            if journal_done && drain_since.is_none() {
+                drain_since = Some(Instant::now());
+            }
+            let lag = self.lag();
+            PersistStats::set(&self.stats.lag_bytes, lag);
+            if lag == 0 {
+                self.caught_up_at = Instant::now();
+            }
+            PersistStats::set(
+                &self.stats.lag_ms,
+                self.caught_up_at.elapsed().as_millis() as u64,
+            );
+            if journal_done && lag == 0 && !self.flush_pending && self.batch.rows() == 0 {
+                return Ok(());
+            }
+            if drain_since.is_some_and(|t| t.elapsed() >= self.opts.drain_timeout) {
+                let msg = format!(
+                    "gave up waiting for PostgreSQL after {:?}: {lag} journal bytes are not in the database yet; the next start writes them",
+                    self.opts.drain_timeout
+                );
+                tracing::warn!("persister: {msg}");
+                return Err(PersistError::Unfinished { lag_bytes: lag });
+            }
+            if self.client.is_none() {
+                let now = Instant::now();
+                if now >= self.next_try {
+                    if let Err(e) = self.connect() {
+                        self.fail("connecting to PostgreSQL", &e);
+                    }
+                }
+                if self.client.is_none() {
+                    let wait = self.next_try.saturating_duration_since(Instant::now());
+                    std::thread::sleep(wait.min(Duration::from_millis(20)));
+                    continue;
+                }
+            }
+            if self.flush_pending {
+                self.flush()?;
+                continue;
+            }
+            if self.cursor.is_none() && !self.open_cursor()? {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            let (progressed, at_end) = match self.fill() {
+                Ok(x) => x,
+                Err(PersistError::BadRow(b)) => {
+                    // Commit what precedes the record, then stop there.
+                    self.batch.truncate_before(b.offset);
+                    let raw_before = self.batch.row_offsets[0].len() as i64;
+                    self.batch_end = b.offset;
+                    self.batch_records = self.batch_first_frame + raw_before;
+                    if self.batch_end > self.committed(self.cursor.as_ref().map_or(0, |c| c.seg)).0
+                    {
+                        if let Err(Failure::Transient(e)) = self.write_batch() {
+                            tracing::warn!("persister: could not commit the rows before the refused record: {e}");
+                        }
+                    }
+                    return Err(self.halt(*b));
+                }
+                Err(e) => return Err(e),
+            };
+            let seg = self.cursor.as_ref().map_or(0, |c| c.seg);
+            let current = self.segments[seg].current;
+            let (committed, _) = self.committed(seg);
+            let has_progress = self.batch_end > committed;
+            let age_due = self
+                .batch_since
+                .is_some_and(|t| t.elapsed() >= self.opts.batch_age);
+            let segment_done = at_end && (!current || journal_done);
+            if has_progress
+                && (self.batch.rows() >= self.opts.batch_rows || age_due || segment_done)
+            {
+                self.flush_pending = true;
+                continue;
+            }
+            if at_end && !current && !has_progress {
+                // Old segment fully written: the next one starts with fresh state.
+                self.cursor = None;
+                self.next_seg = seg + 1;
+                continue;
+            }
+            if !progressed {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), PersistError> {
+        match self.write_batch() {
+            Ok(()) => {
+                self.flush_pending = false;
+                Ok(())
+            }
+            Err(Failure::Transient(e)) => {
+                self.fail("writing a batch", &e);
+                Ok(())
+            }
+            Err(Failure::Data { table, err }) => match self.isolate(table, &err) {
+                Ok(Some(report)) => Err(self.halt(report)),
+                Ok(None) => {
+                    self.fail("writing a batch", &err);
+                    Ok(())
+                }
+                Err(Failure::Transient(e)) => {
+                    self.fail("isolating a refused row", &e);
+                    Ok(())
+                }
+                Err(Failure::Data { err, .. }) => {
+                    self.fail("isolating a refused row", &err);
+                    Ok(())
+                }
+                Err(Failure::Other(e)) => Err(e),
+            },
+            Err(Failure::Other(PersistError::NotConnected)) => Ok(()),
+            Err(Failure::Other(e)) => Err(e),
+        }
+    }
+
+    fn halt(&mut self, report: BadRow) -> PersistError {
+        let e = PersistError::BadRow(Box::new(report));
+        let msg = e.to_string();
+        tracing::error!("persister halted: {msg}");
+        self.stats.set_error(msg);
+        self.stats.halted.store(true, Ordering::Relaxed);
+        e
+    }
+}
+
+fn describe(rec: &hermes_ingest::capture::Record<'_>) -> String {
+    let text = String::from_utf8_lossy(rec.data);
+    // Control characters (a NUL byte, say) are shown escaped; the rest as received.
+    let mut shown = String::new();
+    for c in text.chars().take(600) {
+        if c.is_control() {
+            shown.extend(c.escape_debug());
+        } else {
+            shown.push(c);
+        }
+    }
+    format!(
+        "{} conn {} recv {} ns{}: {}",
+        rec.venue.name(),
+        rec.conn,
+        rec.recv_ts_ns,
+        if rec.tag.is_empty() {
+            String::new()
+        } else {
+            format!(" tag {}", String::from_utf8_lossy(rec.tag))
+        },
+        shown
+    )
+}
+
+fn read_record_at(path: &std::path::Path, offset: u64) -> Result<String, PersistError> {
+    let mut r = CaptureReader::open(path)?;
+    loop {
+        let at = r.offset();
+        match r.next_record()? {
+            Some(rec) if at == offset => return Ok(describe(&rec)),
+            Some(_) if at < offset => continue,
+            _ => return Ok(format!("(no record at byte {offset})")),
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The persister against a real PostgreSQL cluster that the test process starts and
+//! removes (`hermes_persist::local_pg`): exact row contents, idempotent re-writes,
+//! recovery of an unwritten journal with a torn tail, a database outage, and a row the
+//! schema refuses.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use hermes_ingest::{Frame, FrameKind, FrameTap, Venue};
+use hermes_persist::local_pg::{self, OwnedCluster};
+use hermes_persist::{start, PersistError, PersistOptions, PersistTap};
+use postgres::{Client, NoTls};
+
+/// 2026-08-09T00:00:00Z in Unix ns.
+const T0: i64 = 1_786_233_600_000_000_000;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("hermes-persist-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn db(prefix: &str) -> String {
+    let pg = local_pg::shared().expect("a local PostgreSQL cluster (apt-get install postgresql)");
+    pg.fresh_database(prefix).unwrap()
+}
+
+fn opts(url: &str, dir: &TempDir) -> PersistOptions {
+    let mut o = PersistOptions::new(url, dir.0.join("journal"));
+    o.stream = Some("test-input".into());
+    o.batch_rows = 64;
+    o.batch_age = Duration::from_millis(20);
+    o.retry_min = Duration::from_millis(20);
+    o.retry_max = Duration::from_millis(200);
+    o.drain_timeout = Duration::from_secs(20);
+    o
+}
+
+fn query_i64(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+fn strings(c: &mut Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A test input: Binance REST snapshot, depth diffs, trades and a bookTicker for
+/// BTCUSDT; a Coinbase snapshot, updates and trades for BTC-USD.
+struct Input {
+    frames: Vec<(Venue, Option<&'static str>, String)>,
+    /// (venue, symbol, trade id, price text, size text, side).
+    trades: Vec<(
+        &'static str,
+        &'static str,
+        i64,
+        String,
+        String,
+        &'static str,
+    )>,
+}
+
+fn bn_trade(id: i64, px: &str, qty: &str, ms: i64, maker: bool) -> String {
+    format!(
+        r#"{{"stream":"btcusdt@trade","data":{{"e":"trade","E":{ms},"s":"BTCUSDT","t":{id},"p":"{px}","q":"{qty}","T":{ms},"m":{maker},"M":true}}}}"#
+    )
+}
+
+fn input(n_trades: usize) -> Input {
+    let ms0 = T0 / 1_000_000;
+    let mut frames = Vec::new();
+    let mut trades = Vec::new();
+    frames.push((
+        Venue::Binance,
+        Some("BTCUSDT"),
+        r#"{"lastUpdateId":100,"bids":[["61837.62000000","1.50000000"],["61837.00000000","2.00000000"]],"asks":[["61837.63000000","0.25000000"],["61840.00000000","3.00000000"]]}"#.to_string(),
+    ));
+    frames.push((
+        Venue::Coinbase,
+        None,
+        r#"{"channel":"l2_data","client_id":"","timestamp":"2026-08-09T00:00:00.000000001Z","sequence_num":0,"events":[{"type":"snapshot","product_id":"BTC-USD","updates":[{"side":"bid","event_time":"2026-08-09T00:00:00Z","price_level":"65062.5","new_quantity":"0.00583"},{"side":"offer","event_time":"2026-08-09T00:00:00Z","price_level":"65063","new_quantity":"1.2"}]}]}"#
+        .to_string(),
+    ));
+    let mut cb_seq = 1;
+    for i in 0..n_trades {
+        let id = 3_735_683_259 + i as i64;
+        let px = format!("61837.{:02}000000", 60 + (i % 7));
+        let qty = format!("0.{:03}00000", 1 + i % 50);
+        frames.push((
+            Venue::Binance,
+            None,
+            bn_trade(id, &px, &qty, ms0 + i as i64, i % 2 == 0),
+        ));
+        trades.push((
+            "binance",
+            "BTCUSDT",
+            id,
+            hermes_book::Decimal::new(hermes_book::parse_decimal(px.as_bytes(), 8).unwrap(), 8)
+                .to_string(),
+            hermes_book::Decimal::new(hermes_book::parse_decimal(qty.as_bytes(), 8).unwrap(), 8)
+                .to_string(),
+            if i % 2 == 0 { "sell" } else { "buy" },
+        ));
+        let u = 101 + i as u64;
+        frames.push((
+            Venue::Binance,
+            None,
+            format!(
+                r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":{},"s":"BTCUSDT","U":{u},"u":{u},"b":[["61837.{:02}000000","{}.5"]],"a":[]}}}}"#,
+                ms0 + i as i64,
+                10 + i % 50,
+                i % 3
+            ),
+        ));
+        if i % 5 == 0 {
+            let cid = 900_000 + i as i64;
+            frames.push((
+                Venue::Coinbase,
+                None,
+                format!(
+                    r#"{{"channel":"market_trades","client_id":"","timestamp":"2026-08-09T00:00:01.5Z","sequence_num":{cb_seq},"events":[{{"type":"update","trades":[{{"trade_id":"{cid}","product_id":"BTC-USD","price":"65062.50","size":"0.00000001","side":"BUY","time":"2026-08-09T00:00:01.25Z"}}]}}]}}"#
+                ),
+            ));
+            cb_seq += 1;
+            trades.push((
+                "coinbase",
+                "BTC-USD",
+                cid,
+                "65062.5".into(),
+                "0.00000001".into(),
+                "buy",
+            ));
+            frames.push((
+                Venue::Coinbase,
+                None,
+                format!(
+                    r#"{{"channel":"l2_data","client_id":"","timestamp":"2026-08-09T00:00:02Z","sequence_num":{cb_seq},"events":[{{"type":"update","product_id":"BTC-USD","updates":[{{"side":"offer","event_time":"2026-08-09T00:00:02Z","price_level":"65063","new_quantity":"{}"}}]}}]}}"#,
+                    1 + i
+                ),
+            ));
+            cb_seq += 1;
+        }
+    }
+    Input { frames, trades }
+}
+
+fn feed(tap: &mut PersistTap, frames: &[(Venue, Option<&'static str>, String)], first: usize) {
+    for (k, (venue, rest, data)) in frames.iter().enumerate() {
+        let kind = match rest {
+            Some(s) => FrameKind::RestDepth {
+                symbol: s.as_bytes(),
+            },
+            None => FrameKind::Ws,
+        };
+        tap.frame(&Frame {
+            venue: *venue,
+            kind,
+            conn: 0,
+            // 30 ms apart: several snapshot and top-of-book intervals.
+            recv_ts_ns: T0 + (first + k) as i64 * 30_000_000,
+            data: data.as_bytes(),
+        });
+    }
+}
+
+fn check_trades(c: &mut Client, inp: &Input) {
+    let rows = c
+        .query(
+            "SELECT venue, symbol, trade_id, price::text, size::text, side FROM trades ORDER BY venue, trade_id",
+            &[],
+        )
+        .unwrap();
+    let mut want = inp.trades.clone();
+    want.sort_by(|a, b| (a.0, a.2).cmp(&(b.0, b.2)));
+    assert_eq!(rows.len(), want.len());
+    for (r, w) in rows.iter().zip(&want) {
+        let got: (String, String, i64, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        assert_eq!(
+            got,
+            (
+                w.0.to_string(),
+                w.1.to_string(),
+                w.2,
+                w.3.clone(),
+                w.4.clone(),
+                w.5.to_string()
+            )
+        );
+    }
+}
+
+#[test]
+fn rows_match_the_input_exactly_and_a_second_write_adds_nothing() {
+    let url = db("exact");
+    let dir = TempDir::new("exact");
+    let inp = input(300);
+    let (mut tap, p) = start(opts(&url, &dir)).unwrap();
+    feed(&mut tap, &inp.frames, 0);
+    drop(tap);
+    let rep = p.finish().unwrap();
+    assert_eq!(rep.stats.rows_of(0), inp.frames.len() as u64);
+    assert_eq!(rep.stats.lag_bytes.load(Relaxed), 0);
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    check_trades(&mut c, &inp);
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM raw_events"),
+        inp.frames.len() as i64
+    );
+    // Sequence numbers, channels and event types from the light look.
+    let seqs: Vec<String> = strings(
+        &mut c,
+        "SELECT seq::text FROM raw_events WHERE venue = 'coinbase' ORDER BY frame_no",
+    );
+    let want: Vec<String> = (0..seqs.len()).map(|s| s.to_string()).collect();
+    assert_eq!(seqs, want);
+    assert_eq!(
+        strings(
+            &mut c,
+            "SELECT DISTINCT event_type FROM raw_events WHERE venue = 'binance' ORDER BY 1"
+        ),
+        ["depthSnapshot", "depthUpdate", "trade"]
+    );
+    assert_eq!(
+        query_i64(
+            &mut c,
+            "SELECT count(*) FROM raw_events WHERE frame->'data'->>'e' = 'trade' AND frame_bytes IS NULL"
+        ),
+        300
+    );
+    // The aggressor side follows Binance's buyer-is-maker flag.
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM trades WHERE side = 'sell'"),
+        150
+    );
+    // Book rows: the first snapshot of BTCUSDT is the REST snapshot, exactly.
+    let r = c
+        .query_one(
+            "SELECT bid_px::text, bid_qty::text, ask_px::text, ask_qty::text, update_id
+               FROM book_snapshots WHERE symbol = 'BTCUSDT' ORDER BY ts LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "{61837.62,61837}");
+    assert_eq!(r.get::<_, String>(1), "{1.5,2}");
+    assert_eq!(r.get::<_, String>(2), "{61837.63,61840}");
+    assert_eq!(r.get::<_, String>(3), "{0.25,3}");
+    assert_eq!(r.get::<_, i64>(4), 100);
+    let r = c
+        .query_one(
+            "SELECT bid_px::text, ask_px::text, spread::text, mid::text
+               FROM top_of_book WHERE symbol = 'BTC-USD' ORDER BY ts LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, String>(2),
+            r.get::<_, String>(3)
+        ),
+        (
+            "65062.5".into(),
+            "65063".into(),
+            "0.5".into(),
+            "65062.75".into()
+        )
+    );
+    // 30 ms apart over 1 s intervals: about one snapshot per instrument per 33 frames.
+    let snaps = query_i64(&mut c, "SELECT count(*) FROM book_snapshots");
+    assert!(snaps >= 20, "{snaps} snapshots");
+    let tob = query_i64(&mut c, "SELECT count(*) FROM top_of_book");
+    assert!(tob > snaps, "{tob} top-of-book rows");
+    let counts = [query_i64(&mut c, "SELECT count(*) FROM trades"), snaps, tob];
+
+    // The same input again (a re-replay): a new journal segment, nothing new in the
+    // tables.
+    let (mut tap, p) = start(opts(&url, &dir)).unwrap();
+    feed(&mut tap, &inp.frames, 0);
+    drop(tap);
+    let rep = p.finish().unwrap();
+    assert_eq!(
+        rep.stats.rows.iter().map(|r| r.load(Relaxed)).sum::<u64>(),
+        0
+    );
+    assert!(rep.stats.duplicate_rows.load(Relaxed) > 0);
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM raw_events"),
+        inp.frames.len() as i64
+    );
+    assert_eq!(
+        [
+            query_i64(&mut c, "SELECT count(*) FROM trades"),
+            query_i64(&mut c, "SELECT count(*) FROM book_snapshots"),
+            query_i64(&mut c, "SELECT count(*) FROM top_of_book"),
+        ],
+        counts
+    );
+    assert_eq!(query_i64(&mut c, "SELECT count(*) FROM ingest_offsets"), 2);
+    // Daily partitions were created.
+    assert!(
+        query_i64(
+            &mut c,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'trades'::regclass"
+        ) >= 2
+    );
+}
+
+#[test]
+fn unwritten_journal_with_a_torn_tail_is_cut_and_written_on_the_next_start() {
+    let url = db("torn");
+    let dir = TempDir::new("torn");
+    let inp = input(200);
+    let half = inp.frames.len() / 2;
+    // First run: the database is unreachable; everything stays in the journal.
+    let mut o = opts(
+        "host=/nonexistent/socket port=1 user=postgres dbname=x",
+        &dir,
+    );
+    o.drain_timeout = Duration::from_millis(300);
+    let (mut tap, p) = start(o).unwrap();
+    feed(&mut tap, &inp.frames[..half], 0);
+    drop(tap);
+    let seg = p.recovery().segment.clone();
+    match p.finish() {
+        Err(PersistError::Unfinished { lag_bytes }) => assert!(lag_bytes > 0),
+        other => panic!("expected Unfinished, got {other:?}"),
+    }
+    // A crash mid-write leaves half a record.
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let good = bytes.len() as u64;
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5]);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (mut tap, p) = start(opts(&url, &dir)).unwrap();
+    let torn = &p.recovery().torn;
+    assert_eq!(torn.len(), 1);
+    assert_eq!(torn[0].1.offset, good);
+    assert_eq!(torn[0].1.trailing_bytes, 9);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good);
+    feed(&mut tap, &inp.frames[half..], half);
+    drop(tap);
+    let rep = p.finish().unwrap();
+    assert_eq!(rep.stats.torn_tails.load(Relaxed), 1);
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    check_trades(&mut c, &inp);
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM raw_events"),
+        inp.frames.len() as i64
+    );
+}
+
+#[test]
+fn postgres_outage_loses_nothing_and_lag_returns_to_zero() {
+    let cluster = OwnedCluster::start("outage").expect("a local PostgreSQL cluster");
+    let mut pg = cluster;
+    let url = pg.pg.create_database("hermes").unwrap();
+    let dir = TempDir::new("outage");
+    let inp = input(400);
+    let third = inp.frames.len() / 3;
+    let (mut tap, p) = start(opts(&url, &dir)).unwrap();
+    let stats = p.stats();
+    feed(&mut tap, &inp.frames[..third], 0);
+    wait_for("the first rows", Duration::from_secs(30), || {
+        stats.rows_of(0) > 0 && stats.lag_bytes.load(Relaxed) == 0
+    });
+    pg.pg.stop().unwrap();
+    feed(&mut tap, &inp.frames[third..2 * third], third);
+    wait_for("a failed attempt", Duration::from_secs(30), || {
+        stats.retries.load(Relaxed) > 0 && stats.lag_bytes.load(Relaxed) > 0
+    });
+    assert!(!stats.ready(1000) || stats.lag_bytes.load(Relaxed) > 0);
+    assert!(stats.last_error().is_some());
+    pg.pg.restart().unwrap();
+    feed(&mut tap, &inp.frames[2 * third..], 2 * third);
+    wait_for("catching up", Duration::from_secs(30), || {
+        stats.lag_bytes.load(Relaxed) == 0 && stats.lag_ms.load(Relaxed) == 0
+    });
+    drop(tap);
+    let rep = p.finish().unwrap();
+    assert_eq!(rep.stats.lag_bytes.load(Relaxed), 0);
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    check_trades(&mut c, &inp);
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM raw_events"),
+        inp.frames.len() as i64
+    );
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(DISTINCT frame_no) FROM raw_events"),
+        inp.frames.len() as i64
+    );
+}
+
+#[test]
+fn a_row_the_schema_refuses_is_reported_with_its_record_and_never_skipped() {
+    let url = db("bad");
+    let dir = TempDir::new("bad");
+    let ms0 = T0 / 1_000_000;
+    let mut frames: Vec<(Venue, Option<&'static str>, String)> = (0..50)
+        .map(|i| {
+            (
+                Venue::Binance,
+                None,
+                bn_trade(i, "1.5", "2", ms0 + i, false),
+            )
+        })
+        .collect();
+    // A NUL byte in the symbol: the decoder takes it, PostgreSQL's text refuses it.
+    frames.push((
+        Venue::Binance,
+        None,
+        bn_trade(50, "1.5", "2", ms0 + 50, false).replace("BTCUSDT", "BAD\0SYM"),
+    ));
+    frames.extend((51..80).map(|i| {
+        (
+            Venue::Binance,
+            None,
+            bn_trade(i, "1.5", "2", ms0 + i, false),
+        )
+    }));
+    let mut o = opts(&url, &dir);
+    o.batch_rows = 100_000;
+    o.batch_age = Duration::from_secs(60);
+    let (mut tap, p) = start(o).unwrap();
+    feed(&mut tap, &frames, 0);
+    drop(tap);
+    let stats = p.stats();
+    let err = p.finish().unwrap_err();
+    let PersistError::BadRow(bad) = &err else {
+        panic!("expected BadRow, got {err:?}");
+    };
+    assert_eq!(bad.table, "trades");
+    assert!(bad.record.contains("BAD\\0SYM"), "{}", bad.record);
+    assert!(bad.record.contains("\"t\":50"), "{}", bad.record);
+    assert!(bad.error.contains("0x00"), "{}", bad.error);
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("at byte {}", bad.offset)), "{msg}");
+    assert!(stats.halted.load(Relaxed));
+    // Everything before the record is in; nothing at or after it.
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    assert_eq!(query_i64(&mut c, "SELECT count(*) FROM trades"), 50);
+    assert_eq!(query_i64(&mut c, "SELECT max(trade_id) FROM trades"), 49);
+    assert_eq!(query_i64(&mut c, "SELECT count(*) FROM raw_events"), 50);
+    assert_eq!(
+        query_i64(&mut c, "SELECT \"offset\" FROM ingest_offsets"),
+        bad.offset as i64
+    );
+    // A restart stops at the same record again: it is never skipped.
+    let (tap, p) = start(opts(&url, &dir)).unwrap();
+    drop(tap);
+    match p.finish() {
+        Err(PersistError::BadRow(again)) => assert_eq!(again.offset, bad.offset),
+        other => panic!("expected the same BadRow, got {other:?}"),
+    }
+    assert_eq!(query_i64(&mut c, "SELECT count(*) FROM trades"), 50);
+}
+
+#[test]
+fn migrations_are_idempotent() {
+    let url = db("migrate");
+    assert_eq!(hermes_persist::migrate(&url).unwrap(), vec![1]);
+    assert!(hermes_persist::migrate(&url).unwrap().is_empty());
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    assert_eq!(
+        strings(
+            &mut c,
+            "SELECT relname::text FROM pg_class WHERE relname IN ('raw_events','trades','book_snapshots','top_of_book','ingest_offsets') ORDER BY 1"
+        ),
+        ["book_snapshots", "ingest_offsets", "raw_events", "top_of_book", "trades"]
+    );
+}
