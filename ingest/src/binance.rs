@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use hermes_book::{Price, Qty, Side};
 
-use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, Frame, FrameKind};
+use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame, FrameKind};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::Scanner;
 
@@ -159,7 +159,7 @@ impl Decoder {
                     saw_data = true;
                 }
                 b"stream" => {
-                    s.string()?;
+                    s.string().field("stream")?;
                 }
                 _ => {
                     foreign = true;
@@ -204,23 +204,23 @@ impl Decoder {
         while let Some(k) = s.key(&mut first)? {
             let at = s.offset();
             match k {
-                b"e" => f.e = Some(s.string()?),
-                b"s" => f.sym = Some((s.string()?, at)),
+                b"e" => f.e = Some(s.string().field("e")?),
+                b"s" => f.sym = Some((s.string().field("s")?, at)),
                 b"E" => f.event_ms = Some(num(s, "E")?),
                 b"T" => f.trade_ms = Some(num(s, "T")?),
                 b"U" => f.first_id = Some(num(s, "U")?),
                 b"u" => f.last_id = Some(num(s, "u")?),
                 b"t" => f.trade_id = Some(num(s, "t")?),
-                b"p" => f.price = Some((s.string()?, at)),
-                b"q" => f.qty = Some((s.string()?, at)),
-                b"B" => f.bid_qty = Some((s.string()?, at)),
-                b"A" => f.ask_qty = Some((s.string()?, at)),
+                b"p" => f.price = Some((s.string().field("p")?, at)),
+                b"q" => f.qty = Some((s.string().field("q")?, at)),
+                b"B" => f.bid_qty = Some((s.string().field("B")?, at)),
+                b"A" => f.ask_qty = Some((s.string().field("A")?, at)),
                 b"m" => f.buyer_maker = Some(s.bool()?),
                 b"b" | b"a" => {
                     let bids = k == b"b";
                     match s.peek() {
                         Some(b'"') => {
-                            let v = Some((s.string()?, at));
+                            let v = Some((s.string().field(if bids { "b" } else { "a" })?, at));
                             if bids {
                                 f.bid = v
                             } else {
@@ -259,8 +259,12 @@ impl Decoder {
                                 }
                             }
                         }
+                        // aggTrade's id; in older trade messages `b`/`a` were the
+                        // buyer/seller order ids, which we do not use.
                         _ if !bids => f.agg_id = Some(num(s, "a")?),
-                        _ => return Err(DecodeError::new(ErrorKind::BadValue, "b", at)),
+                        _ => {
+                            num(s, "b")?;
+                        }
                     }
                 }
                 _ => {
@@ -292,7 +296,10 @@ impl Decoder {
                     }
                 };
                 let input = s.input();
-                if p == Plan::Apply {
+                // Levels not applied inline are parsed now: applied, or, for a diff kept
+                // for later, checked, so a bad one is refused on arrival.
+                let keep = self.sh.pending.len();
+                if p != Plan::Skip {
                     for (at, side, name) in
                         [(f.bids_at, Side::Bid, "b"), (f.asks_at, Side::Ask, "a")]
                     {
@@ -300,6 +307,9 @@ impl Decoder {
                             self.depth_levels(&mut Scanner::at(input, at), inst, side, name)?;
                         }
                     }
+                }
+                if p != Plan::Apply {
+                    self.sh.pending.truncate(keep);
                 }
                 self.depth_outcome(inst, p, li, ms_to_ns(f.event_ms), frame);
                 Ok(())
@@ -423,12 +433,12 @@ impl Decoder {
                     return Err(DecodeError::new(ErrorKind::Missing, field, s.offset()));
                 }
                 let at = s.offset();
-                let price = dec(s.string()?, scale.price_decimals, field, at)?;
+                let price = dec(s.string().field(field)?, scale.price_decimals, field, at)?;
                 if !s.elem(&mut f)? {
                     return Err(DecodeError::new(ErrorKind::Missing, field, s.offset()));
                 }
                 let at = s.offset();
-                let qty = dec(s.string()?, scale.size_decimals, field, at)?;
+                let qty = dec(s.string().field(field)?, scale.size_decimals, field, at)?;
                 if s.elem(&mut f)? {
                     return Err(DecodeError::new(ErrorKind::BadValue, field, s.offset()));
                 }
@@ -487,10 +497,7 @@ impl Decoder {
             }
         }
         let old = std::mem::replace(self.bn.book(inst), Sync::Synced { last_u: l });
-        if self.sh.is_stale(inst) {
-            self.sh.stats.resyncs += 1;
-            self.sh.set_stale(inst, false);
-        }
+        self.sh.set_stale(inst, false);
         self.sh.pending.push(Event::Commit {
             inst,
             update_id: l,

@@ -13,7 +13,7 @@
 
 use hermes_book::{Price, Qty, Side};
 
-use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, Frame};
+use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::{parse_rfc3339_ns, Scanner};
 
@@ -108,14 +108,14 @@ impl Decoder {
         while let Some(k) = s.key(&mut first)? {
             let at = s.offset();
             match k {
-                b"channel" => channel = Some((channel_of(s.string()?, at)?, at)),
+                b"channel" => channel = Some((channel_of(s.string().field("channel")?, at)?, at)),
                 b"sequence_num" => {
                     seq = Some(s.u64().map_err(|e| {
                         DecodeError::new(ErrorKind::Json(e), "sequence_num", e.offset)
                     })?)
                 }
                 b"type" => {
-                    is_error = s.string()? == b"error";
+                    is_error = s.string().field("type")? == b"error";
                 }
                 b"events" => {
                     if let (Some((ch, _)), Some(sq)) = (channel, seq) {
@@ -238,14 +238,14 @@ impl Decoder {
             let at = s.offset();
             match k {
                 b"type" => {
-                    snapshot = Some(match s.string()? {
+                    snapshot = Some(match s.string().field("type")? {
                         b"snapshot" => true,
                         b"update" => false,
                         _ => return Err(DecodeError::new(ErrorKind::BadValue, "type", at)),
                     })
                 }
                 b"product_id" => {
-                    let sym = s.string()?;
+                    let sym = s.string().field("product_id")?;
                     inst = Some(self.l2_instrument(sym, frame.conn, at)?);
                 }
                 b"updates" => match (snapshot, inst) {
@@ -276,9 +276,6 @@ impl Decoder {
                 return Err(DecodeError::new(ErrorKind::Missing, "updates", s.offset()));
             }
             None => {}
-        }
-        if snap && self.sh.is_stale(id) {
-            self.sh.stats.resyncs += 1;
         }
         if snap {
             self.sh.set_stale(id, false);
@@ -330,19 +327,29 @@ impl Decoder {
                     let at = s.offset();
                     match k {
                         b"side" => {
-                            side = Some(match s.string()? {
+                            side = Some(match s.string().field("side")? {
                                 b"bid" => Side::Bid,
                                 b"offer" | b"ask" => Side::Ask,
                                 _ => return Err(DecodeError::new(ErrorKind::BadValue, "side", at)),
                             })
                         }
                         b"price_level" => {
-                            price = Some(dec(s.string()?, scale.price_decimals, "price_level", at)?)
+                            price = Some(dec(
+                                s.string().field("price_level")?,
+                                scale.price_decimals,
+                                "price_level",
+                                at,
+                            )?)
                         }
                         b"new_quantity" => {
-                            qty = Some(dec(s.string()?, scale.size_decimals, "new_quantity", at)?)
+                            qty = Some(dec(
+                                s.string().field("new_quantity")?,
+                                scale.size_decimals,
+                                "new_quantity",
+                                at,
+                            )?)
                         }
-                        b"event_time" => last_time = s.string()?,
+                        b"event_time" => last_time = s.string().field("event_time")?,
                         _ => {
                             s.skip()?;
                         }
@@ -403,20 +410,20 @@ impl Decoder {
         while let Some(k) = s.key(&mut first)? {
             let at = s.offset();
             match k {
-                b"product_id" => sym = Some((s.string()?, at)),
+                b"product_id" => sym = Some((s.string().field("product_id")?, at)),
                 b"trade_id" => {
-                    let t = s.string()?;
+                    let t = s.string().field("trade_id")?;
                     id = Some(parse_u64(t).ok_or(DecodeError::new(
                         ErrorKind::BadValue,
                         "trade_id",
                         at,
                     ))?);
                 }
-                b"price" => px = Some((s.string()?, at)),
-                b"size" => sz = Some((s.string()?, at)),
-                b"time" => time = Some(s.string()?),
+                b"price" => px = Some((s.string().field("price")?, at)),
+                b"size" => sz = Some((s.string().field("size")?, at)),
+                b"time" => time = Some(s.string().field("time")?),
                 b"side" => {
-                    side = Some(match s.string()? {
+                    side = Some(match s.string().field("side")? {
                         b"BUY" | b"buy" => TradeSide::Buy,
                         b"SELL" | b"sell" => TradeSide::Sell,
                         _ => TradeSide::Unknown,
@@ -476,7 +483,7 @@ impl Decoder {
             let at = s.offset();
             let slot = match k {
                 b"product_id" => {
-                    sym = Some((s.string()?, at));
+                    sym = Some((s.string().field("product_id")?, at));
                     continue;
                 }
                 b"best_bid" => 0,
@@ -488,7 +495,13 @@ impl Decoder {
                     continue;
                 }
             };
-            f[slot] = Some((s.string()?, at));
+            const NAMES: [&str; 4] = [
+                "best_bid",
+                "best_bid_quantity",
+                "best_ask",
+                "best_ask_quantity",
+            ];
+            f[slot] = Some((s.string().field(NAMES[slot])?, at));
         }
         let (sym, at) = sym.ok_or(DecodeError::new(ErrorKind::Missing, "product_id", start))?;
         let inst =

@@ -109,6 +109,19 @@ impl DecodeError {
     }
 }
 
+/// Names the field of a scanner error.
+pub(crate) trait FieldExt<T> {
+    /// The error, attributed to `name`.
+    fn field(self, name: &'static str) -> Result<T, DecodeError>;
+}
+
+impl<T> FieldExt<T> for Result<T, JsonError> {
+    #[inline]
+    fn field(self, name: &'static str) -> Result<T, DecodeError> {
+        self.map_err(|e| DecodeError::new(ErrorKind::Json(e), name, e.offset))
+    }
+}
+
 impl From<JsonError> for DecodeError {
     fn from(e: JsonError) -> Self {
         DecodeError::new(ErrorKind::Json(e), "", e.offset)
@@ -303,10 +316,6 @@ impl Shared {
             self.defines.push(Event::Stale { inst, stale: true });
         }
     }
-
-    pub(crate) fn is_stale(&self, inst: InstId) -> bool {
-        self.stale.get(inst.0 as usize).copied().unwrap_or(false)
-    }
 }
 
 /// Decoder options.
@@ -428,6 +437,7 @@ impl Decoder {
                     Event::Trade { .. } => st.trades += 1,
                     Event::Quote { .. } => st.quotes += 1,
                     Event::Snapshot { .. } => st.snapshots += 1,
+                    Event::Stale { stale: false, .. } => st.resyncs += 1,
                     _ => {}
                 }
                 sink.push(ev);

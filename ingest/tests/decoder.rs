@@ -1186,7 +1186,6 @@ mod malformed {
     }
 
     #[test]
-    #[ignore = "BUG: a bare number where a string is expected yields a JSON error with an empty field (Scanner::string()? via From<JsonError>), so Display does not name `price_level`"]
     fn number_where_a_string_is_expected_names_the_field() {
         let mut dec = cb_ready();
         let f = cb_bad_level("64000", "1")
@@ -2204,7 +2203,6 @@ mod edges {
     }
 
     #[test]
-    #[ignore = "BUG: Coinbase l2_event counts `resyncs` as soon as one snapshot event parses, before the frame is accepted; a frame refused later (bad level in a second product) still bumps `resyncs`"]
     fn failed_snapshot_frame_does_not_count_a_resync() {
         let (dec, _) = stale_pair_then_bad_snapshots();
         assert_eq!(stats(&dec).resyncs, 0, "resync counted for a refused frame");
@@ -2251,7 +2249,6 @@ mod edges {
     }
 
     #[test]
-    #[ignore = "BUG: older Binance trade payloads carry numeric `b` (buyer order id) and `a` (seller order id); the decoder refuses `b` as BadValue instead of ignoring it"]
     fn binance_old_trade_with_order_ids() {
         let mut dec = Decoder::default();
         let ev = bn_ok(
@@ -2302,7 +2299,6 @@ mod edges {
     }
 
     #[test]
-    #[ignore = "BUG: a diff that arrives while the symbol is unsynced is buffered raw without checking its levels, so a malformed one returns Ok; its error only surfaces (as a counted, unreturned parse error) when the snapshot replays it"]
     fn malformed_diff_is_refused_even_while_buffering() {
         let mut dec = Decoder::default();
         let bad = bn_depth("BTCUSDT", 6, 10, &[("1", "1"), ("2", "1e5")], &[]);
