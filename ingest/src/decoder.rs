@@ -420,7 +420,7 @@ impl Decoder {
         match frame.venue {
             Venue::Coinbase => self.decode_coinbase(frame),
             Venue::Binance => self.decode_binance(frame),
-            Venue::Webhook => Err(DecodeError::new(ErrorKind::UnknownType, "venue", 0)),
+            Venue::Webhook => self.decode_webhook(frame),
         }
     }
 

@@ -35,6 +35,7 @@ mod decoder;
 pub mod event;
 pub mod json;
 pub mod source;
+pub mod webhook;
 
 pub use decoder::{
     DecodeError, DecodeStats, Decoder, DecoderOptions, ErrorKind, Frame, FrameKind, FrameTap,
