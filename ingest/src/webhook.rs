@@ -4,7 +4,7 @@
 //!
 //! `{"symbol":"BTC-USD","price":"65000.5","volume":"0.1","source":"desk-a","ts_ns":1786309548000000000,"event_id":"abc-1"}`
 //!
-//! The trade id is a 64-bit FNV-1a hash of `event_id` (the venue has no numeric ids), so a
+//! The trade id is a 63-bit FNV-1a hash of `event_id` (the venue has no numeric ids), so a
 //! tick replayed from the journal lands on the same `trades` row.
 
 use hermes_book::{Price, Qty};
@@ -13,14 +13,15 @@ use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame};
 use crate::event::{Event, TradeSide, Venue};
 use crate::json::Scanner;
 
-/// FNV-1a, 64 bit: the trade id of an `event_id`.
+/// FNV-1a, 64 bit, top bit cleared (ids are stored as SQL `bigint`): the trade id of an
+/// `event_id`.
 pub fn event_trade_id(event_id: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in event_id {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    h & (i64::MAX as u64)
 }
 
 impl Decoder {
@@ -46,7 +47,10 @@ impl Decoder {
         let end = s.offset();
         let miss = |f| DecodeError::new(ErrorKind::Missing, f, end);
         let (sym, sat) = sym.ok_or(miss("symbol"))?;
-        let inst = self.sh.inst.resolve(Venue::Webhook, sym, &mut self.sh.defines, "symbol", sat)?;
+        let inst =
+            self.sh
+                .inst
+                .resolve(Venue::Webhook, sym, &mut self.sh.defines, "symbol", sat)?;
         let scale = self.sh.inst.scale(inst);
         let (p, pat) = px.ok_or(miss("price"))?;
         let (v, vat) = vol.ok_or(miss("volume"))?;
