@@ -31,3 +31,4 @@ pub mod replay;
 pub mod report;
 pub mod sim;
 pub mod synth;
+pub mod top;

@@ -40,6 +40,8 @@ enum Cmd {
     /// The demo: generate a sample market, replay it into shm, read it back from another
     /// process, and print a summary.
     Demo(DemoArgs),
+    /// A live terminal table over the shm file (`--once`: one plain-text table).
+    Top(hermes::top::TopArgs),
     /// Live ingest from the exchanges' WebSockets (or the simulator), configured by a
     /// TOML file and COINBASE_*/BINANCE_* environment variables.
     Run(RunArgs),
@@ -221,6 +223,7 @@ fn main() {
         Cmd::Shm(ShmCmd::Dump { path, json }) => cmd_shm_dump(&path, json),
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Demo(a) => cmd_demo(a),
+        Cmd::Top(a) => hermes::top::run(&a),
         Cmd::Run(a) => cmd_run(a, None),
         Cmd::Record(a) => cmd_record(a),
         Cmd::Sim(a) => cmd_sim(a),
