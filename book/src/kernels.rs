@@ -277,7 +277,7 @@ impl<const K: usize> Window<K> {
         let cur = t.div_euclid(self.width);
         let mut out = [0i64; K];
         for (idx, v) in &self.buckets {
-            if *idx > cur - WINDOW_BUCKETS as i64 && *idx <= cur {
+            if *idx > cur.saturating_sub(WINDOW_BUCKETS as i64) && *idx <= cur {
                 for (o, x) in out.iter_mut().zip(v) {
                     *o = o.saturating_add(*x);
                 }
@@ -475,7 +475,7 @@ impl Kernels {
         // Volatility: decay to now, then add the return since the last valid mid.
         if self.vol_time != i64::MIN && t > self.vol_time {
             let h = self.cfg.vol_half_life_ns as f64;
-            self.vol_sum *= (-((t - self.vol_time) as f64) / h).exp2();
+            self.vol_sum *= (-(t.saturating_sub(self.vol_time) as f64) / h).exp2();
         }
         self.vol_time = t;
         if let Some(m) = v.mid.filter(|m| *m > 0) {
@@ -808,6 +808,24 @@ mod tests {
         let v = update(&mut k, 2, &neg);
         assert_eq!((v.spread_bps_x100, v.mid), (None, Some(-750)));
         assert_eq!(v.volatility_bps, None, "no log of a negative mid");
+    }
+
+    #[test]
+    fn extreme_times_do_not_panic() {
+        let tiny = KernelConfig {
+            trade_window_ns: WINDOW_BUCKETS as i64,
+            rate_window_ns: WINDOW_BUCKETS as i64,
+            ..cfg()
+        };
+        let mut k = Kernels::new(&tiny, cents());
+        let b = sample();
+        // A publication with no event time first (a stale flag), then real times.
+        for t in [i64::MIN, i64::MIN, -5, 0, i64::MAX, i64::MIN] {
+            k.on_trade(t, Aggressor::Buy, Qty(1));
+            let v = update(&mut k, t, &b);
+            assert!(v.time_ns >= t.min(0), "the clock never goes back");
+        }
+        assert_eq!(k.update(i64::MAX, None, None, &b).time_ns, i64::MAX);
     }
 
     #[test]
