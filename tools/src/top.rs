@@ -950,8 +950,8 @@ fn draw_detail(f: &mut Frame, area: Rect, row: Option<&RowView>) {
     };
     let lines = vec![
         Line::raw(format!(
-            "spread {} ticks ({} bps)  mid {}",
-            k.spread_ticks.map_or("-".into(), |v| v.to_string()),
+            "spread {} ({} bps)  mid {}",
+            opt(k.spread_ticks, p),
             k.spread_bps_x100.map_or("-".into(), |v| fixed(v, 2)),
             opt(k.mid_px, kp)
         )),
