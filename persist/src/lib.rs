@@ -468,9 +468,31 @@ pub fn migrate(database_url: &str) -> Result<Vec<i32>, PersistError> {
         cfg.connect_timeout(Duration::from_secs(5));
     }
     let mut c = cfg.connect(postgres::NoTls)?;
-    let (_, applied) = schema::migrate(&mut c)?;
-    let today = schema::day_of_ns(unix_ns());
-    schema::ensure_partitions(&mut c, today)?;
-    schema::ensure_partitions(&mut c, today + 1)?;
+    let (partitioning, applied) = schema::migrate(&mut c)?;
+    if partitioning == schema::Partitioning::Native {
+        let today = schema::day_of_ns(unix_ns());
+        schema::ensure_partitions(&mut c, today)?;
+        schema::ensure_partitions(&mut c, today + 1)?;
+    }
     Ok(applied)
+}
+
+/// Rows per table (`SELECT count(*)`), in [`TABLES`] order then `ingest_offsets`: for
+/// summaries and checks.
+pub fn row_counts(database_url: &str) -> Result<Vec<(&'static str, i64)>, PersistError> {
+    let mut cfg: postgres::Config = database_url
+        .parse()
+        .map_err(|e| PersistError::Url(format!("{e}")))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    let mut c = cfg.connect(postgres::NoTls)?;
+    let mut out = Vec::new();
+    for t in TABLES.iter().chain(&["ingest_offsets"]) {
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {t}"), &[])?
+            .get(0);
+        out.push((*t, n));
+    }
+    Ok(out)
 }

@@ -84,6 +84,7 @@ pub(crate) struct DbWriter {
     client: Option<Client>,
     offsets: Option<std::collections::HashMap<String, (u64, i64)>>,
     partitions: HashSet<i32>,
+    partitions_native: bool,
     next_seg: usize,
     cursor: Option<Cursor>,
     batch: Batch,
@@ -95,7 +96,10 @@ pub(crate) struct DbWriter {
     flush_pending: bool,
     backoff: Duration,
     next_try: Instant,
-    caught_up_at: Instant,
+    /// (journal position, when the journal's end was seen there), oldest first: the
+    /// age of the oldest uncommitted byte is the time since the first sample past the
+    /// committed position. Positions order segments, then offsets.
+    end_samples: std::collections::VecDeque<(u64, Instant)>,
     scratch: Vec<u8>,
     rng: u64,
 }
@@ -116,6 +120,7 @@ impl DbWriter {
             client: None,
             offsets: None,
             partitions: HashSet::new(),
+            partitions_native: true,
             next_seg: 0,
             cursor: None,
             batch: Batch::default(),
@@ -126,7 +131,7 @@ impl DbWriter {
             flush_pending: false,
             backoff: Duration::ZERO,
             next_try: now,
-            caught_up_at: now,
+            end_samples: std::collections::VecDeque::new(),
             scratch: Vec::new(),
             rng: (std::process::id() as u64) << 32 | 0x9e37_79b9,
         }
@@ -171,7 +176,11 @@ impl DbWriter {
         }
         cfg.application_name("hermes-persister");
         let mut c = cfg.connect(NoTls)?;
-        crate::schema::migrate(&mut c)?;
+        let (partitioning, _) = crate::schema::migrate(&mut c)?;
+        if partitioning == crate::schema::Partitioning::Timescale {
+            // Hypertables make their own chunks: no partition is ever created here.
+            self.partitions_native = false;
+        }
         let mut ddl = String::new();
         for t in TABLES {
             ddl.push_str(&format!(
@@ -182,7 +191,7 @@ impl DbWriter {
         // Partitions ahead: today and tomorrow exist before the first row needs them.
         let today = crate::schema::day_of_ns(crate::unix_ns());
         for d in [today, today + 1] {
-            if self.partitions.insert(d) {
+            if self.partitions_native && self.partitions.insert(d) {
                 crate::schema::ensure_partitions(&mut c, d)?;
             }
         }
@@ -324,6 +333,44 @@ impl DbWriter {
         Ok((progressed, true))
     }
 
+    /// How long the oldest byte not yet in the database has been in the journal (to a
+    /// few milliseconds; bytes of earlier runs count from this start).
+    fn lag_age(&mut self, lag: u64) -> Duration {
+        let now = Instant::now();
+        let pos = |seg: usize, off: u64| ((seg as u64) << 40) | off;
+        let last = self.segments.len() - 1;
+        // Acquire: pairs with the journal thread's Release store after its flush.
+        let end = pos(last, self.shared.end.load(Ordering::Acquire));
+        if self.end_samples.is_empty() {
+            // Whatever older segments hold was journaled before this start at the latest.
+            self.end_samples
+                .push_back((pos(last, FILE_HEADER_LEN as u64), now));
+        }
+        if self
+            .end_samples
+            .back()
+            .is_some_and(|&(p, t)| p < end && now.duration_since(t) >= Duration::from_millis(5))
+        {
+            self.end_samples.push_back((end, now));
+        }
+        if lag == 0 {
+            self.end_samples.clear();
+            self.end_samples.push_back((end, now));
+            return Duration::ZERO;
+        }
+        let seg = self.next_seg.min(last);
+        let committed = pos(seg, self.committed(seg).0);
+        while self.end_samples.len() > 1 && self.end_samples[1].0 <= committed {
+            self.end_samples.pop_front();
+        }
+        // The first sample past the committed position: the oldest uncommitted byte
+        // was journaled no later than then.
+        match self.end_samples.iter().find(|&&(p, _)| p > committed) {
+            Some(&(_, t)) => now.duration_since(t),
+            None => Duration::ZERO,
+        }
+    }
+
     fn lag(&self) -> u64 {
         (self.next_seg..self.segments.len())
             .map(|k| self.limit(k).saturating_sub(self.committed(k).0))
@@ -348,7 +395,7 @@ impl DbWriter {
             None => return Err(Failure::Other(PersistError::NotConnected)),
         };
         for &d in &self.batch.days {
-            if !self.partitions.contains(&d) {
+            if self.partitions_native && !self.partitions.contains(&d) {
                 crate::schema::ensure_partitions(client, d).map_err(|e| match e {
                     PersistError::Postgres(e) => Failure::Transient(e),
                     e => Failure::Other(e),
@@ -365,6 +412,7 @@ impl DbWriter {
                 continue;
             }
             let data = self.batch.tables[k].finish();
+            let tc = Instant::now();
             let n = copy_batch(
                 &mut tx,
                 &format!("COPY hermes_stage_{t} FROM STDIN (FORMAT binary)"),
@@ -372,6 +420,7 @@ impl DbWriter {
             )
             .map_err(|e| classify(e, k))?;
             sent += n;
+            let ti = Instant::now();
             inserted[k] = tx
                 .execute(
                     &format!(
@@ -380,6 +429,14 @@ impl DbWriter {
                     &[],
                 )
                 .map_err(|e| classify(e, k))?;
+            tracing::debug!(
+                table = t,
+                rows = n,
+                bytes = data.len(),
+                copy_us = (ti - tc).as_micros() as u64,
+                insert_us = ti.elapsed().as_micros() as u64,
+                "batch table"
+            );
         }
         let s = &self.segments[seg];
         tx.execute(
@@ -497,13 +554,8 @@ impl DbWriter {
             }
             let lag = self.lag();
             PersistStats::set(&self.stats.lag_bytes, lag);
-            if lag == 0 {
-                self.caught_up_at = Instant::now();
-            }
-            PersistStats::set(
-                &self.stats.lag_ms,
-                self.caught_up_at.elapsed().as_millis() as u64,
-            );
+            let lag_ms = self.lag_age(lag).as_millis() as u64;
+            PersistStats::set(&self.stats.lag_ms, lag_ms);
             if journal_done && lag == 0 && !self.flush_pending && self.batch.rows() == 0 {
                 return Ok(());
             }

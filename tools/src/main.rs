@@ -42,6 +42,9 @@ enum Cmd {
     Demo(DemoArgs),
     /// A live terminal table over the shm file (`--once`: one plain-text table).
     Top(hermes::top::TopArgs),
+    /// PostgreSQL schema maintenance.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Live ingest from the exchanges' WebSockets (or the simulator), configured by a
     /// TOML file and COINBASE_*/BINANCE_* environment variables.
     Run(RunArgs),
@@ -167,6 +170,8 @@ struct ReplayArgs {
     print_final: bool,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    persist: PersistArgs,
 }
 
 #[derive(Args, Debug)]
@@ -206,6 +211,8 @@ struct DemoArgs {
     frames: u64,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    persist: PersistArgs,
 }
 
 fn main() {
@@ -224,6 +231,7 @@ fn main() {
         Cmd::Generate(a) => cmd_generate(a),
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::Top(a) => hermes::top::run(&a),
+        Cmd::Db(DbCmd::Migrate { database_url }) => cmd_db_migrate(&database_url),
         Cmd::Run(a) => cmd_run(a, None),
         Cmd::Record(a) => cmd_record(a),
         Cmd::Sim(a) => cmd_sim(a),
@@ -242,6 +250,8 @@ struct ReplayRun {
     ring_full_waits: u64,
     ring_dropped: u64,
     crossed: u64,
+    /// The persister's outcome, when persisting.
+    persist: Option<PersistOutcome>,
 }
 
 fn run_replay(
@@ -249,21 +259,37 @@ fn run_replay(
     src: SourceOptions,
     speed: Speed,
     eng: &EngineArgs,
+    persist: Option<hermes_persist::PersistOptions>,
 ) -> Result<ReplayRun> {
     let source = Source::open(file, &src).with_context(|| format!("opening {}", file.display()))?;
     let dec_opts = eng.decoder();
     let stop = engine::shutdown_flag();
+    let (tap, persister) = match persist {
+        Some(o) => {
+            let journal = o.journal_dir.clone();
+            let (tap, p) = hermes_persist::start(o).with_context(|| {
+                format!("starting the persister (journal {})", journal.display())
+            })?;
+            (Some(tap), Some(p))
+        }
+        None => (None, None),
+    };
     let out = engine::run(&eng.engine(), move |sink| {
         let mut decoder = Decoder::new(dec_opts);
-        replay::replay(
-            source,
-            &mut decoder,
-            speed,
-            sink,
-            &mut hermes_ingest::NoTap,
-            &stop,
-        )
+        // The tap is dropped when the replay ends: the persister then writes the rest.
+        match tap {
+            Some(mut tap) => replay::replay(source, &mut decoder, speed, sink, &mut tap, &stop),
+            None => replay::replay(
+                source,
+                &mut decoder,
+                speed,
+                sink,
+                &mut hermes_ingest::NoTap,
+                &stop,
+            ),
+        }
     })?;
+    let persist = persister.map(finish_persister);
     let lines = out
         .books
         .instruments
@@ -288,6 +314,7 @@ fn run_replay(
         ring_full_waits: out.ring.full_waits.load(Relaxed),
         ring_dropped: out.ring.dropped.load(Relaxed),
         crossed: out.books.stats.crossed,
+        persist,
     })
 }
 
@@ -328,7 +355,8 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
         venue: a.venue.map(Venue::from),
         symbol: a.symbol.clone(),
     };
-    let r = run_replay(&a.file, src, a.speed, &a.engine)?;
+    let persist = a.persist.options(Some(&a.file), &a.engine)?;
+    let r = run_replay(&a.file, src, a.speed, &a.engine, persist)?;
     if a.print_final {
         let mut out = std::io::stdout().lock();
         for l in &r.lines {
@@ -366,6 +394,9 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
     eprintln!("{}", summary_line(&a.file, &r));
     if let Some(f) = &s.fatal {
         bail!("replay stopped early: {f}");
+    }
+    if let Some(p) = &r.persist {
+        report_persist(p)?;
     }
     Ok(())
 }
@@ -541,15 +572,50 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let sample = dir.join("sample.hcap");
-    eprintln!("[1/3] generating a synthetic market ({} frames, Coinbase + Binance, 3 instruments each) into {}", a.frames, sample.display());
+    eprintln!("[1/4] generating a synthetic market ({} frames, Coinbase + Binance, 3 instruments each) into {}", a.frames, sample.display());
     generate(&sample, SynthOptions::default(), a.frames, false)?;
+    // PostgreSQL: DATABASE_URL / --database-url, or a private cluster started here.
+    let (url, local) = match &a.persist.database_url {
+        Some(u) => {
+            eprintln!("[2/4] using PostgreSQL at {u}");
+            (u.clone(), None)
+        }
+        None => {
+            let pg_dir = demo_pg_dir(&dir);
+            eprintln!(
+                "[2/4] starting a private PostgreSQL in {} (reused if already running)",
+                pg_dir.display()
+            );
+            let pg = hermes_persist::local_pg::LocalPg::start(&pg_dir)
+                .context("starting the demo's PostgreSQL")?;
+            let url = pg
+                .create_database("hermes")
+                .context("creating the demo database")?;
+            (url, Some(pg))
+        }
+    };
+    let mut persist = a.persist.clone();
+    persist.database_url = Some(url.clone());
+    if persist.journal.is_none() {
+        persist.journal = Some(dir.join("journal"));
+    }
+    let opts = persist.options(Some(&sample), &a.engine)?;
     eprintln!(
-        "[2/3] replaying it through the engine (ingest thread → ring → book thread → shm {})",
+        "[3/4] replaying it through the engine (ingest thread → ring → book thread → shm {}) with the persister (journal → PostgreSQL)",
         a.engine.shm.display()
     );
-    let r = run_replay(&sample, SourceOptions::default(), Speed::Max, &a.engine)?;
+    let r = run_replay(
+        &sample,
+        SourceOptions::default(),
+        Speed::Max,
+        &a.engine,
+        opts,
+    )?;
     eprintln!("{}", summary_line(&sample, &r));
-    eprintln!("[3/3] reading the shm file back from a separate process (hermes shm dump)");
+    if let Some(p) = &r.persist {
+        report_persist(p)?;
+    }
+    eprintln!("[4/4] reading the shm file back from a separate process (hermes shm dump)");
     let exe = std::env::current_exe().context("locating the hermes binary")?;
     let status = std::process::Command::new(&exe)
         .args(["shm", "dump"])
@@ -559,16 +625,44 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     if !status.success() {
         bail!("hermes shm dump failed ({status})");
     }
+    let counts = hermes_persist::row_counts(&url).context("counting rows")?;
     let exe = exe.display();
     let shm = a.engine.shm.display();
+    let d = &r.summary.decode;
     println!();
-    println!("Demo done. Look further:");
+    println!(
+        "Demo done: {} frames replayed, {} gaps, {} errors.",
+        d.frames,
+        d.gaps,
+        r.summary.errors_total()
+    );
+    println!("Rows in PostgreSQL (SELECT count(*)):");
+    for (t, n) in &counts {
+        println!("  {t:<15} {n:>10}");
+    }
+    println!("Shared memory: {shm}");
+    match &local {
+        Some(pg) => println!(
+            "PostgreSQL:    private cluster in {} (socket dir {}, port {}), database hermes, left running",
+            pg.dir().display(),
+            pg.socket_dir().display(),
+            pg.port()
+        ),
+        None => println!("PostgreSQL:    {url}"),
+    }
+    println!("Look further:");
+    println!("  {exe} shm dump {shm}               # the books, from the shm file");
     println!("  {exe} shm dump {shm} --json        # the same data as JSON");
     println!("  python3 shm/python/hermes_shm.py {shm}   # the stdlib-only Python reader");
-    println!(
-        "  {exe} replay {} --print-final --shm {shm}",
-        sample.display()
-    );
+    println!("  psql \"{url}\" -c 'SELECT venue, symbol, count(*) FROM trades GROUP BY 1, 2'");
+    println!("  psql \"{url}\" -c 'SELECT * FROM top_of_book ORDER BY ts DESC LIMIT 5'");
+    if let Some(pg) = local {
+        println!(
+            "  kill -INT $(head -1 {}/data/postmaster.pid)   # stop the demo's PostgreSQL",
+            pg.dir().display()
+        );
+        pg.keep_running();
+    }
     Ok(())
 }
 
@@ -843,4 +937,142 @@ fn cmd_sim(a: SimArgs) -> Result<()> {
             }
         }
     })
+}
+
+#[derive(Subcommand, Debug)]
+enum DbCmd {
+    /// Apply the schema migrations (idempotent; the persister also applies them when it
+    /// starts).
+    Migrate {
+        /// PostgreSQL (libpq string such as "host=/run/postgresql dbname=hermes", or a
+        /// postgresql:// URL).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+}
+
+/// Persistence options of the commands that run the engine.
+#[derive(Args, Debug, Clone)]
+struct PersistArgs {
+    /// Persist every frame into this PostgreSQL (libpq string or postgresql:// URL);
+    /// without it nothing is persisted (demo: a private cluster is started).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Journal directory: every frame is kept there before it goes to PostgreSQL
+    /// [default: $XDG_DATA_HOME/hermes/journal or ~/.local/share/hermes/journal].
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// Flush a COPY batch at this many rows...
+    #[arg(long, default_value_t = 10_000)]
+    batch_rows: usize,
+    /// ...or this many milliseconds after its first row, whichever comes first.
+    #[arg(long, default_value_t = 100)]
+    batch_age_ms: u64,
+    /// Receive-time interval between two book_snapshots rows of an instrument, ms.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_interval_ms: u64,
+    /// Levels per side in book_snapshots.
+    #[arg(long, default_value_t = 10)]
+    snapshot_depth: usize,
+    /// Receive-time interval between two top_of_book rows of an instrument, ms.
+    #[arg(long, default_value_t = 100)]
+    tob_interval_ms: u64,
+    /// At the end, how long to keep trying to reach PostgreSQL before giving up (the
+    /// journal keeps the rest for the next start), seconds.
+    #[arg(long, default_value_t = 30)]
+    persist_drain_timeout: u64,
+}
+
+impl PersistArgs {
+    /// `None` without a database URL. `input` names the replayed file: its contents
+    /// identify the stream, so replaying it again adds no row twice.
+    fn options(
+        &self,
+        input: Option<&Path>,
+        eng: &EngineArgs,
+    ) -> Result<Option<hermes_persist::PersistOptions>> {
+        let Some(url) = &self.database_url else {
+            return Ok(None);
+        };
+        let journal = self
+            .journal
+            .clone()
+            .unwrap_or_else(|| data_dir().join("journal"));
+        let mut o = hermes_persist::PersistOptions::new(url.clone(), journal);
+        if let Some(f) = input {
+            o.stream = Some(
+                hermes_persist::stream_id_for_file(f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+            );
+        }
+        if self.batch_rows == 0 || self.batch_age_ms == 0 {
+            bail!("--batch-rows and --batch-age-ms must be at least 1");
+        }
+        o.batch_rows = self.batch_rows;
+        o.batch_age = Duration::from_millis(self.batch_age_ms);
+        o.drain_timeout = Duration::from_secs(self.persist_drain_timeout);
+        o.projection.decoder = eng.decoder();
+        o.projection.snapshot_interval_ns = self.snapshot_interval_ms.max(1) as i64 * 1_000_000;
+        o.projection.snapshot_depth = self.snapshot_depth;
+        o.projection.tob_interval_ns = self.tob_interval_ms.max(1) as i64 * 1_000_000;
+        Ok(Some(o))
+    }
+}
+
+/// What the persister did in a run.
+struct PersistOutcome {
+    stats: std::sync::Arc<hermes_persist::PersistStats>,
+    segment: PathBuf,
+    torn: Vec<(String, hermes_ingest::capture::TornTail)>,
+    result: std::result::Result<(), hermes_persist::PersistError>,
+}
+
+fn finish_persister(p: hermes_persist::Persister) -> PersistOutcome {
+    let stats = p.stats();
+    let segment = p.recovery().segment.clone();
+    let torn = p.recovery().torn.clone();
+    let result = p.finish().map(|_| ());
+    PersistOutcome {
+        stats,
+        segment,
+        torn,
+        result,
+    }
+}
+
+fn report_persist(p: &PersistOutcome) -> Result<()> {
+    for (seg, t) in &p.torn {
+        eprintln!(
+            "hermes: journal {seg}: torn tail at byte {} ({}; {} trailing bytes) cut at start; everything before it was kept and written",
+            t.offset, t.reason, t.trailing_bytes
+        );
+    }
+    eprintln!("persisted ({}): {}", p.segment.display(), p.stats.summary());
+    if let Err(e) = &p.result {
+        bail!("persister: {e}");
+    }
+    Ok(())
+}
+
+fn cmd_db_migrate(url: &str) -> Result<()> {
+    let applied = hermes_persist::migrate(url).context("migrating the schema")?;
+    if applied.is_empty() {
+        println!("schema up to date");
+    } else {
+        println!("applied migrations {applied:?}");
+    }
+    Ok(())
+}
+
+/// The demo's PostgreSQL directory: under the demo directory, unless the server user
+/// (as root: `postgres`) cannot reach it (e.g. under /root), then under /var/tmp.
+fn demo_pg_dir(dir: &Path) -> PathBuf {
+    let d = dir.join("pg");
+    if hermes_persist::local_pg::reachable_by_server(dir) {
+        d
+    } else {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        PathBuf::from(format!("/var/tmp/hermes-demo-{uid}/pg"))
+    }
 }

@@ -1,0 +1,234 @@
+//! `hermes` with PostgreSQL: `replay --database-url` killed with SIGKILL mid-run and run
+//! again gives exactly the rows of an uninterrupted run; `db migrate`; `demo` with its
+//! private cluster, twice. The database is a cluster this test process starts and
+//! removes (`hermes_persist::local_pg`, the harness every crate's tests share).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hermes_persist::local_pg;
+use postgres::{Client, NoTls};
+
+fn hermes() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hermes"));
+    c.env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    c
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("hermes-cli-pg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn db(prefix: &str) -> String {
+    local_pg::shared()
+        .expect("a local PostgreSQL cluster (apt-get install postgresql)")
+        .fresh_database(prefix)
+        .unwrap()
+}
+
+/// Row counts and a digest of every row of the four tables (ingest_offsets differs by
+/// design: one row per journal segment).
+fn fingerprint(url: &str) -> Vec<(String, i64, String)> {
+    let mut c = Client::connect(url, NoTls).unwrap();
+    [
+        ("raw_events", "stream, frame_no", "stream || frame_no || venue || coalesce(seq::text, '') || coalesce(channel, '') || coalesce(event_type, '') || receive_ts::text || coalesce(frame::text, '')"),
+        ("trades", "venue, symbol, aggregate, trade_id", "venue || symbol || trade_id || price::text || size::text || side || exchange_ts::text || receive_ts::text"),
+        ("book_snapshots", "venue, symbol, ts", "venue || symbol || ts::text || update_id || bid_px::text || bid_qty::text || ask_px::text || ask_qty::text || stale || crossed"),
+        ("top_of_book", "venue, symbol, ts", "venue || symbol || ts::text || update_id || coalesce(bid_px::text, '') || coalesce(ask_px::text, '') || coalesce(mid::text, '') || stale"),
+    ]
+    .iter()
+    .map(|(t, order, row)| {
+        let r = c
+            .query_one(
+                &format!("SELECT count(*), coalesce(md5(string_agg({row}, ',' ORDER BY {order})), '') FROM {t}"),
+                &[],
+            )
+            .unwrap();
+        (t.to_string(), r.get(0), r.get(1))
+    })
+    .collect()
+}
+
+fn replay_cmd(cap: &Path, url: &str, dir: &TempDir, journal: &str) -> Command {
+    let mut c = hermes();
+    c.arg("replay")
+        .arg(cap)
+        .args(["--database-url", url, "--no-pin", "--journal"])
+        .arg(dir.path(journal))
+        .arg("--shm")
+        .arg(dir.path(&format!("{journal}.shm")));
+    c
+}
+
+#[test]
+fn kill_9_mid_replay_then_rerun_loses_and_duplicates_nothing() {
+    let dir = TempDir::new("kill");
+    let cap = dir.path("big.hcap");
+    run_ok(
+        hermes()
+            .args(["generate", "--frames", "60000", "--out"])
+            .arg(&cap),
+    );
+    // The reference: one uninterrupted run.
+    let reference_url = db("kill_ref");
+    let out = run_ok(&mut replay_cmd(&cap, &reference_url, &dir, "jref"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("persisted ("), "{stderr}");
+    assert!(stderr.contains("lag 0 bytes"), "{stderr}");
+    let want = fingerprint(&reference_url);
+    assert_eq!(want[0].1, 60_000, "one raw_events row per frame");
+    assert!(want.iter().all(|(_, n, _)| *n > 0), "{want:?}");
+
+    // Killed with SIGKILL once the database shows rows, then run again.
+    let url = db("kill");
+    let mut child = replay_cmd(&cap, &url, &dir, "j")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = c
+            .query_opt("SELECT count(*) FROM raw_events", &[])
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.get(0));
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rows appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the replay finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "finished too early");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = fingerprint(&url);
+    assert!(
+        partial[0].1 < want[0].1,
+        "the kill came after everything was written: {partial:?}"
+    );
+    let out = run_ok(&mut replay_cmd(&cap, &url, &dir, "j"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already present"), "{stderr}");
+    assert_eq!(fingerprint(&url), want);
+}
+
+#[test]
+fn db_migrate_is_idempotent() {
+    let url = db("cli_migrate");
+    let out = run_ok(hermes().args(["db", "migrate", "--database-url", &url]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "applied migrations [1]"
+    );
+    let out = run_ok(hermes().args(["db", "migrate"]).env("DATABASE_URL", &url));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "schema up to date"
+    );
+    let out = hermes()
+        .args([
+            "db",
+            "migrate",
+            "--database-url",
+            "host=/nonexistent port=1 dbname=x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("migrating the schema"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops the demo's cluster (left running for `psql` by design) when the test ends.
+struct DemoCluster(PathBuf);
+
+impl Drop for DemoCluster {
+    fn drop(&mut self) {
+        let pidfile = self.0.join("data/postmaster.pid");
+        let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        else {
+            return;
+        };
+        // SAFETY: signalling the demo's postmaster, whose pid its data directory names.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // SAFETY: signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn demo_starts_its_own_postgres_and_running_it_twice_adds_no_rows() {
+    let dir = TempDir::new("demo");
+    let _cluster = DemoCluster(dir.path("pg"));
+    let demo = || {
+        run_ok(
+            hermes()
+                .args(["demo", "--frames", "20000", "--no-pin", "--dir"])
+                .arg(&dir.0)
+                .arg("--shm")
+                .arg(dir.path("demo-shm")),
+        )
+    };
+    let first = String::from_utf8_lossy(&demo().stdout).into_owned();
+    assert!(first.contains("Demo done: 20000 frames"), "{first}");
+    assert!(first.contains("SYN2USDT"), "{first}");
+    assert!(first.contains("raw_events           20000"), "{first}");
+    assert!(first.contains("psql \"host="), "{first}");
+    assert!(first.contains("shm dump"), "{first}");
+    let rows = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| {
+                ["raw_events", "trades", "book_snapshots", "top_of_book"]
+                    .iter()
+                    .any(|t| l.trim_start().starts_with(t))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let second = String::from_utf8_lossy(&demo().stdout).into_owned();
+    assert_eq!(rows(&first).len(), 4, "{first}");
+    assert_eq!(rows(&first), rows(&second), "{second}");
+}
