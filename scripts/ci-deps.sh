@@ -5,12 +5,17 @@
 #   tmux     drives `hermes top` in a real terminal (tools/tests/top.rs)
 #   python3  the Python shm reader and the reference book builder (usually present)
 #   cc       compiles the C shm reader against shm/include/hermes_shm.h (usually present)
+#   postgresql  initdb/postgres for the private clusters the persister tests start
+#            (persist/tests, tools/tests/persist.rs; hermes_persist::local_pg)
 set -euo pipefail
 
 missing=()
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
