@@ -463,6 +463,7 @@ impl DbWriter {
         PersistStats::add(&st.batches, 1);
         PersistStats::set(&st.copy_latency_us_last, us);
         st.copy_latency_us_max.fetch_max(us, Ordering::Relaxed);
+        st.record_batch_latency(us);
         let name = s.name.clone();
         if let Some(o) = self.offsets.as_mut() {
             o.insert(name, (self.batch_end, self.batch_records));

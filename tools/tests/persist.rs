@@ -148,6 +148,60 @@ fn kill_9_mid_replay_then_rerun_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn sigint_flushes_everything_journaled() {
+    let dir = TempDir::new("sigint");
+    let cap = dir.path("paced.hcap");
+    // 1 ms apart: a minute of frames at recorded speed; SIGINT comes long before that.
+    run_ok(
+        hermes()
+            .args(["generate", "--frames", "60000", "--out"])
+            .arg(&cap),
+    );
+    let url = db("sigint");
+    let child = replay_cmd(&cap, &url, &dir, "j")
+        .args(["--speed", "realtime"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c
+        .query_opt("SELECT count(*) FROM raw_events", &[])
+        .ok()
+        .flatten()
+        .map_or(0, |r| r.get::<_, i64>(0))
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no rows appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("lag 0 bytes"), "{stderr}");
+    // Every journaled frame is in the database, once.
+    let mut journaled = 0i64;
+    for e in std::fs::read_dir(dir.path("j")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hcap") {
+            let mut r = hermes_ingest::capture::CaptureReader::open(&p).unwrap();
+            while r.next_record().unwrap().is_some() {
+                journaled += 1;
+            }
+        }
+    }
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM raw_events", &[])
+        .unwrap()
+        .get(0);
+    assert!(journaled > 0 && journaled < 60_000, "{journaled}");
+    assert_eq!(n, journaled);
+}
+
+#[test]
 fn db_migrate_is_idempotent() {
     let url = db("cli_migrate");
     let out = run_ok(hermes().args(["db", "migrate", "--database-url", &url]));
