@@ -306,7 +306,14 @@ impl Projector {
         let (look, agg) = match rec.venue {
             Venue::Coinbase => (look_coinbase(rec.data), false),
             Venue::Binance => look_binance(rec.data, rest),
-            Venue::Webhook => (Look::default(), false),
+            Venue::Webhook => (
+                Look {
+                    channel: Some(b"ingest/tick"),
+                    event_type: Some(b"tick"),
+                    ..Look::default()
+                },
+                false,
+            ),
         };
         if rec.venue == Venue::Coinbase && look.seq == Some(0) {
             // A Coinbase connection numbers its frames from 0: sequence 0 is a new

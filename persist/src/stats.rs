@@ -19,8 +19,7 @@ pub struct PersistStats {
     pub ring_full_waits: AtomicU64,
     /// Records appended to the journal by this process.
     pub journal_records: AtomicU64,
-    /// Bytes of journal not yet committed to PostgreSQL plus committed ones: the size of
-    /// the journal segments this persister knows (all segments, header included).
+    /// Size of the journal segment this run appends to, bytes (header included).
     pub journal_bytes: AtomicU64,
     /// Rows inserted per table ([`TABLES`] order); rows already present (a replay of the
     /// same data) are not counted here but in [`PersistStats::duplicate_rows`].
