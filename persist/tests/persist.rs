@@ -493,3 +493,37 @@ fn migrations_are_idempotent() {
         ["book_snapshots", "ingest_offsets", "raw_events", "top_of_book", "trades"]
     );
 }
+
+#[test]
+fn frames_larger_than_the_ring_pass_and_full_ring_waits_are_counted() {
+    let url = db("ring");
+    let dir = TempDir::new("ring");
+    let mut o = opts(&url, &dir);
+    o.ring_bytes = 4096;
+    let (mut tap, p) = start(o).unwrap();
+    let pad = "x".repeat(10_000);
+    let frames: Vec<(Venue, Option<&'static str>, String)> = (0..200)
+        .map(|i| {
+            let f = bn_trade(i, "2.5", "1", T0 / 1_000_000 + i, true);
+            (
+                Venue::Binance,
+                None,
+                f.replacen("\"M\":true", &format!("\"M\":true,\"pad\":\"{pad}\""), 1),
+            )
+        })
+        .collect();
+    feed(&mut tap, &frames, 0);
+    drop(tap);
+    let rep = p.finish().unwrap();
+    assert!(rep.stats.ring_full_waits.load(Relaxed) > 0);
+    assert_eq!(rep.stats.frames_in.load(Relaxed), 200);
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    assert_eq!(query_i64(&mut c, "SELECT count(*) FROM trades"), 200);
+    assert_eq!(
+        query_i64(
+            &mut c,
+            "SELECT count(*) FROM raw_events WHERE length(frame->'data'->>'pad') = 10000"
+        ),
+        200
+    );
+}
