@@ -176,7 +176,8 @@ impl Decimal {
 
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // 20 digits for |i64::MIN| plus sign, point and one leading zero fit in 24 bytes.
+        // At most 40 decimals plus one integer digit (or 20 integer digits), a sign and a
+        // point: 48 bytes.
         let mut buf = [0u8; 48];
         let len = write_decimal(self.mantissa, self.decimals, &mut buf);
         // The buffer holds only ASCII digits, '-' and '.'.
@@ -189,7 +190,13 @@ impl fmt::Display for Decimal {
 pub fn write_decimal(mantissa: i64, decimals: u8, out: &mut [u8]) -> usize {
     let neg = mantissa < 0;
     let mut abs = mantissa.unsigned_abs();
-    let mut digits = [0u8; 20];
+    // Any u8 of decimals is displayed (a damaged file may claim 200); past 40 the value
+    // is below 10^-20 of a unit anyway and is shown as 0.
+    if decimals > 40 {
+        out[0] = b'0';
+        return 1;
+    }
+    let mut digits = [0u8; 48];
     let mut n = 0;
     loop {
         digits[n] = b'0' + (abs % 10) as u8;

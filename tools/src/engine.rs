@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use hermes_ingest::{Event, EventSink};
 use hermes_shm::{ShmWriter, WriterOptions};
 
-use crate::books::Books;
+use crate::books::{unix_ns, Books};
+use crate::metrics::EngineMetrics;
 
 /// How a thread waits when it has nothing to do (book thread: ring empty; ingest
 /// thread: ring full).
@@ -113,7 +114,7 @@ impl EventSink for RingSink {
                 Ok(()) => {
                     self.idle.reset();
                     self.pushed += 1;
-                    if self.pushed & 1023 == 0 {
+                    if self.pushed & 63 == 0 {
                         // Relaxed: a statistic read by observers, not a synchronisation.
                         self.stats.pushed.store(self.pushed, Ordering::Relaxed);
                     }
@@ -165,6 +166,10 @@ pub struct EngineOptions {
     pub ring_full: RingFullPolicy,
     /// Pin threads to cores.
     pub pin: bool,
+    /// Where the book thread reports (shared with `/metrics`).
+    pub metrics: Arc<EngineMetrics>,
+    /// Ring counters (shared with `/metrics`).
+    pub ring_stats: Arc<RingStats>,
 }
 
 impl Default for EngineOptions {
@@ -177,6 +182,8 @@ impl Default for EngineOptions {
             idle: IdleStrategy::Backoff,
             ring_full: RingFullPolicy::Block,
             pin: true,
+            metrics: Arc::default(),
+            ring_stats: Arc::default(),
         }
     }
 }
@@ -231,7 +238,8 @@ where
         );
     }
     let (tx, mut rx) = rtrb::RingBuffer::<Event>::new(opts.ring_capacity);
-    let stats = Arc::new(RingStats::default());
+    let stats = opts.ring_stats.clone();
+    let metrics = opts.metrics.clone();
     let start = Instant::now();
     let idle = opts.idle;
     let book_core = pinned.then(|| cores[1]);
@@ -245,14 +253,44 @@ where
             let mut idle = Idle::new(idle);
             let mut last_beat = Instant::now();
             let mut n = 0u64;
+            // Relaxed stores below: statistics for `/metrics`, nothing synchronises on them.
+            let beat = |books: &Books, metrics: &EngineMetrics| {
+                books.heartbeat();
+                metrics
+                    .heartbeat_ns
+                    .store(unix_ns() as u64, Ordering::Relaxed);
+                metrics
+                    .crossed
+                    .store(books.stats.crossed, Ordering::Relaxed);
+            };
+            beat(&books, &metrics);
             loop {
                 match rx.pop() {
                     Ok(ev) => {
-                        books.apply(&ev);
-                        idle.reset();
+                        if let Event::Commit {
+                            exch_ts_ns,
+                            recv_ts_ns,
+                            ..
+                        } = ev
+                        {
+                            if exch_ts_ns > 0 {
+                                metrics
+                                    .recv_lag
+                                    .observe_ns((recv_ts_ns - exch_ts_ns).max(0) as u64);
+                            }
+                        }
                         n += 1;
+                        if n & 63 == 0 {
+                            let t = Instant::now();
+                            books.apply(&ev);
+                            metrics.apply.observe_ns(t.elapsed().as_nanos() as u64);
+                            metrics.events.store(n, Ordering::Relaxed);
+                        } else {
+                            books.apply(&ev);
+                        }
+                        idle.reset();
                         if n & 255 == 0 && last_beat.elapsed() >= Duration::from_millis(100) {
-                            books.heartbeat();
+                            beat(&books, &metrics);
                             last_beat = Instant::now();
                         }
                     }
@@ -260,19 +298,22 @@ where
                         // The producer is gone; anything pushed before is visible now.
                         while let Ok(ev) = rx.pop() {
                             books.apply(&ev);
+                            n += 1;
                         }
                         break;
                     }
                     Err(_) => {
+                        metrics.events.store(n, Ordering::Relaxed);
                         if last_beat.elapsed() >= Duration::from_millis(100) {
-                            books.heartbeat();
+                            beat(&books, &metrics);
                             last_beat = Instant::now();
                         }
                         idle.wait();
                     }
                 }
             }
-            books.heartbeat();
+            metrics.events.store(n, Ordering::Relaxed);
+            beat(&books, &metrics);
             (books, start.elapsed())
         })
         .context("starting the book thread")?;

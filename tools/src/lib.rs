@@ -26,7 +26,9 @@
 pub mod analytics;
 pub mod books;
 pub mod engine;
+pub mod http;
 pub mod live;
+pub mod metrics;
 pub mod replay;
 pub mod report;
 pub mod sim;

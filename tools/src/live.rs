@@ -221,10 +221,15 @@ impl LiveConfig {
         Ok(c)
     }
 
-    fn validate(&self) -> Result<()> {
-        if self.coinbase_products.is_empty() && self.binance_symbols.is_empty() {
-            bail!("no feed configured: set COINBASE_PRODUCTS (e.g. BTC-USD,ETH-USD) and/or BINANCE_SYMBOLS (e.g. BTCUSDT), or [coinbase] products / [binance] symbols in the config file");
+    /// Checks that something will be ingested: a venue, or webhook ticks.
+    pub fn require_feed(&self, webhook: bool) -> Result<()> {
+        if self.coinbase_products.is_empty() && self.binance_symbols.is_empty() && !webhook {
+            bail!("no feed configured: set COINBASE_PRODUCTS (e.g. BTC-USD,ETH-USD) and/or BINANCE_SYMBOLS (e.g. BTCUSDT), or [coinbase] products / [binance] symbols in the config file (or enable webhook ticks with --http and INGEST_USERNAME/INGEST_PASSWORD)");
         }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
         for (name, url) in [
             ("coinbase ws_url (COINBASE_WS_URL)", &self.coinbase_ws_url),
             ("binance ws_url (BINANCE_WS_URL)", &self.binance_ws_url),
@@ -257,6 +262,31 @@ impl LiveConfig {
         Ok(())
     }
 }
+
+/// A validated webhook tick on its way to the ingest thread.
+#[derive(Debug)]
+pub struct TickRequest {
+    /// The canonical webhook frame (see `hermes_ingest::webhook`).
+    pub frame: Vec<u8>,
+    /// Its idempotency key.
+    pub event_id: String,
+    /// Answered once the tick is in the ring (or refused).
+    pub reply: tokio::sync::oneshot::Sender<TickOutcome>,
+}
+
+/// What became of a tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// Decoded and pushed into the ring.
+    Accepted,
+    /// This `event_id` was applied before: acknowledged, not applied again.
+    Duplicate,
+    /// The decoder refused it.
+    Rejected(String),
+}
+
+/// Event ids remembered for idempotency.
+const SEEN_IDS: usize = 1 << 20;
 
 /// Circuit-breaker states, as exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -477,9 +507,42 @@ struct Ctx<'a, S: EventSink> {
     next_conn: u16,
     errors: Vec<String>,
     last_frame: Option<Instant>,
+    seen: std::collections::HashSet<String>,
+    seen_order: VecDeque<String>,
 }
 
 impl<S: EventSink> Ctx<'_, S> {
+    /// A webhook tick: applied once per `event_id`, through the tap and decoder like any
+    /// frame; answered after its events are in the ring.
+    fn tick(&mut self, req: TickRequest) {
+        if self.seen.contains(&req.event_id) {
+            let _ = req.reply.send(TickOutcome::Duplicate);
+            return;
+        }
+        let f = Frame {
+            venue: Venue::Webhook,
+            kind: FrameKind::Ws,
+            conn: 0,
+            recv_ts_ns: unix_ns(),
+            data: &req.frame,
+        };
+        self.tap.frame(&f);
+        let outcome = match self.decoder.decode(&f, self.sink) {
+            Ok(()) => {
+                if self.seen_order.len() >= SEEN_IDS {
+                    if let Some(old) = self.seen_order.pop_front() {
+                        self.seen.remove(&old);
+                    }
+                }
+                self.seen.insert(req.event_id.clone());
+                self.seen_order.push_back(req.event_id);
+                TickOutcome::Accepted
+            }
+            Err(e) => TickOutcome::Rejected(e.to_string()),
+        };
+        let _ = req.reply.send(outcome);
+    }
+
     fn frame(&mut self, venue: Venue, kind: FrameKind<'_>, conn: u16, data: &[u8]) {
         let recv_ts_ns = unix_ns();
         let f = Frame {
@@ -555,6 +618,7 @@ fn ws_config(p: &ConnPolicy) -> WebSocketConfig {
 }
 
 /// Runs the live feeds until `stop`, the duration, or the idle limit.
+#[allow(clippy::too_many_arguments)]
 pub fn ingest<S: EventSink>(
     cfg: &LiveConfig,
     limits: &RunLimits,
@@ -563,6 +627,7 @@ pub fn ingest<S: EventSink>(
     tap: &mut dyn FrameTap,
     stats: &LiveStats,
     stop: &AtomicBool,
+    ticks: Option<tokio::sync::mpsc::Receiver<TickRequest>>,
 ) -> Result<LiveSummary> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -579,6 +644,8 @@ pub fn ingest<S: EventSink>(
         next_conn: 0,
         errors: Vec::new(),
         last_frame: None,
+        seen: Default::default(),
+        seen_order: VecDeque::new(),
     });
     let done = AtomicBool::new(false);
     rt.block_on(async {
@@ -622,7 +689,25 @@ pub fn ingest<S: EventSink>(
                 binance_loop(cfg, &ctx, stats, &done).await;
             }
         };
-        futures_util::future::join3(supervisor, cb, bn).await;
+        let webhook = async {
+            let Some(mut rx) = ticks else { return };
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    req = rx.recv() => match req {
+                        Some(req) => ctx.borrow_mut().tick(req),
+                        None => return,
+                    },
+                    _ = tick.tick() => {
+                        // Relaxed: see the supervisor.
+                        if done.load(Ordering::Relaxed) {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        futures_util::future::join4(supervisor, cb, bn, webhook).await;
     });
     let c = ctx.into_inner();
     stats.publish(&c.decoder.stats());
@@ -1216,8 +1301,18 @@ mod tests {
         std::fs::write(&f, "[coinbase]\nproduct = [\"BTC-USD\"]\n").unwrap();
         let e = format!("{:#}", LiveConfig::load(Some(&f), &|_| None).unwrap_err());
         assert!(e.contains("unknown field `product`"), "{e}");
-        let e = format!("{:#}", LiveConfig::load(None, &|_| None).unwrap_err());
+        let e = format!(
+            "{:#}",
+            LiveConfig::load(None, &|_| None)
+                .unwrap()
+                .require_feed(false)
+                .unwrap_err()
+        );
         assert!(e.contains("no feed configured"), "{e}");
+        LiveConfig::load(None, &|_| None)
+            .unwrap()
+            .require_feed(true)
+            .unwrap();
         let env = |k: &str| match k {
             "COINBASE_PRODUCTS" => Some("BTC-USD".to_string()),
             "COINBASE_WS_URL" => Some("http://x".to_string()),

@@ -132,6 +132,7 @@ impl EngineArgs {
             idle: self.idle,
             ring_full: self.ring_full,
             pin: !self.no_pin,
+            ..EngineOptions::default()
         }
     }
 
@@ -172,6 +173,8 @@ struct ReplayArgs {
     engine: EngineArgs,
     #[command(flatten)]
     persist: PersistArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +226,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -260,10 +264,12 @@ fn run_replay(
     speed: Speed,
     eng: &EngineArgs,
     persist: Option<hermes_persist::PersistOptions>,
+    http: Option<&HttpArgs>,
 ) -> Result<ReplayRun> {
     let source = Source::open(file, &src).with_context(|| format!("opening {}", file.display()))?;
     let dec_opts = eng.decoder();
     let stop = engine::shutdown_flag();
+    let persist_url = persist.as_ref().map(|o| o.database_url.clone());
     let (tap, persister) = match persist {
         Some(o) => {
             let journal = o.journal_dir.clone();
@@ -274,7 +280,20 @@ fn run_replay(
         }
         None => (None, None),
     };
-    let out = engine::run(&eng.engine(), move |sink| {
+    let eng_opts = eng.engine();
+    let db_url = persist_url;
+    let _http = match http {
+        Some(h) => h.start(
+            None,
+            &eng_opts,
+            None,
+            persister.as_ref().map(|p| p.stats()),
+            db_url,
+            None,
+        )?,
+        None => None,
+    };
+    let out = engine::run(&eng_opts, move |sink| {
         let mut decoder = Decoder::new(dec_opts);
         // The tap is dropped when the replay ends: the persister then writes the rest.
         match tap {
@@ -356,7 +375,7 @@ fn cmd_replay(a: ReplayArgs) -> Result<()> {
         symbol: a.symbol.clone(),
     };
     let persist = a.persist.options(Some(&a.file), &a.engine)?;
-    let r = run_replay(&a.file, src, a.speed, &a.engine, persist)?;
+    let r = run_replay(&a.file, src, a.speed, &a.engine, persist, Some(&a.http))?;
     if a.print_final {
         let mut out = std::io::stdout().lock();
         for l in &r.lines {
@@ -610,6 +629,7 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
         Speed::Max,
         &a.engine,
         opts,
+        None,
     )?;
     eprintln!("{}", summary_line(&sample, &r));
     if let Some(p) = &r.persist {
@@ -696,8 +716,15 @@ struct RunArgs {
     /// Largest accepted WebSocket message in bytes.
     #[arg(long)]
     max_frame_bytes: Option<usize>,
+    /// Do not serve HTTP (by default `run` serves on 127.0.0.1:9100).
+    #[arg(long)]
+    no_http: bool,
     #[command(flatten)]
     engine: EngineArgs,
+    #[command(flatten)]
+    persist: PersistArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Args, Debug)]
@@ -794,6 +821,8 @@ fn secs(v: Option<f64>, name: &str) -> Result<Option<Duration>> {
 
 fn cmd_run(a: RunArgs, recorder: Option<hermes::live::Recorder>) -> Result<()> {
     let cfg = live_config(&a)?;
+    let webhook = a.http.ingest_username.is_some() && !a.no_http;
+    cfg.require_feed(webhook)?;
     let limits = hermes::live::RunLimits {
         duration: secs(a.duration, "duration")?,
         until_idle: secs(a.until_idle, "until-idle")?,
@@ -803,20 +832,70 @@ fn cmd_run(a: RunArgs, recorder: Option<hermes::live::Recorder>) -> Result<()> {
     let dec_opts = a.engine.decoder();
     let stop = engine::shutdown_flag();
     let st = stats.clone();
-    let out = engine::run(&a.engine.engine(), move |sink| {
+    let eng_opts = a.engine.engine();
+    let (ptap, persister) = match a.persist.options(None, &a.engine)? {
+        Some(o) => {
+            let journal = o.journal_dir.clone();
+            let (tap, p) = hermes_persist::start(o).with_context(|| {
+                format!("starting the persister (journal {})", journal.display())
+            })?;
+            (Some(tap), Some(p))
+        }
+        None => (None, None),
+    };
+    let mut venues = Vec::new();
+    if !cfg.coinbase_products.is_empty() {
+        venues.push(Venue::Coinbase);
+    }
+    if !cfg.binance_symbols.is_empty() {
+        venues.push(Venue::Binance);
+    }
+    let (tick_tx, tick_rx) = tokio::sync::mpsc::channel(1024);
+    let http = if a.no_http {
+        None
+    } else {
+        a.http.start(
+            Some("127.0.0.1:9100".parse().expect("literal address")),
+            &eng_opts,
+            Some((stats.clone(), venues)),
+            persister.as_ref().map(|p| p.stats()),
+            a.persist.database_url.clone(),
+            Some(tick_tx),
+        )?
+    };
+    let ticks = http.is_some().then_some(tick_rx);
+    let out = engine::run(&eng_opts, move |sink| {
         let mut recorder = recorder;
-        let mut no_tap = hermes_ingest::NoTap;
-        let tap: &mut dyn hermes_ingest::FrameTap = match &mut recorder {
-            Some(r) => r,
-            None => &mut no_tap,
-        };
-        let r = hermes::live::ingest(&cfg, &limits, Decoder::new(dec_opts), sink, tap, &st, &stop);
+        let mut ptap = ptap;
+        let mut taps: Vec<&mut dyn hermes_ingest::FrameTap> = Vec::new();
+        if let Some(r) = &mut recorder {
+            taps.push(r);
+        }
+        if let Some(t) = &mut ptap {
+            taps.push(t);
+        }
+        let mut tee = Tee(taps);
+        let r = hermes::live::ingest(
+            &cfg,
+            &limits,
+            Decoder::new(dec_opts),
+            sink,
+            &mut tee,
+            &st,
+            &stop,
+            ticks,
+        );
+        drop(tee);
+        // The persister writes the rest once its tap is gone.
+        drop(ptap);
         let rec = recorder.map(|mut r| {
             let fin = r.finish();
             (r.files().to_vec(), r.frames, r.error.clone(), fin)
         });
         (r, rec)
     })?;
+    drop(http);
+    let persist = persister.map(finish_persister);
     let (summary, rec) = out.ingest;
     let summary = summary?;
     if a.print_final {
@@ -845,6 +924,9 @@ fn cmd_run(a: RunArgs, recorder: Option<hermes::live::Recorder>) -> Result<()> {
         out.elapsed.as_secs_f64(),
         stats.line()
     );
+    if let Some(p) = &persist {
+        report_persist(p)?;
+    }
     if let Some((files, frames, err, fin)) = rec {
         eprintln!(
             "recorded {frames} frames into {} file(s): {}",
@@ -1074,5 +1156,100 @@ fn demo_pg_dir(dir: &Path) -> PathBuf {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
         PathBuf::from(format!("/var/tmp/hermes-demo-{uid}/pg"))
+    }
+}
+
+/// The HTTP face (metrics, health, REST, SSE, webhook).
+#[derive(Args, Debug, Clone)]
+struct HttpArgs {
+    /// Serve HTTP on this address (port 0: any free port; the address is logged).
+    #[arg(long, env = "HERMES_HTTP_ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Require this `x-api-key` on public reads (/symbols, /stream).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Webhook Basic Auth user (with INGEST_PASSWORD; webhook off without both).
+    #[arg(long, env = "INGEST_USERNAME")]
+    ingest_username: Option<String>,
+    /// Webhook Basic Auth password.
+    #[arg(long, env = "INGEST_PASSWORD", hide_env_values = true)]
+    ingest_password: Option<String>,
+    /// Most SSE events per second per client.
+    #[arg(long, default_value_t = 20.0)]
+    sse_max_hz: f64,
+    /// Readiness fails when the persister lags more than this many seconds.
+    #[arg(long, default_value_t = 5)]
+    ready_max_lag_secs: u64,
+}
+
+impl HttpArgs {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        default: Option<std::net::SocketAddr>,
+        eng: &EngineOptions,
+        live: Option<(std::sync::Arc<hermes::live::LiveStats>, Vec<Venue>)>,
+        persist: Option<std::sync::Arc<hermes_persist::PersistStats>>,
+        database_url: Option<String>,
+        ticks: Option<tokio::sync::mpsc::Sender<hermes::live::TickRequest>>,
+    ) -> Result<Option<hermes::http::HttpServer>> {
+        let Some(addr) = self.http.or(default) else {
+            return Ok(None);
+        };
+        let explicit = self.http.is_some();
+        let Some(shm) = eng.shm_path.clone() else {
+            return Ok(None);
+        };
+        let ingest_auth = match (&self.ingest_username, &self.ingest_password) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u.clone(), p.clone())),
+            (None, None) => None,
+            _ => bail!(
+                "set both INGEST_USERNAME and INGEST_PASSWORD (non-empty) to enable webhook ticks"
+            ),
+        };
+        let (live, venues) = match live {
+            Some((l, v)) => (Some(l), v),
+            None => (None, Vec::new()),
+        };
+        let server = hermes::http::start(
+            addr,
+            hermes::http::HttpConfig {
+                shm_path: shm,
+                live,
+                venues,
+                ring: eng.ring_stats.clone(),
+                engine: eng.metrics.clone(),
+                persist,
+                database_url,
+                api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+                ticks: if ingest_auth.is_some() { ticks } else { None },
+                ingest_auth,
+                sse_max_hz: self.sse_max_hz,
+                max_persist_lag: Duration::from_secs(self.ready_max_lag_secs),
+            },
+        );
+        match server {
+            Ok(s) => Ok(Some(s)),
+            // The default address may be taken (another engine on this host): go on
+            // without HTTP, and say how to get it.
+            Err(e) if !explicit => {
+                tracing::warn!(
+                    "HTTP not started: {e:#}; pass --http ADDR (port 0 picks a free one)"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Several taps in a row: the recorder and the persister see every frame.
+struct Tee<'a>(Vec<&'a mut dyn hermes_ingest::FrameTap>);
+
+impl hermes_ingest::FrameTap for Tee<'_> {
+    fn frame(&mut self, f: &hermes_ingest::Frame<'_>) {
+        for t in self.0.iter_mut() {
+            t.frame(f);
+        }
     }
 }

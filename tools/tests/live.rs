@@ -296,7 +296,7 @@ fn binance_gaps_resync_one_symbol_and_rate_limits_are_honoured() {
         "--capture",
         bn.to_str().unwrap(),
         "--fault",
-        "gap=every:800",
+        "gap=every:301",
         "--fault",
         "duplicate=every:500",
         "--fault",
