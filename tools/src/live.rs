@@ -564,7 +564,7 @@ impl<S: EventSink> Ctx<'_, S> {
                     "{} frame on connection {conn}: {e}{venue_msg}",
                     venue.name()
                 );
-                tracing::warn!("{msg}");
+                tracing::warn!(venue = venue.name(), conn, "frame refused: {e}{venue_msg}");
                 self.errors.push(msg);
             }
         }

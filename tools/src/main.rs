@@ -24,6 +24,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "hermes", version, propagate_version = true)]
 struct Cli {
+    /// Log as JSON lines (one object per event, with its fields such as venue, symbol
+    /// and connection id) instead of human-readable text.
+    #[arg(long, global = true, env = "HERMES_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -115,6 +119,10 @@ struct EngineArgs {
     /// Decimals of prices and sizes for every instrument (8 covers both venues).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=18))]
     decimals: u8,
+    /// Decimals of one instrument, `VENUE:SYMBOL=PRICE_DECIMALS,SIZE_DECIMALS` (e.g.
+    /// `coinbase:BTC-USD=2,8`), overriding --decimals; repeatable.
+    #[arg(long = "scale", value_parser = parse_scale)]
+    scales: Vec<(Venue, String, hermes_book::Scale)>,
     #[command(flatten)]
     kernels: hermes::analytics::KernelArgs,
 }
@@ -145,6 +153,9 @@ impl EngineArgs {
             price_decimals: self.decimals,
             size_decimals: self.decimals,
         };
+        for (v, sym, sc) in &self.scales {
+            d.scales.overrides.insert((*v, sym.clone()), *sc);
+        }
         d
     }
 }
@@ -219,16 +230,26 @@ struct DemoArgs {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter())
+            .with_target(false)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter())
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let r = match cli.cmd {
         Cmd::Replay(a) => cmd_replay(a),
         Cmd::Shm(ShmCmd::Dump { path, json }) => cmd_shm_dump(&path, json),
@@ -1252,4 +1273,42 @@ impl hermes_ingest::FrameTap for Tee<'_> {
             t.frame(f);
         }
     }
+}
+
+/// Parses `VENUE:SYMBOL=PRICE_DECIMALS,SIZE_DECIMALS`.
+fn parse_scale(s: &str) -> std::result::Result<(Venue, String, hermes_book::Scale), String> {
+    let bad = || {
+        format!("bad --scale {s:?}: use VENUE:SYMBOL=PRICE_DECIMALS,SIZE_DECIMALS, e.g. coinbase:BTC-USD=2,8")
+    };
+    let (inst, dec) = s.split_once('=').ok_or_else(bad)?;
+    let (venue, symbol) = inst.split_once(':').ok_or_else(bad)?;
+    let venue = match venue {
+        "coinbase" => Venue::Coinbase,
+        "binance" => Venue::Binance,
+        "webhook" => Venue::Webhook,
+        _ => {
+            return Err(format!(
+                "bad --scale {s:?}: venue must be coinbase, binance or webhook"
+            ))
+        }
+    };
+    let (p, q) = dec.split_once(',').ok_or_else(bad)?;
+    let d = |t: &str| {
+        t.trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|d| *d <= 18)
+            .ok_or_else(|| format!("bad --scale {s:?}: decimals must be 0..=18"))
+    };
+    if symbol.is_empty() {
+        return Err(bad());
+    }
+    Ok((
+        venue,
+        symbol.to_string(),
+        hermes_book::Scale {
+            price_decimals: d(p)?,
+            size_decimals: d(q)?,
+        },
+    ))
 }
