@@ -426,19 +426,43 @@ impl Decoder {
         let mut first = true;
         let mut i = 0u32;
         while s.elem(&mut first)? {
+            // The common `["price","qty"]` in one pass; anything else, and every error,
+            // through the general path below.
+            if let Some((price, qty)) = s.fixed_pair(scale.price_decimals, scale.size_decimals) {
+                self.sh.pending.push(Event::Level {
+                    inst,
+                    side,
+                    price: Price(price),
+                    qty: Qty(qty),
+                });
+                i += 1;
+                continue;
+            }
             let r = (|| {
                 s.array_begin()?;
                 let mut f = true;
                 if !s.elem(&mut f)? {
                     return Err(DecodeError::new(ErrorKind::Missing, field, s.offset()));
                 }
-                let at = s.offset();
-                let price = dec(s.string().field(field)?, scale.price_decimals, field, at)?;
+                // The common plain decimal in one pass; anything else (and every error)
+                // through the general path.
+                let price = match s.fixed_string(scale.price_decimals) {
+                    Some(v) => v,
+                    None => {
+                        let at = s.offset();
+                        dec(s.string().field(field)?, scale.price_decimals, field, at)?
+                    }
+                };
                 if !s.elem(&mut f)? {
                     return Err(DecodeError::new(ErrorKind::Missing, field, s.offset()));
                 }
-                let at = s.offset();
-                let qty = dec(s.string().field(field)?, scale.size_decimals, field, at)?;
+                let qty = match s.fixed_string(scale.size_decimals) {
+                    Some(v) => v,
+                    None => {
+                        let at = s.offset();
+                        dec(s.string().field(field)?, scale.size_decimals, field, at)?
+                    }
+                };
                 if s.elem(&mut f)? {
                     return Err(DecodeError::new(ErrorKind::BadValue, field, s.offset()));
                 }

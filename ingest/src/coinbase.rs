@@ -334,20 +334,26 @@ impl Decoder {
                             })
                         }
                         b"price_level" => {
-                            price = Some(dec(
-                                s.string().field("price_level")?,
-                                scale.price_decimals,
-                                "price_level",
-                                at,
-                            )?)
+                            price = Some(match s.fixed_string(scale.price_decimals) {
+                                Some(v) => v,
+                                None => dec(
+                                    s.string().field("price_level")?,
+                                    scale.price_decimals,
+                                    "price_level",
+                                    at,
+                                )?,
+                            })
                         }
                         b"new_quantity" => {
-                            qty = Some(dec(
-                                s.string().field("new_quantity")?,
-                                scale.size_decimals,
-                                "new_quantity",
-                                at,
-                            )?)
+                            qty = Some(match s.fixed_string(scale.size_decimals) {
+                                Some(v) => v,
+                                None => dec(
+                                    s.string().field("new_quantity")?,
+                                    scale.size_decimals,
+                                    "new_quantity",
+                                    at,
+                                )?,
+                            })
                         }
                         b"event_time" => last_time = s.string().field("event_time")?,
                         _ => {

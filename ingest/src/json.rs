@@ -162,7 +162,7 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut i = start;
         loop {
-            match memchr::memchr2(b'"', b'\\', &self.b[i..]) {
+            match find_quote_or_backslash(&self.b[i.min(self.b.len())..]) {
                 Some(n) if self.b[i + n] == b'"' => {
                     self.pos = i + n + 1;
                     return Ok(&self.b[start..i + n]);
@@ -178,6 +178,46 @@ impl<'a> Scanner<'a> {
                 return self.err("closing '\"'");
             }
         }
+    }
+
+    /// A string holding a plain non-negative decimal (`"61837.63000000"`, `"0.00583"`,
+    /// `"1925"`) as a mantissa with `decimals` decimals: the venues' prices and sizes,
+    /// parsed in the same pass that finds the closing quote. `Some` only when the result
+    /// is exactly what [`hermes_book::parse_decimal`] gives for the string's contents;
+    /// anything else (a sign, an escape, an exponent, more significant decimals than
+    /// `decimals`, more than 18 digits, not a string) is `None` with the scanner left
+    /// where it was, so the caller takes the general path and its error reporting.
+    #[inline(always)]
+    pub fn fixed_string(&mut self, decimals: u8) -> Option<i64> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let (v, end) = plain_decimal(self.b, self.pos + 1, decimals)?;
+        self.pos = end;
+        Some(v)
+    }
+
+    /// A `["<decimal>","<decimal>"]` pair written without whitespace (a Binance price
+    /// level), both through [`Scanner::fixed_string`]'s rules, starting exactly at the
+    /// scanner's position. `None` (scanner unmoved) for anything else: the caller takes
+    /// the general path.
+    #[inline(always)]
+    pub fn fixed_pair(&mut self, first: u8, second: u8) -> Option<(i64, i64)> {
+        let b = self.b;
+        let i = self.pos;
+        if b.get(i..i + 2) != Some(b"[\"") {
+            return None;
+        }
+        let (p, j) = plain_decimal(b, i + 2, first)?;
+        if b.get(j..j + 2) != Some(b",\"") {
+            return None;
+        }
+        let (q, k) = plain_decimal(b, j + 2, second)?;
+        if b.get(k) != Some(&b']') {
+            return None;
+        }
+        self.pos = k + 1;
+        Some((p, q))
     }
 
     /// An unsigned integer.
@@ -311,6 +351,123 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The plain non-negative decimal whose text starts at `b[i]` and ends at a `"`, as a
+/// mantissa at `decimals`, with the index after the quote; `None` when it is not plain
+/// or not exact (see [`Scanner::fixed_string`]).
+#[inline(always)]
+fn plain_decimal(b: &[u8], start: usize, decimals: u8) -> Option<(i64, usize)> {
+    if decimals > 18 {
+        return None;
+    }
+    let mut i = start;
+    let mut acc: u64 = 0;
+    // At most 18 digits in all keeps every step below 10^18 < i64::MAX.
+    let int_limit = start + (18 - decimals as usize);
+    while let Some(&c) = b.get(i) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        if i == int_limit {
+            return None;
+        }
+        acc = acc * 10 + (c - b'0') as u64;
+        i += 1;
+    }
+    let mut seen = i > start;
+    let mut frac = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        // Eight decimals at once (Binance sends exactly eight).
+        if decimals >= 8 {
+            if let Some(w) = b.get(i..i + 8) {
+                let w = u64::from_le_bytes(w.try_into().ok()?);
+                if eight_digits(w) {
+                    acc = acc * 100_000_000 + eight_digits_value(w);
+                    frac = 8;
+                    seen = true;
+                    i += 8;
+                }
+            }
+        }
+        while let Some(&c) = b.get(i) {
+            if !c.is_ascii_digit() {
+                break;
+            }
+            seen = true;
+            if frac < decimals as u32 {
+                acc = acc * 10 + (c - b'0') as u64;
+                frac += 1;
+            } else if c != b'0' {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    if !seen || b.get(i) != Some(&b'"') {
+        return None;
+    }
+    // Integer digits + decimals <= 18: the product is below 10^18.
+    Some((
+        (acc * POW10[(decimals as u32 - frac) as usize]) as i64,
+        i + 1,
+    ))
+}
+
+const POW10: [u64; 19] = {
+    let mut t = [1u64; 19];
+    let mut i = 1;
+    while i < 19 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// `true` when all eight bytes of `w` (little-endian) are ASCII digits.
+#[inline]
+fn eight_digits(w: u64) -> bool {
+    (w & 0xF0F0_F0F0_F0F0_F0F0)
+        | (((w.wrapping_add(0x0606_0606_0606_0606)) & 0xF0F0_F0F0_F0F0_F0F0) >> 4)
+        == 0x3333_3333_3333_3333
+}
+
+/// The value of eight ASCII digits, the first in the lowest byte.
+#[inline]
+fn eight_digits_value(w: u64) -> u64 {
+    let d = w - 0x3030_3030_3030_3030;
+    let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let d = (d * 100 + (d >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (d * 10_000 + (d >> 32)) & 0xFFFF_FFFF
+}
+
+/// Index of the first `"` or `\\` in `b`, eight bytes at a time (strings on the hot path
+/// are short: a per-call SIMD set-up costs more than it saves there).
+#[inline]
+fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().ok()?);
+        let q = w ^ (LO * b'"' as u64);
+        let s = w ^ (LO * b'\\' as u64);
+        // A zero byte in q or s is a match; the lowest flagged byte is exact.
+        let m = (q.wrapping_sub(LO) & !q | s.wrapping_sub(LO) & !s) & HI;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+        if i >= 64 {
+            // A long string: the SIMD search pays off.
+            return memchr::memchr2(b'"', b'\\', &b[i..]).map(|n| i + n);
+        }
+    }
+    b[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|n| i + n)
+}
+
 /// Parses an RFC 3339 UTC timestamp (`2026-08-09T21:05:48.505350477Z`, or with a
 /// `+HH:MM` offset) into Unix nanoseconds. Fractions beyond 9 digits are truncated.
 pub fn parse_rfc3339_ns(t: &[u8]) -> Option<i64> {
@@ -439,6 +596,87 @@ mod tests {
         assert!(Scanner::new(b"18446744073709551616").u64().is_err());
         assert!(Scanner::new(b"1.5").u64().is_err());
         assert_eq!(Scanner::new(b"18446744073709551615").u64(), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn fixed_strings_match_parse_decimal() {
+        for (text, d) in [
+            (&br#""61837.63000000""#[..], 8u8),
+            (br#""0.00583""#, 8),
+            (br#""1925""#, 8),
+            (br#""1925.""#, 2),
+            (br#"".5""#, 2),
+            (br#""1.2300000000000""#, 2),
+            (br#""0.000000001""#, 8),
+            (br#""92233720368.54775807""#, 8),
+            (br#""9223372036.85477580""#, 8),
+            (br#""-1.5""#, 8),
+            (br#""""#, 8),
+            (br#"".""#, 8),
+            (br#""1e5""#, 8),
+            (br#""1\u0030""#, 8),
+            (br#""12345678.12345678x""#, 8),
+            (br#""12345678.1234567""#, 8),
+            (br#""7""#, 0),
+            (b"17", 8),
+        ] {
+            let mut s = Scanner::new(text);
+            let fast = s.fixed_string(d);
+            let slow = Scanner::new(text)
+                .string()
+                .ok()
+                .and_then(|t| hermes_book::parse_decimal(t, d).ok())
+                .filter(|v| *v >= 0);
+            match fast {
+                Some(v) => {
+                    assert_eq!(Some(v), slow, "{:?}", String::from_utf8_lossy(text));
+                    assert_eq!(s.offset(), text.len());
+                }
+                None => assert_eq!(s.offset(), 0, "{:?}", String::from_utf8_lossy(text)),
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_pairs_take_only_the_plain_layout() {
+        let mut s = Scanner::new(br#"["61837.63000000","0.02000000"],"#);
+        assert_eq!(s.fixed_pair(8, 8), Some((6_183_763_000_000, 2_000_000)));
+        assert_eq!(s.offset(), 31);
+        for text in [
+            &br#"[ "1.5","2"]"#[..],
+            br#"["1.5","2","3"]"#,
+            br#"["-1.5","2"]"#,
+            br#"["1.5",2]"#,
+            br#"["1.000000001","2"]"#,
+            br#"["1.5""#,
+        ] {
+            let mut s = Scanner::new(text);
+            assert_eq!(
+                s.fixed_pair(8, 8),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert_eq!(s.offset(), 0);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fixed_string_agrees_with_parse_decimal(int in "[0-9]{0,12}", frac in "[0-9]{0,12}", dot: bool, d in 0u8..=18, tail in "[\"x\\\\e-]") {
+            let text = format!("\"{}{}{}{}", int, if dot { "." } else { "" }, if dot { frac.as_str() } else { "" }, tail);
+            let mut s = Scanner::new(text.as_bytes());
+            let fast = s.fixed_string(d);
+            let slow = Scanner::new(text.as_bytes())
+                .string()
+                .ok()
+                .and_then(|t| hermes_book::parse_decimal(t, d).ok());
+            if let Some(v) = fast {
+                proptest::prop_assert_eq!(Some(v), slow);
+            } else {
+                proptest::prop_assert_eq!(s.offset(), 0);
+            }
+        }
     }
 
     #[test]
