@@ -167,6 +167,9 @@ impl CaptureWriter {
         let f = File::create(path).map_err(io)?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
         out.write_all(&file_header()).map_err(io)?;
+        // A reader may open the file as soon as it exists (the persister tails its
+        // journal): the header is on disk before anyone can look.
+        out.flush().map_err(io)?;
         Ok(CaptureWriter {
             out,
             path: path.to_path_buf(),

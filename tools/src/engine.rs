@@ -23,8 +23,9 @@ pub enum IdleStrategy {
     /// Spin briefly, then `sched_yield`: low latency, still 100% CPU when idle, but other
     /// runnable threads get the core.
     SpinYield,
-    /// Spin, yield, then sleep with exponential back-off (50 µs → 1 ms): near-zero CPU
-    /// when idle, up to ~1 ms wake-up after a quiet spell.
+    /// Spin, yield for up to 2 ms of idleness, then sleep with exponential back-off
+    /// (50 µs → 1 ms): near-zero CPU when the feed is quiet, yet no sleep's wake-up
+    /// delay between the messages of a busy feed; up to ~1 ms after a quiet spell.
     Backoff,
 }
 
@@ -42,18 +43,29 @@ pub enum RingFullPolicy {
 pub struct Idle {
     strategy: IdleStrategy,
     round: u32,
+    /// When the current idle spell started (Backoff's yield phase is timed).
+    since: Option<Instant>,
 }
+
+/// How long Backoff keeps yielding before it starts to sleep: a feed that is merely
+/// between two messages (tens of µs) never pays a sleep's wake-up delay.
+const YIELD_PHASE: Duration = Duration::from_millis(2);
 
 impl Idle {
     /// A new idle state.
     pub fn new(strategy: IdleStrategy) -> Idle {
-        Idle { strategy, round: 0 }
+        Idle {
+            strategy,
+            round: 0,
+            since: None,
+        }
     }
 
     /// Work was found: start over.
     #[inline]
     pub fn reset(&mut self) {
         self.round = 0;
+        self.since = None;
     }
 
     /// Nothing to do: wait a little.
@@ -71,11 +83,15 @@ impl Idle {
             }
             IdleStrategy::Backoff => {
                 if self.round < 100 {
-                    std::hint::spin_loop()
-                } else if self.round < 200 {
-                    std::thread::yield_now()
+                    std::hint::spin_loop();
+                    return;
+                }
+                let since = *self.since.get_or_insert_with(Instant::now);
+                if since.elapsed() < YIELD_PHASE {
+                    std::thread::yield_now();
                 } else {
-                    let exp = (self.round - 200).min(5);
+                    // Idle for a while: sleep, 50 µs doubling to 1 ms.
+                    let exp = (self.round.saturating_sub(100) / 64).min(5);
                     std::thread::sleep(
                         Duration::from_micros(50 << exp).min(Duration::from_millis(1)),
                     );
@@ -170,6 +186,9 @@ pub struct EngineOptions {
     pub metrics: Arc<EngineMetrics>,
     /// Ring counters (shared with `/metrics`).
     pub ring_stats: Arc<RingStats>,
+    /// Record, per commit, receive time → visible in shm (meaningful for live feeds,
+    /// where the receive time is this host's clock at the socket).
+    pub measure_visible: bool,
 }
 
 impl Default for EngineOptions {
@@ -179,11 +198,12 @@ impl Default for EngineOptions {
             shm_slots: 256,
             shm_group_readable: false,
             ring_capacity: 1 << 16,
-            idle: IdleStrategy::Backoff,
+            idle: IdleStrategy::SpinYield,
             ring_full: RingFullPolicy::Block,
             pin: true,
             metrics: Arc::default(),
             ring_stats: Arc::default(),
+            measure_visible: false,
         }
     }
 }
@@ -200,6 +220,8 @@ pub struct EngineResult<T> {
     pub elapsed: Duration,
     /// Whether threads were pinned.
     pub pinned: bool,
+    /// Receive → visible-in-shm latency per commit, ns (when `measure_visible`).
+    pub visible_ns: hdrhistogram::Histogram<u64>,
 }
 
 /// Runs `ingest` on a pinned ingest thread feeding a pinned book thread, until `ingest`
@@ -242,6 +264,7 @@ where
     let metrics = opts.metrics.clone();
     let start = Instant::now();
     let idle = opts.idle;
+    let measure_visible = opts.measure_visible;
     let book_core = pinned.then(|| cores[1]);
     let book = std::thread::Builder::new()
         .name("hermes-book".into())
@@ -250,6 +273,10 @@ where
                 core_affinity::set_for_current(c);
             }
             let mut books = Books::new(shm);
+            // 1 ns to 1 h at 3 significant digits; larger values are clamped to 1 h.
+            let mut visible =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+                    .expect("valid histogram bounds");
             let mut idle = Idle::new(idle);
             let mut last_beat = Instant::now();
             let mut n = 0u64;
@@ -280,6 +307,15 @@ where
                             }
                         }
                         n += 1;
+                        if measure_visible {
+                            if let Event::Commit { recv_ts_ns, .. } = ev {
+                                books.apply(&ev);
+                                // Saturating: a histogram record never fails the thread.
+                                visible.saturating_record((unix_ns() - recv_ts_ns).max(0) as u64);
+                                idle.reset();
+                                continue;
+                            }
+                        }
                         if n & 63 == 0 {
                             let t = Instant::now();
                             books.apply(&ev);
@@ -314,7 +350,7 @@ where
             }
             metrics.events.store(n, Ordering::Relaxed);
             beat(&books, &metrics);
-            (books, start.elapsed())
+            (books, start.elapsed(), visible)
         })
         .context("starting the book thread")?;
     let ingest_core = pinned.then(|| cores[0]);
@@ -339,7 +375,7 @@ where
     let ingest = ing
         .join()
         .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))?;
-    let (books, elapsed) = book
+    let (books, elapsed, visible_ns) = book
         .join()
         .map_err(|_| anyhow::anyhow!("the book thread panicked"))?;
     Ok(EngineResult {
@@ -348,6 +384,7 @@ where
         ring: stats,
         elapsed,
         pinned,
+        visible_ns,
     })
 }
 
