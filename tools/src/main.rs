@@ -238,7 +238,9 @@ fn main() {
     let cli = Cli::parse();
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+            // PostgreSQL's NOTICEs (e.g. "relation already exists, skipping" from the
+            // idempotent migrations) are not events a user needs.
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"))
     };
     if cli.log_json {
         tracing_subscriber::fmt()
@@ -727,6 +729,7 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
         None => println!("PostgreSQL:    {url}"),
     }
     println!("Look further:");
+    println!("  {exe} top --shm {shm} --once       # the live view (drop --once for the interactive one)");
     println!("  {exe} shm dump {shm}               # the books, from the shm file");
     println!("  {exe} shm dump {shm} --json        # the same data as JSON");
     println!("  python3 shm/python/hermes_shm.py {shm}   # the stdlib-only Python reader");
