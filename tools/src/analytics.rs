@@ -1,11 +1,9 @@
 //! The analytics kernels on the engine side: their command-line settings
 //! ([`KernelArgs`], flattened into every engine subcommand), the engine-wide
-//! configuration the book thread picks up ([`set_default_config`]), and the mapping of
+//! configuration handed to the book thread through `EngineOptions::kernels`, and the mapping of
 //! computed [`KernelValues`] into the shm slot ([`slot_kernels`]).
 //!
 //! The kernels themselves (definitions, units, tests) live in `hermes_book::kernels`.
-
-use std::sync::RwLock;
 
 use hermes_book::fixed::MAX_DECIMALS;
 use hermes_book::kernels::{KernelConfig, KernelValues, Kernels, MAX_LEVELS, WINDOW_BUCKETS};
@@ -43,35 +41,6 @@ impl KernelArgs {
             rate_window_ns: self.rate_window,
         }
     }
-
-    /// Makes these settings the engine-wide default that [`crate::books::Books::new`]
-    /// (built on the book thread) uses.
-    pub fn install(&self) {
-        let cfg = self.config();
-        debug_assert_eq!(
-            cfg.validate(),
-            Ok(()),
-            "the value parsers check every field"
-        );
-        set_default_config(cfg);
-    }
-}
-
-static DEFAULT: RwLock<Option<KernelConfig>> = RwLock::new(None);
-
-/// Sets the kernel configuration of books created from now on by
-/// [`crate::books::Books::new`].
-pub fn set_default_config(cfg: KernelConfig) {
-    // A poisoned lock only means a panic elsewhere mid-store of a `Copy` value.
-    *DEFAULT.write().unwrap_or_else(|e| e.into_inner()) = Some(cfg);
-}
-
-/// The configuration set by [`set_default_config`], or [`KernelConfig::default`].
-pub fn default_config() -> KernelConfig {
-    DEFAULT
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or_default()
 }
 
 /// The slot form of one computation of `kernels`.

@@ -76,10 +76,9 @@ pub fn unix_ns() -> i64 {
 }
 
 impl Books {
-    /// Books publishing into `shm` (or nowhere), with the engine-wide kernel settings
-    /// ([`crate::analytics::default_config`]).
+    /// Books publishing into `shm` (or nowhere), with the default kernel settings.
     pub fn new(shm: Option<ShmWriter>) -> Books {
-        Books::with_kernel_config(shm, crate::analytics::default_config())
+        Books::with_kernel_config(shm, KernelConfig::default())
     }
 
     /// Books whose instruments compute their kernels with `kernel_config`.

@@ -186,6 +186,8 @@ pub struct EngineOptions {
     pub metrics: Arc<EngineMetrics>,
     /// Ring counters (shared with `/metrics`).
     pub ring_stats: Arc<RingStats>,
+    /// Settings of the analytics kernels.
+    pub kernels: hermes_book::kernels::KernelConfig,
     /// Record, per commit, receive time → visible in shm (meaningful for live feeds,
     /// where the receive time is this host's clock at the socket).
     pub measure_visible: bool,
@@ -204,6 +206,7 @@ impl Default for EngineOptions {
             metrics: Arc::default(),
             ring_stats: Arc::default(),
             measure_visible: false,
+            kernels: Default::default(),
         }
     }
 }
@@ -265,6 +268,7 @@ where
     let start = Instant::now();
     let idle = opts.idle;
     let measure_visible = opts.measure_visible;
+    let kernels = opts.kernels;
     let book_core = pinned.then(|| cores[1]);
     let book = std::thread::Builder::new()
         .name("hermes-book".into())
@@ -272,7 +276,7 @@ where
             if let Some(c) = book_core {
                 core_affinity::set_for_current(c);
             }
-            let mut books = Books::new(shm);
+            let mut books = Books::with_kernel_config(shm, kernels);
             // 1 ns to 1 h at 3 significant digits; larger values are clamped to 1 h.
             let mut visible =
                 hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)

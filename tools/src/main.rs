@@ -132,9 +132,6 @@ struct EngineArgs {
 
 impl EngineArgs {
     fn engine(&self) -> EngineOptions {
-        // The book thread builds its books inside the engine; the kernel settings reach
-        // them as the engine-wide default.
-        self.kernels.install();
         EngineOptions {
             shm_path: Some(self.shm.clone()),
             shm_slots: self.shm_slots,
@@ -143,6 +140,7 @@ impl EngineArgs {
             idle: self.idle,
             ring_full: self.ring_full,
             pin: !self.no_pin,
+            kernels: self.kernels.config(),
             ..EngineOptions::default()
         }
     }
