@@ -316,54 +316,55 @@ pub fn run(cfg: &Config) -> Result<Stage> {
             sus.reader.figure.p99.unwrap_or(0.0) / 1000.0
         )),
     );
-    // Idle strategies at a modest rate.
-    let idle_rate = 10e3;
-    let idle_secs = cfg.size(2.0, 0.5);
+    // Idle strategies at a modest rate, and at a quiet one (gaps longer than Backoff's
+    // yield phase, so that it sleeps).
     let mut idle_out = Vec::new();
-    for (name, s) in [
-        ("spin", IdleStrategy::Spin),
-        ("spin_yield", IdleStrategy::SpinYield),
-        ("backoff", IdleStrategy::Backoff),
-    ] {
-        let o = trial(
-            cfg,
-            &frames,
-            (idle_rate * idle_secs) as usize,
-            Some(idle_rate),
-            s,
-            name,
-        )?;
-        idle_out.push((name, o));
-    }
-    let backoff = idle_out
-        .iter()
-        .find(|(n, _)| *n == "backoff")
-        .map(|(_, o)| o.clone())
-        .unwrap_or_default();
     let cores = |o: &TrialOut| o.book_cpu_s / o.wall_s.max(1e-9);
-    for (name, o) in &idle_out {
-        metrics.push(
-            Metric::lower(
-                &format!("e2e.idle.{name}.latency"),
-                &format!(
-                    "e2e latency at 10k msg/s with IdleStrategy::{name} (both engine threads)"
-                ),
-                "µs",
-                us(&o.reader.figure),
-            )
-            .vs("IdleStrategy::Backoff", us(&backoff.reader.figure), None)
-            .note(trial_notes(o)),
-        );
-        metrics.push(
-            Metric::lower(
-                &format!("e2e.idle.{name}.cpu"),
-                &format!("CPU of the engine at 10k msg/s with IdleStrategy::{name} (getrusage: process minus the pacing ingest thread), cores busy"),
-                "cores",
-                Figure::scalar(cores(o)),
-            )
-            .vs("IdleStrategy::Backoff", Figure::scalar(cores(&backoff)), None)
-            .note(format!("ingest thread (the load generator: it sleeps until 200 µs before each send, then yields): {:.2} cores; reader process: {:.2} cores", o.ingest_cpu_s / o.wall_s.max(1e-9), o.reader.cpu_s / o.wall_s.max(1e-9))),
-        );
+    for (rate, rate_key, secs) in [
+        (10e3, "", cfg.size(2.0, 0.5)),
+        (200.0, ".quiet", cfg.size(3.0, 1.0)),
+    ] {
+        let mut outs = Vec::new();
+        for (name, s) in [
+            ("spin", IdleStrategy::Spin),
+            ("spin_yield", IdleStrategy::SpinYield),
+            ("backoff", IdleStrategy::Backoff),
+        ] {
+            let o = trial(cfg, &frames, (rate * secs) as usize, Some(rate), s, name)?;
+            outs.push((name, o));
+        }
+        let backoff = outs
+            .iter()
+            .find(|(n, _)| *n == "backoff")
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default();
+        for (name, o) in &outs {
+            metrics.push(
+                Metric::lower(
+                    &format!("e2e.idle{rate_key}.{name}.latency"),
+                    &format!(
+                        "e2e latency at {rate:.0} msg/s with IdleStrategy::{name} (both engine threads)"
+                    ),
+                    "µs",
+                    us(&o.reader.figure),
+                )
+                .vs("IdleStrategy::Backoff", us(&backoff.reader.figure), None)
+                .note(trial_notes(o)),
+            );
+            metrics.push(
+                Metric::lower(
+                    &format!("e2e.idle{rate_key}.{name}.cpu"),
+                    &format!("CPU of the engine at {rate:.0} msg/s with IdleStrategy::{name} (getrusage: process minus the pacing ingest thread), cores busy"),
+                    "cores",
+                    Figure::scalar(cores(o)),
+                )
+                .vs("IdleStrategy::Backoff", Figure::scalar(cores(&backoff)), None)
+                .note(format!("ingest thread (the load generator: it sleeps until 200 µs before each send, then yields): {:.2} cores; reader process: {:.2} cores", o.ingest_cpu_s / o.wall_s.max(1e-9), o.reader.cpu_s / o.wall_s.max(1e-9))),
+            );
+        }
+        if rate_key.is_empty() {
+            idle_out = outs;
+        }
     }
     let p99 = |n: &str| {
         idle_out
