@@ -18,8 +18,8 @@ use crate::report::{num, Better, Report};
 pub struct Tolerance {
     /// Largest accepted fall of a ratio, as a fraction (0.3 = a ratio may drop by 30%).
     pub ratio: f64,
-    /// The same for the multi-process, scheduler-bound stages (e2e, ws, persist, memory)
-    /// and for absolute figures.
+    /// The same for the cross-thread and multi-process, scheduler-bound figures (ring,
+    /// shm visibility, e2e, ws, persist, memory) and for absolute figures.
     pub noisy: f64,
 }
 
@@ -62,9 +62,16 @@ pub fn load(path: &Path) -> Result<Report> {
 }
 
 fn noisy(id: &str) -> bool {
-    ["e2e.", "ws.", "persist.", "memory."]
-        .iter()
-        .any(|p| id.starts_with(p))
+    [
+        "e2e.",
+        "ws.",
+        "persist.",
+        "memory.",
+        "ring.",
+        "shm.visibility",
+    ]
+    .iter()
+    .any(|p| id.starts_with(p))
 }
 
 /// Compares `new` with `base`; returns the printed comparison and the regressions.
@@ -94,7 +101,7 @@ pub fn compare(new: &Report, base: &Report, tol: Tolerance) -> (String, Vec<Stri
     }
     let _ = writeln!(
         s,
-        "tolerance: ratios may fall by {:.0}% ({:.0}% for e2e/ws/persist/memory and for absolute figures)\n",
+        "tolerance: ratios may fall by {:.0}% ({:.0}% for ring, shm visibility, e2e, ws, persist, memory and for absolute figures)\n",
         tol.ratio * 100.0,
         tol.noisy * 100.0
     );

@@ -48,7 +48,8 @@ enum Cmd {
         /// Largest accepted fall of a same-run ratio (0.3 = 30%).
         #[arg(long, default_value_t = 0.30)]
         tolerance: f64,
-        /// Tolerance for e2e/ws/persist/memory ratios and for absolute figures.
+        /// Tolerance for the scheduler-bound ratios (ring, shm visibility, e2e, ws, persist,
+        /// memory) and for absolute figures.
         #[arg(long, default_value_t = 0.60)]
         noisy_tolerance: f64,
         /// Print the comparison but always exit 0 (CI smoke runs on noisy machines).
