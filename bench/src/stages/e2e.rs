@@ -38,7 +38,7 @@ pub struct TrialOut {
     pub p50_behind_ns: i64,
     /// Times the ingest thread found the ring full.
     pub ring_full: u64,
-    /// CPU of the engine's threads (process minus the pacing ingest thread), s.
+    /// CPU of the engine's book thread over the measured window (process minus the load-generating ingest thread), s.
     pub book_cpu_s: f64,
     /// CPU of the ingest thread, s.
     pub ingest_cpu_s: f64,
@@ -108,11 +108,9 @@ pub fn trial(
     let frames = frames.clone();
     let exe = cfg.exe.clone();
     let n = n.min(frames.len().saturating_sub(WARM));
-    let cpu0 = cpu_time();
-    let res = engine::run(&opts, move |sink| -> Result<(TrialOut, f64)> {
+    let res = engine::run(&opts, move |sink| -> Result<TrialOut> {
         // SAFETY: prctl(PR_SET_TIMERSLACK) only sets this thread's timer slack.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-        let cpu_start = thread_cpu();
         let mut dec = Decoder::default();
         for f in &frames[..WARM] {
             let _ = dec.decode(&f.frame(mono_ns()), sink);
@@ -128,6 +126,9 @@ pub fn trial(
             },
         )?;
         let start = mono_ns() + 2_000_000;
+        // CPU over the measured window only: the whole process (the engine's threads; the
+        // caller is blocked in join) and this, the load-generating ingest thread.
+        let (proc0, thread0) = (cpu_time(), thread_cpu());
         let mut max_behind = 0i64;
         let mut behind = crate::util::hist(60_000_000_000);
         let mut due = start;
@@ -145,31 +146,29 @@ pub fn trial(
             let _ = dec.decode(&f.frame(due), sink);
         }
         let end = mono_ns();
+        let (proc1, thread1) = (cpu_time(), thread_cpu());
         let _ = due;
         std::thread::sleep(std::time::Duration::from_millis(30));
         let reader = reader.finish()?;
         let wall = (end - start) as f64 / 1e9;
-        Ok((
-            TrialOut {
-                reader,
-                sent: n as u64,
-                rate: n as f64 / wall,
-                max_behind_ns: max_behind,
-                p50_behind_ns: behind.value_at_quantile(0.5) as i64,
-                wall_s: wall,
-                ..TrialOut::default()
-            },
-            thread_cpu() - cpu_start,
-        ))
+        let ingest_cpu = thread1 - thread0;
+        Ok(TrialOut {
+            reader,
+            sent: n as u64,
+            rate: n as f64 / wall,
+            max_behind_ns: max_behind,
+            p50_behind_ns: behind.value_at_quantile(0.5) as i64,
+            wall_s: wall,
+            ingest_cpu_s: ingest_cpu,
+            book_cpu_s: ((proc1 - proc0).as_secs_f64() - ingest_cpu).max(0.0),
+            ..TrialOut::default()
+        })
     })?;
-    let total_cpu = (cpu_time() - cpu0).as_secs_f64();
-    let (mut out, ingest_cpu) = res.ingest?;
+    let mut out = res.ingest?;
     out.ring_full = res
         .ring
         .full_waits
         .load(std::sync::atomic::Ordering::Relaxed);
-    out.ingest_cpu_s = ingest_cpu;
-    out.book_cpu_s = (total_cpu - ingest_cpu).max(0.0);
     out.pinned = res.pinned;
     let _ = std::fs::remove_file(cfg.tmp.join(format!("e2e-{tag}.shm")));
     Ok(out)
