@@ -436,6 +436,18 @@ impl Decoder {
                     qty: Qty(qty),
                 });
                 i += 1;
+                // The levels that follow directly (`,[…]`), without the general walk.
+                while let Some((price, qty)) =
+                    s.next_fixed_pair(scale.price_decimals, scale.size_decimals)
+                {
+                    self.sh.pending.push(Event::Level {
+                        inst,
+                        side,
+                        price: Price(price),
+                        qty: Qty(qty),
+                    });
+                    i += 1;
+                }
                 continue;
             }
             let r = (|| {

@@ -220,6 +220,22 @@ impl<'a> Scanner<'a> {
         Some((p, q))
     }
 
+    /// `,` directly followed by a [`Scanner::fixed_pair`]: the next level of an array
+    /// being walked. `None` (scanner unmoved) otherwise; the caller's array walk then
+    /// takes the `,` or the `]`.
+    #[inline(always)]
+    pub fn next_fixed_pair(&mut self, first: u8, second: u8) -> Option<(i64, i64)> {
+        if self.b.get(self.pos) != Some(&b',') {
+            return None;
+        }
+        self.pos += 1;
+        let r = self.fixed_pair(first, second);
+        if r.is_none() {
+            self.pos -= 1;
+        }
+        r
+    }
+
     /// An unsigned integer.
     #[inline]
     pub fn u64(&mut self) -> Result<u64> {
