@@ -658,6 +658,15 @@ mod tests {
         let mut s = Scanner::new(br#"["61837.63000000","0.02000000"],"#);
         assert_eq!(s.fixed_pair(8, 8), Some((6_183_763_000_000, 2_000_000)));
         assert_eq!(s.offset(), 31);
+        let mut s = Scanner::new(br#"["1","2"],["3.5","4"], ["5","6"]]"#);
+        assert_eq!(s.fixed_pair(8, 8), Some((100_000_000, 200_000_000)));
+        assert_eq!(s.next_fixed_pair(1, 0), Some((35, 4)));
+        assert_eq!(
+            s.next_fixed_pair(8, 8),
+            None,
+            "whitespace: the general path"
+        );
+        assert_eq!(s.offset(), 21);
         for text in [
             &br#"[ "1.5","2"]"#[..],
             br#"["1.5","2","3"]"#,
