@@ -229,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                     metrics: vec![],
                     notes: vec![format!("failed: {e:#}")],
                     skipped: true,
+                    pinned: false,
                 }
             }
         };

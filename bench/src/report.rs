@@ -214,6 +214,10 @@ pub struct Stage {
     /// Whether the stage was skipped (with the reason in `notes`).
     #[serde(default)]
     pub skipped: bool,
+    /// Whether its measuring threads were pinned to cores (the engine's threads, the ring's
+    /// producer and consumer, the shm writer and reader); single-threaded stages are not.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 /// One run.
@@ -313,6 +317,18 @@ pub fn table(r: &Report) -> String {
             );
             continue;
         }
+        let _ = writeln!(
+            s,
+            "| **{}**: {} cores, threads {}, {:.1} s | | | | | | | | | | | |",
+            st.name,
+            m.cores,
+            if st.pinned {
+                "pinned"
+            } else {
+                "not pinned (one thread)"
+            },
+            st.seconds
+        );
         for mt in &st.metrics {
             let f = &mt.ours;
             let unit = if is_latency(&mt.unit) {

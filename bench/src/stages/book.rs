@@ -269,5 +269,6 @@ pub fn run(cfg: &Config, timer_ns: f64) -> Result<Stage> {
         metrics: out,
         notes: vec![],
         skipped: false,
+        pinned: false,
     })
 }

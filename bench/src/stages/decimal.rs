@@ -164,5 +164,6 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         metrics: out,
         notes: vec![],
         skipped: false,
+        pinned: false,
     })
 }

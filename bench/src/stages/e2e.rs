@@ -390,5 +390,6 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         metrics,
         notes,
         skipped: false,
+        pinned: flat.pinned,
     })
 }

@@ -135,5 +135,6 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         metrics: vec![metric],
         notes: vec![],
         skipped: false,
+        pinned: crate::util::core_ids().len() >= 2,
     })
 }

@@ -165,6 +165,7 @@ pub fn run(cfg: &Config, timer_ns: f64) -> Result<Stage> {
         metrics: out,
         notes,
         skipped: false,
+        pinned: false,
     })
 }
 

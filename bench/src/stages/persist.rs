@@ -264,6 +264,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
             metrics: vec![],
             notes: vec![format!("skipped: {e}")],
             skipped: true,
+            pinned: false,
         });
     }
     // On disk (not the tmpfs scratch directory): fsync has to mean something.
@@ -338,5 +339,6 @@ pub fn run(cfg: &Config) -> Result<Stage> {
                 .into(),
         ],
         skipped: false,
+        pinned: false,
     })
 }

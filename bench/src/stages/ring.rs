@@ -215,5 +215,6 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         metrics,
         notes: vec![],
         skipped: false,
+        pinned,
     })
 }

@@ -483,6 +483,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         metrics,
         notes: vec![],
         skipped: false,
+        pinned: crate::util::core_ids().len() >= 2,
     })
 }
 

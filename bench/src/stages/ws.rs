@@ -453,5 +453,6 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         metrics,
         notes: vec![],
         skipped: false,
+        pinned: crate::util::core_ids().len() >= 2,
     })
 }
