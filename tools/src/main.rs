@@ -662,7 +662,7 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
         report_persist(p)?;
     }
     eprintln!(
-        "[4/5] serving the same sample from the exchange simulator (Coinbase and Binance protocols on local WebSockets) and ingesting it live (hermes run) with the persister"
+        "[4/5] serving the same sample from the exchange simulator (Coinbase and Binance protocols on local WebSockets) and ingesting it live (hermes run)"
     );
     let live = demo_live(&a, &sample, &persist)?;
     let d = &live.decode;
@@ -1445,7 +1445,12 @@ fn demo_live(a: &DemoArgs, sample: &Path, persist: &PersistArgs) -> Result<LiveO
         max_frame_bytes: None,
         no_http: a.http.http.is_none(),
         engine: a.engine.clone(),
-        persist: persist.clone(),
+        // The replay stage already persisted this sample; live frames carry new receive
+        // times, so persisting them would add rows on every demo run.
+        persist: PersistArgs {
+            database_url: None,
+            ..persist.clone()
+        },
         http: a.http.clone(),
     };
     live_run(run, None, Some(cfg))
