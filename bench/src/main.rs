@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Compares a report with an accepted baseline (default:
-    /// perf-baselines/<machine class>.json); exits 1 on a regression beyond the
+    /// `perf-baselines/<machine class>.json`); exits 1 on a regression beyond the
     /// tolerance unless --no-fail.
     Compare {
         /// The new report.

@@ -4,7 +4,7 @@
 //! skipped with bracket matching. String bodies are found with `memchr` (SIMD).
 //!
 //! Cold frames (subscription confirmations, error messages) are parsed with sonic-rs
-//! instead; see [`crate::coinbase`].
+//! instead (see the Coinbase and Binance decoders).
 
 use std::fmt;
 
