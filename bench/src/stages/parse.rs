@@ -154,11 +154,20 @@ pub fn run(cfg: &Config, timer_ns: f64) -> Result<Stage> {
         notes.push(format!("capture {}: {} frames", p.display(), cap.len()));
         metrics("capture", measure(&cap, passes, timer), &mut out);
     }
-    // The snapshot classes are a handful of frames: not worth a regression signal.
-    out.retain(|m| {
-        !(m.id.ends_with("rest_snapshot") || m.id.ends_with("l2_snapshot"))
-            || m.ours.count.unwrap_or(0) >= 100
-    });
+    // Classes with a handful of frames (snapshots, subscription confirmations) give no
+    // distribution worth a regression signal.
+    let few: Vec<String> = out
+        .iter()
+        .filter(|m| m.ours.count.unwrap_or(0) < 100)
+        .map(|m| m.id.clone())
+        .collect();
+    if !few.is_empty() {
+        notes.push(format!(
+            "left out (fewer than 100 frames): {}",
+            few.join(", ")
+        ));
+    }
+    out.retain(|m| m.ours.count.unwrap_or(0) >= 100);
     Ok(Stage {
         name: "parse".into(),
         seconds: t.elapsed().as_secs_f64(),
