@@ -261,6 +261,34 @@ impl SlotKernels {
     }
 }
 
+/// The hot part of a slot (words 1-11): best bid/ask, flags and times, read by
+/// [`ShmReader::read_bbo`] without the levels and kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bbo {
+    /// Seqlock sequence of this copy.
+    pub seq: u64,
+    /// Venue update id / sequence of the last applied message.
+    pub update_id: u64,
+    /// Exchange time, Unix ns.
+    pub exch_ts_ns: i64,
+    /// Receive time, Unix ns.
+    pub recv_ts_ns: i64,
+    /// Publication time, Unix ns.
+    pub publish_ts_ns: i64,
+    /// Publications of this slot.
+    pub updates: u64,
+    /// `FLAG_*` bits.
+    pub flags: u64,
+    /// Best bid price (valid with [`FLAG_HAS_BID`]).
+    pub bid_px: i64,
+    /// Best bid size.
+    pub bid_qty: i64,
+    /// Best ask price (valid with [`FLAG_HAS_ASK`]).
+    pub ask_px: i64,
+    /// Best ask size.
+    pub ask_qty: i64,
+}
+
 /// A consistent copy of one slot. Prices and sizes are mantissas at the instrument's
 /// decimals; times are Unix nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -11,7 +11,7 @@ use memmap2::{Mmap, MmapMut};
 use crate::layout::{
     self, dir, header, slot, DEPTH, DIR_ENTRY_SIZE, MAX_SYMBOL_LEN, SLOT_SIZE, SLOT_WORDS,
 };
-use crate::{seqlock, Instrument, ShmError, SlotIndex, TopOfBook, Venue};
+use crate::{seqlock, Bbo, Instrument, ShmError, SlotIndex, TopOfBook, Venue};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShmError + '_ {
     move |source| ShmError::Io {
@@ -473,6 +473,28 @@ impl ShmReader {
         unsafe { slot_words(self.map.as_ptr(), self.map.len(), off) }
     }
 
+    /// The hot fields only (best bid/ask, flags, times: words 1-11), under the same
+    /// seqlock: the fast read for a strategy polling the touch. `None` when the writer
+    /// stayed inside the slot (see [`ShmReader::read`]).
+    #[inline]
+    pub fn read_bbo(&self, slot: SlotIndex) -> Option<Bbo> {
+        let w = self.words(slot);
+        let mut b = [0u64; slot::ASK_QTY];
+        seqlock::read(&w[0], &w[1..=slot::ASK_QTY], &mut b, READ_ATTEMPTS).map(|seq| Bbo {
+            seq,
+            update_id: b[slot::UPDATE_ID - 1],
+            exch_ts_ns: b[slot::EXCH_TS_NS - 1] as i64,
+            recv_ts_ns: b[slot::RECV_TS_NS - 1] as i64,
+            publish_ts_ns: b[slot::PUBLISH_TS_NS - 1] as i64,
+            updates: b[slot::UPDATES - 1],
+            flags: b[slot::FLAGS - 1],
+            bid_px: b[slot::BID_PX - 1] as i64,
+            bid_qty: b[slot::BID_QTY - 1] as i64,
+            ask_px: b[slot::ASK_PX - 1] as i64,
+            ask_qty: b[slot::ASK_QTY - 1] as i64,
+        })
+    }
+
     /// One attempt at a consistent copy; `None` if the writer was mid-update.
     pub fn try_read(&self, slot: SlotIndex) -> Option<TopOfBook> {
         let w = self.words(slot);
@@ -584,6 +606,11 @@ mod tests {
         assert_eq!(inst[1].symbol, "ETHUSDT");
         assert_eq!((inst[1].price_decimals, inst[1].size_decimals), (2, 4));
         let got = r.read(b).unwrap();
+        let bbo = r.read_bbo(b).unwrap();
+        assert_eq!(
+            (bbo.seq, bbo.bid_px, bbo.ask_px, bbo.flags, bbo.updates),
+            (got.seq, got.bid_px, got.ask_px, got.flags, got.updates)
+        );
         assert_eq!(got.seq, 2);
         assert_eq!(got.bid_levels(), &[(10, 3)]);
         assert_eq!(r.read(a).unwrap().seq, 0);
