@@ -8,7 +8,7 @@
 //! until what it expects shows up, with a deadline.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,28 +16,11 @@ use hermes_shm::{
     ShmWriter, SlotKernels, TopOfBook, Venue, WriterOptions, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
 };
 
+mod common;
+use common::TempDir;
+
 fn hermes() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hermes"))
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("hermes-top-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn unix_ns() -> i64 {
