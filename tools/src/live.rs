@@ -767,15 +767,21 @@ fn subscribe_msg(kind: &str, channel: &str, products: &[String]) -> String {
     )
 }
 
-async fn coinbase_loop<S: EventSink>(
-    cfg: &LiveConfig,
+/// One venue's connection life: back-off and circuit breaker around `session`, which
+/// runs one connection until it ends; a lost connection marks the venue's books stale.
+#[allow(clippy::too_many_arguments)]
+async fn reconnect_loop<S: EventSink>(
+    venue: Venue,
+    url: &str,
+    symbols: &[String],
+    p: &ConnPolicy,
     ctx: &RefCell<Ctx<'_, S>>,
-    stats: &LiveStats,
+    vs: &VenueStats,
     done: &AtomicBool,
+    mut session: impl AsyncFnMut(Ws, u16) -> SessionEnd,
 ) {
-    let p = &cfg.policy;
-    let vs = &stats.coinbase;
-    let mut breaker = Breaker::new(1);
+    let name = venue.name();
+    let mut breaker = Breaker::new(venue as u64);
     let mut first = true;
     // Relaxed: see the supervisor.
     while !done.load(Ordering::Relaxed) {
@@ -783,10 +789,10 @@ async fn coinbase_loop<S: EventSink>(
         if done.load(Ordering::Relaxed) {
             break;
         }
-        breaker.attempt("coinbase");
+        breaker.attempt(name);
         vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
         let started = Instant::now();
-        let end = match connect(&cfg.coinbase_ws_url, p).await {
+        let end = match connect(url, p).await {
             Err(e) => lost(format!("{e:#}")),
             Ok(ws) => {
                 let conn = {
@@ -795,18 +801,17 @@ async fn coinbase_loop<S: EventSink>(
                     c.next_conn
                 };
                 vs.connected.store(true, Ordering::Relaxed);
-                breaker.connected("coinbase");
+                breaker.connected(name);
                 vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
                 if !first {
                     vs.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 first = false;
-                tracing::info!(venue = "coinbase", conn, url = %cfg.coinbase_ws_url, "connected");
-                let end = coinbase_session(ws, conn, cfg, ctx, vs, done).await;
+                tracing::info!(venue = name, conn, %url, "connected");
+                let end = session(ws, conn).await;
                 vs.connected.store(false, Ordering::Relaxed);
                 if matches!(end, SessionEnd::Lost(_)) {
-                    ctx.borrow_mut()
-                        .venue_lost(Venue::Coinbase, &cfg.coinbase_products);
+                    ctx.borrow_mut().venue_lost(venue, symbols);
                 }
                 end
             }
@@ -816,14 +821,34 @@ async fn coinbase_loop<S: EventSink>(
             SessionEnd::Lost(why) => {
                 vs.failures.fetch_add(1, Ordering::Relaxed);
                 if started.elapsed() >= p.healthy_after {
-                    breaker.success("coinbase");
+                    breaker.success(name);
                 }
-                tracing::warn!(venue = "coinbase", "connection lost: {why}");
-                breaker.failure(p, "coinbase");
+                tracing::warn!(venue = name, "connection lost: {why}");
+                breaker.failure(p, name);
                 vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
             }
         }
     }
+}
+
+async fn coinbase_loop<S: EventSink>(
+    cfg: &LiveConfig,
+    ctx: &RefCell<Ctx<'_, S>>,
+    stats: &LiveStats,
+    done: &AtomicBool,
+) {
+    let vs = &stats.coinbase;
+    reconnect_loop(
+        Venue::Coinbase,
+        &cfg.coinbase_ws_url,
+        &cfg.coinbase_products,
+        &cfg.policy,
+        ctx,
+        vs,
+        done,
+        async |ws, conn| coinbase_session(ws, conn, cfg, ctx, vs, done).await,
+    )
+    .await;
 }
 
 async fn coinbase_session<S: EventSink>(
@@ -974,10 +999,7 @@ async fn binance_loop<S: EventSink>(
     stats: &LiveStats,
     done: &AtomicBool,
 ) {
-    let p = &cfg.policy;
     let vs = &stats.binance;
-    let mut breaker = Breaker::new(2);
-    let mut first = true;
     let streams: Vec<String> = cfg
         .binance_symbols
         .iter()
@@ -992,65 +1014,32 @@ async fn binance_loop<S: EventSink>(
         cfg.binance_ws_url.trim_end_matches('/'),
         streams.join("/")
     );
+    // The REST weight budget and any Retry-After outlive a connection.
     let mut weights: VecDeque<(Instant, u32)> = VecDeque::new();
     let mut rest_paused_until = Instant::now();
-    // Relaxed: see the supervisor.
-    while !done.load(Ordering::Relaxed) {
-        sleep_until(breaker.next_attempt, done).await;
-        if done.load(Ordering::Relaxed) {
-            break;
-        }
-        breaker.attempt("binance");
-        vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
-        let started = Instant::now();
-        let end = match connect(&url, p).await {
-            Err(e) => lost(format!("{e:#}")),
-            Ok(ws) => {
-                let conn = {
-                    let mut c = ctx.borrow_mut();
-                    c.next_conn = c.next_conn.wrapping_add(1);
-                    c.next_conn
-                };
-                vs.connected.store(true, Ordering::Relaxed);
-                breaker.connected("binance");
-                vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
-                if !first {
-                    vs.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-                first = false;
-                tracing::info!(venue = "binance", conn, %url, "connected");
-                let end = binance_session(
-                    ws,
-                    conn,
-                    cfg,
-                    ctx,
-                    vs,
-                    done,
-                    &mut weights,
-                    &mut rest_paused_until,
-                )
-                .await;
-                vs.connected.store(false, Ordering::Relaxed);
-                if matches!(end, SessionEnd::Lost(_)) {
-                    ctx.borrow_mut()
-                        .venue_lost(Venue::Binance, &cfg.binance_symbols);
-                }
-                end
-            }
-        };
-        match end {
-            SessionEnd::Done => break,
-            SessionEnd::Lost(why) => {
-                vs.failures.fetch_add(1, Ordering::Relaxed);
-                if started.elapsed() >= p.healthy_after {
-                    breaker.success("binance");
-                }
-                tracing::warn!(venue = "binance", "connection lost: {why}");
-                breaker.failure(p, "binance");
-                vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
-            }
-        }
-    }
+    reconnect_loop(
+        Venue::Binance,
+        &url,
+        &cfg.binance_symbols,
+        &cfg.policy,
+        ctx,
+        vs,
+        done,
+        async |ws, conn| {
+            binance_session(
+                ws,
+                conn,
+                cfg,
+                ctx,
+                vs,
+                done,
+                &mut weights,
+                &mut rest_paused_until,
+            )
+            .await
+        },
+    )
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]
