@@ -851,6 +851,49 @@ async fn coinbase_loop<S: EventSink>(
     .await;
 }
 
+/// What one WebSocket read gave.
+enum Incoming {
+    /// A frame to decode.
+    Frame(tokio_tungstenite::tungstenite::Utf8Bytes),
+    /// A control message (ping, pong, …): the connection is alive, nothing to decode.
+    Other,
+    /// A binary message that is not UTF-8 text: ignored.
+    Skip,
+}
+
+/// Sorts one read: a frame (text, or binary UTF-8 where `binary_text`), a control
+/// message, or the end of the session (counting messages over the size limit).
+fn incoming(
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    venue: Venue,
+    binary_text: bool,
+    vs: &VenueStats,
+    p: &ConnPolicy,
+) -> Result<Incoming, SessionEnd> {
+    match msg {
+        None => Err(lost("closed by the server")),
+        Some(Err(e)) => {
+            if matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
+                // Relaxed: a counter for reports.
+                vs.oversize.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    venue = venue.name(),
+                    "message over the {}-byte limit; reconnecting",
+                    p.max_frame_bytes
+                );
+            }
+            Err(lost(e))
+        }
+        Some(Ok(Message::Text(t))) => Ok(Incoming::Frame(t)),
+        Some(Ok(Message::Binary(b))) if binary_text => {
+            Ok(tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b)
+                .map_or(Incoming::Skip, Incoming::Frame))
+        }
+        Some(Ok(Message::Close(f))) => Err(lost(format!("closed by the server: {f:?}"))),
+        Some(Ok(_)) => Ok(Incoming::Other),
+    }
+}
+
 async fn coinbase_session<S: EventSink>(
     mut ws: Ws,
     conn: u16,
@@ -879,22 +922,14 @@ async fn coinbase_session<S: EventSink>(
     loop {
         tokio::select! {
             msg = ws.next() => {
-                let data = match msg {
-                    None => return lost("closed by the server"),
-                    Some(Err(e)) => {
-                        if matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
-                            vs.oversize.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(venue = "coinbase", "message over the {}-byte limit; reconnecting", p.max_frame_bytes);
-                        }
-                        return lost(e);
+                let data = match incoming(msg, Venue::Coinbase, true, vs, p) {
+                    Err(end) => return end,
+                    Ok(Incoming::Frame(t)) => t,
+                    Ok(Incoming::Other) => {
+                        last_msg = Instant::now();
+                        continue;
                     }
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Binary(b))) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b) {
-                        Ok(t) => t,
-                        Err(_) => continue,
-                    },
-                    Some(Ok(Message::Close(f))) => return lost(format!("closed by the server: {f:?}")),
-                    Some(Ok(_)) => { last_msg = Instant::now(); continue }
+                    Ok(Incoming::Skip) => continue,
                 };
                 last_msg = Instant::now();
                 ctx.borrow_mut().frame(Venue::Coinbase, FrameKind::Ws, conn, data.as_bytes());
@@ -1064,18 +1099,14 @@ async fn binance_session<S: EventSink>(
     loop {
         tokio::select! {
             msg = ws.next() => {
-                let data = match msg {
-                    None => return lost("closed by the server"),
-                    Some(Err(e)) => {
-                        if matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
-                            vs.oversize.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(venue = "binance", "message over the {}-byte limit; reconnecting", p.max_frame_bytes);
-                        }
-                        return lost(e);
+                let data = match incoming(msg, Venue::Binance, false, vs, p) {
+                    Err(end) => return end,
+                    Ok(Incoming::Frame(t)) => t,
+                    Ok(Incoming::Other) => {
+                        last_msg = Instant::now();
+                        continue;
                     }
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(f))) => return lost(format!("closed by the server: {f:?}")),
-                    Some(Ok(_)) => { last_msg = Instant::now(); continue }
+                    Ok(Incoming::Skip) => continue,
                 };
                 last_msg = Instant::now();
                 ctx.borrow_mut().frame(Venue::Binance, FrameKind::Ws, conn, data.as_bytes());
