@@ -7,9 +7,9 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use hermes::synth::{fixed, Rng, Synth, SynthOptions};
 use hermes_ingest::source::{Source, SourceOptions};
 use hermes_ingest::{Frame, FrameKind, Venue};
+use hermes_sim::synth::{fixed, Rng, Synth, SynthOptions};
 
 /// A frame owned by the benchmark, with its class (venue and channel).
 #[derive(Clone, Debug)]

@@ -174,8 +174,17 @@ impl Decimal {
     }
 }
 
+/// `{}` prints the canonical text; `{:#}` keeps every one of `decimals` fraction digits
+/// (`Decimal::new(6183763000000, 8)` as `61837.63000000`, Binance's style).
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() && self.decimals > 0 && self.decimals <= 38 {
+            let p = 10u128.pow(self.decimals as u32);
+            let a = self.mantissa.unsigned_abs() as u128;
+            let sign = if self.mantissa < 0 { "-" } else { "" };
+            let w = self.decimals as usize;
+            return write!(f, "{sign}{}.{:0w$}", a / p, a % p);
+        }
         // At most 40 decimals plus one integer digit (or 20 integer digits), a sign and a
         // point: 48 bytes.
         let mut buf = [0u8; 48];
@@ -292,6 +301,16 @@ mod tests {
             })
         ));
         assert!(parse_decimal(b"NaN", 8).is_err());
+    }
+
+    #[test]
+    fn displays_padded_with_the_alternate_flag() {
+        let d = |m, k| format!("{:#}", Decimal::new(m, k));
+        assert_eq!(d(6_183_763_000_000, 8), "61837.63000000");
+        assert_eq!(d(5, 8), "0.00000005");
+        assert_eq!(d(-50, 2), "-0.50");
+        assert_eq!(d(7, 0), "7");
+        assert_eq!(d(i64::MIN, 8), "-92233720368.54775808");
     }
 
     #[test]

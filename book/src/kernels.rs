@@ -100,6 +100,7 @@
 //! assert_eq!(v.imbalance_ppm, Some(500_000)); // (3 − 1) / 4
 //! ```
 
+use crate::event::TradeSide;
 use crate::fixed::{pow10, Decimal, Scale, MAX_DECIMALS};
 use crate::ladder::{Level, OrderBook};
 
@@ -189,17 +190,6 @@ impl KernelConfig {
         }
         Ok(())
     }
-}
-
-/// The aggressor of a trade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Aggressor {
-    /// Not given by the venue: the trade counts in neither side of the flow.
-    Unknown,
-    /// The buyer took liquidity.
-    Buy,
-    /// The seller took liquidity.
-    Sell,
 }
 
 /// The kernels of one update. See the module docs for definitions and units.
@@ -393,12 +383,12 @@ impl Kernels {
 
     /// Records a trade of `qty` at `ts_ns` (the trade's time).
     #[inline]
-    pub fn on_trade(&mut self, ts_ns: i64, side: Aggressor, qty: crate::Qty) {
+    pub fn on_trade(&mut self, ts_ns: i64, side: TradeSide, qty: crate::Qty) {
         let t = self.tick(ts_ns);
         let v = match side {
-            Aggressor::Buy => [qty.0, 0, 0],
-            Aggressor::Sell => [0, qty.0, 0],
-            Aggressor::Unknown => return,
+            TradeSide::Buy => [qty.0, 0, 0],
+            TradeSide::Sell => [0, qty.0, 0],
+            TradeSide::Unknown => return,
         };
         self.flow.add(t, v);
     }
@@ -723,10 +713,10 @@ mod tests {
     fn trade_flow_imbalance_by_hand() {
         let mut k = Kernels::new(&cfg(), cents());
         let empty = OrderBook::default();
-        k.on_trade(100, Aggressor::Buy, Qty(5));
-        k.on_trade(550, Aggressor::Sell, Qty(2));
-        k.on_trade(600, Aggressor::Unknown, Qty(100));
-        k.on_trade(950, Aggressor::Buy, Qty(1));
+        k.on_trade(100, TradeSide::Buy, Qty(5));
+        k.on_trade(550, TradeSide::Sell, Qty(2));
+        k.on_trade(600, TradeSide::Unknown, Qty(100));
+        k.on_trade(950, TradeSide::Buy, Qty(1));
         // Window 1000 ns at t = 999: every bucket 0..=9. (6 − 2) / 8 = 0.5.
         let v = k.update(999, None, None, &empty);
         assert_eq!((v.trade_buy_qty, v.trade_sell_qty), (6, 2));
@@ -739,7 +729,7 @@ mod tests {
         assert_eq!((v.trade_buy_qty, v.trade_sell_qty), (0, 0));
         assert_eq!(v.trade_imbalance_ppm, None);
         // A late trade counts at the clock (2000), not at its own older time.
-        k.on_trade(10, Aggressor::Sell, Qty(3));
+        k.on_trade(10, TradeSide::Sell, Qty(3));
         let v = k.update(2_050, None, None, &empty);
         assert_eq!((v.trade_sell_qty, v.time_ns), (3, 2_050));
     }
@@ -821,7 +811,7 @@ mod tests {
         let b = sample();
         // A publication with no event time first (a stale flag), then real times.
         for t in [i64::MIN, i64::MIN, -5, 0, i64::MAX, i64::MIN] {
-            k.on_trade(t, Aggressor::Buy, Qty(1));
+            k.on_trade(t, TradeSide::Buy, Qty(1));
             let v = update(&mut k, t, &b);
             assert!(v.time_ns >= t.min(0), "the clock never goes back");
         }

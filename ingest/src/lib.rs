@@ -32,7 +32,7 @@ mod binance;
 pub mod capture;
 mod coinbase;
 mod decoder;
-pub mod event;
+pub use hermes_book::event;
 pub mod json;
 pub mod source;
 pub mod webhook;

@@ -31,6 +31,9 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+#[cfg(not(loom))]
+pub mod follow;
+pub mod json;
 pub mod layout;
 pub mod seqlock;
 mod sync;
@@ -42,50 +45,11 @@ pub use region::{ShmReader, ShmWriter, WriterOptions, WriterStatus};
 
 use layout::{kernel_valid, slot, DEPTH, SLOT_WORDS};
 
-/// Slot flag: the instrument's book is being rebuilt after a gap; do not trust it.
-pub const FLAG_STALE: u64 = 1;
-/// Slot flag: best bid ≥ best ask (locked or crossed) as the venue sent it.
-pub const FLAG_CROSSED: u64 = 1 << 1;
-/// Slot flag: the bid side has a best level.
-pub const FLAG_HAS_BID: u64 = 1 << 2;
-/// Slot flag: the ask side has a best level.
-pub const FLAG_HAS_ASK: u64 = 1 << 3;
-/// Slot flag: best bid/ask came from a ticker newer than the depth book (Binance
-/// `bookTicker`), not from the book's levels.
-pub const FLAG_BBO_FROM_TICKER: u64 = 1 << 4;
-
-/// Venue codes stored in the directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Venue {
-    /// Coinbase Advanced Trade.
-    Coinbase = 1,
-    /// Binance spot.
-    Binance = 2,
-    /// Ticks posted to the webhook.
-    Webhook = 3,
-}
-
-impl Venue {
-    /// The lowercase name used on the CLI and in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Venue::Coinbase => "coinbase",
-            Venue::Binance => "binance",
-            Venue::Webhook => "webhook",
-        }
-    }
-
-    /// The venue for a directory code.
-    pub fn from_code(code: u8) -> Option<Venue> {
-        match code {
-            1 => Some(Venue::Coinbase),
-            2 => Some(Venue::Binance),
-            3 => Some(Venue::Webhook),
-            _ => None,
-        }
-    }
-}
+pub use hermes_book::market::{
+    FLAG_BBO_FROM_TICKER, FLAG_CROSSED, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
+};
+/// The venue codes stored in the directory are [`Venue`]'s.
+pub use hermes_book::Venue;
 
 /// A slot index in the region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -11,6 +11,8 @@ use memmap2::{Mmap, MmapMut};
 use crate::layout::{
     self, dir, header, slot, DEPTH, DIR_ENTRY_SIZE, MAX_SYMBOL_LEN, SLOT_SIZE, SLOT_WORDS,
 };
+use hermes_book::clock::unix_ns;
+
 use crate::{seqlock, Bbo, Instrument, ShmError, SlotIndex, TopOfBook, Venue};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShmError + '_ {
@@ -18,14 +20,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShmError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-/// Unix time in nanoseconds.
-pub(crate) fn unix_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Typed views of a mapping's words.
@@ -308,6 +302,35 @@ pub enum WriterStatus {
     Replaced,
 }
 
+/// The state in words for people: `DEAD`, `STALLED` and `REPLACED` in capitals (they need
+/// attention). `hermes shm dump`, `hermes top` and the HTTP face all print this.
+impl std::fmt::Display for WriterStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriterStatus::Alive { heartbeat_age } => {
+                write!(f, "alive (heartbeat {} ms ago)", heartbeat_age.as_millis())
+            }
+            WriterStatus::Closed => {
+                f.write_str("closed (the writer exited cleanly; data is its final state)")
+            }
+            WriterStatus::Dead { pid } => {
+                write!(
+                    f,
+                    "DEAD (pid {pid} is gone without closing; data may be old)"
+                )
+            }
+            WriterStatus::Stalled { heartbeat_age } => write!(
+                f,
+                "STALLED (no heartbeat for {:.1} s)",
+                heartbeat_age.as_secs_f64()
+            ),
+            WriterStatus::Replaced => {
+                f.write_str("REPLACED (a newer writer recreated the file at this path)")
+            }
+        }
+    }
+}
+
 /// A read-only mapping of a region, for any process. Cheap to clone readers by opening
 /// again; reading never blocks the writer.
 pub struct ShmReader {
@@ -403,13 +426,17 @@ impl ShmReader {
         self.u64_at(header::HEARTBEAT_NS).load(Ordering::Relaxed) as i64
     }
 
+    /// `true` when the path now names another file (a new writer renamed its file into
+    /// place): this mapping will never change again; open the path anew.
+    pub fn is_replaced(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|meta| meta.ino() != self.inode)
+    }
+
     /// Whether the writer is alive, stalled (heartbeat older than `max_age`), closed,
     /// dead, or replaced by a newer file at the same path.
     pub fn writer_status(&self, max_age: Duration) -> WriterStatus {
-        if let Ok(meta) = std::fs::metadata(&self.path) {
-            if meta.ino() != self.inode {
-                return WriterStatus::Replaced;
-            }
+        if self.is_replaced() {
+            return WriterStatus::Replaced;
         }
         // Acquire: pairs with the writer's release `fetch_or` on drop.
         if self.u32_at(header::FLAGS).load(Ordering::Acquire) & layout::FLAG_CLOSED != 0 {

@@ -24,11 +24,11 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::books::unix_ns;
-use crate::engine::RingStats;
-use crate::live::{BreakerState, LiveStats, TickOutcome, TickRequest};
-use crate::metrics::{metric, EngineMetrics};
-use crate::report::tob_json;
+use hermes_book::clock::unix_ns;
+use hermes_engine::metrics::{metric, EngineMetrics};
+use hermes_engine::RingStats;
+use hermes_live::{BreakerState, LiveStats, TickOutcome, TickRequest};
+use hermes_shm::json::tob_json;
 
 /// Largest accepted webhook body.
 pub const MAX_TICK_BODY: usize = 16 * 1024;
@@ -452,7 +452,7 @@ async fn metrics(State(app): State<App>) -> Response {
             ("venue=\"coinbase\"", &l.coinbase),
             ("venue=\"binance\"", &l.binance),
         ];
-        let per = |f: &dyn Fn(&crate::live::VenueStats) -> f64| {
+        let per = |f: &dyn Fn(&hermes_live::VenueStats) -> f64| {
             venues.iter().map(|(lb, v)| (*lb, f(v))).collect::<Vec<_>>()
         };
         metric(

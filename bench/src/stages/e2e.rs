@@ -1,5 +1,5 @@
 //! e2e: a frame available on the ingest thread → its effect visible to a reader in
-//! another process, through the real engine (`hermes::engine::run`: decoder, rtrb ring,
+//! another process, through the real engine (`hermes_engine::run`: decoder, rtrb ring,
 //! book thread, `Books`, shm), at fixed offered rates, flat out, and per idle strategy.
 //!
 //! Coordinated omission is avoided: frame `i` is due at `start + i / rate`, its
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hermes::engine::{self, EngineOptions, IdleStrategy, RingFullPolicy};
+use hermes_engine::{self, EngineOptions, IdleStrategy, RingFullPolicy};
 use hermes_ingest::Decoder;
 
 use super::shm::{Field, Reader, ReaderArgs, ReaderOut};
@@ -108,7 +108,7 @@ pub fn trial(
     let frames = frames.clone();
     let exe = cfg.exe.clone();
     let n = n.min(frames.len().saturating_sub(WARM));
-    let res = engine::run(&opts, move |sink| -> Result<TrialOut> {
+    let res = hermes_engine::run(&opts, move |sink| -> Result<TrialOut> {
         // SAFETY: prctl(PR_SET_TIMERSLACK) only sets this thread's timer slack.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
         let mut dec = Decoder::default();

@@ -6,9 +6,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hermes::engine::{self, EngineOptions};
-use hermes::synth::{Synth, SynthOptions};
+use hermes_engine::{self, EngineOptions};
 use hermes_ingest::{Decoder, Frame, FrameKind};
+use hermes_sim::synth::{Synth, SynthOptions};
 use serde::{Deserialize, Serialize};
 
 use super::Config;
@@ -37,7 +37,7 @@ pub fn child_main(frames: u64, warm: u64, shm: &std::path::Path) -> Result<()> {
         shm_path: Some(shm.to_path_buf()),
         ..EngineOptions::default()
     };
-    let res = engine::run(&opts, move |sink| {
+    let res = hermes_engine::run(&opts, move |sink| {
         let mut synth = Synth::new(SynthOptions::default());
         let mut dec = Decoder::default();
         let mut out = MemOut {

@@ -10,12 +10,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hermes::synth::{rfc3339, Rng};
+use hermes_book::clock::rfc3339;
 use hermes_book::Decimal;
 use hermes_ingest::FrameTap;
 use hermes_persist::copy::{copy_batch, CopyBuffer};
 use hermes_persist::local_pg::{self, LocalPg, StartOptions};
 use hermes_persist::{PersistOptions, PersistStats};
+use hermes_sim::synth::Rng;
 
 use super::Config;
 use crate::frames;

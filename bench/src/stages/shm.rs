@@ -410,7 +410,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
                 group_readable: false,
             },
         )?;
-        let mut books = hermes::books::Books::new(Some(w));
+        let mut books = hermes_engine::Publisher::new(Some(w), Default::default());
         let mut events: Vec<hermes_ingest::Event> = Vec::new();
         let mut dec = hermes_ingest::Decoder::default();
         for f in crate::frames::synthetic(cfg.size(100_000, 20_000)) {
@@ -436,7 +436,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         metrics.push(
             Metric::lower(
                 "shm.books_publish",
-                "the book thread's publication: hermes::books::Books::apply of a commit or quote (top of book, analytics kernels, TopOfBook encode, seqlock write)",
+                "the book thread's publication: hermes_engine::Publisher::apply of a commit or quote (top of book, analytics kernels, TopOfBook encode, seqlock write)",
                 "ns",
                 figure(&h, 1.0),
             )

@@ -1,6 +1,6 @@
-//! ws: the project's exchange simulator (`hermes::sim::serve`, Coinbase protocol, the
+//! ws: the project's exchange simulator (`hermes_sim::serve`, Coinbase protocol, the
 //! synthetic market, `--speed max`) over loopback WebSocket into the engine
-//! (`hermes::live::ingest` on the engine's ingest thread), msgs/s and the latency from
+//! (`hermes_live::ingest` on the engine's ingest thread), msgs/s and the latency from
 //! the simulator's socket write to the frame's effect being visible in another process;
 //! against a bare tokio-tungstenite client reading the same simulator.
 
@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use hermes::engine::{self, EngineOptions, IdleStrategy};
-use hermes::live::{self, LiveConfig, LiveStats, RunLimits};
-use hermes::sim::{self, Pacing, SimOptions, SimSource, SimStats};
+use hermes_engine::{self, EngineOptions, IdleStrategy};
 use hermes_ingest::{Decoder, Event, EventSink, NoTap, Venue};
+use hermes_live::{self as live, LiveConfig, LiveStats, RunLimits};
+use hermes_sim::{self as sim, Pacing, SimOptions, SimSource, SimStats};
 
 use super::Config;
 use crate::report::{Figure, Metric, Stage};
@@ -230,7 +230,7 @@ fn engine_run(url: String, shm: std::path::PathBuf, visible: Option<Stamps>) -> 
         let (shm, done) = (shm.clone(), done.clone());
         std::thread::spawn(move || watch(&shm, &done, &v))
     });
-    let res = engine::run(&opts, move |sink| {
+    let res = hermes_engine::run(&opts, move |sink| {
         let cfg = LiveConfig {
             coinbase_ws_url: url,
             coinbase_products: PRODUCTS.iter().map(|s| s.to_string()).collect(),

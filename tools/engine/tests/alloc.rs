@@ -6,12 +6,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hermes::books::Books;
-use hermes::synth::{Synth, SynthOptions};
+use hermes_engine::Publisher;
 use hermes_ingest::capture::{CaptureWriter, Record, RecordKind};
 use hermes_ingest::source::{Source, SourceOptions};
 use hermes_ingest::{Decoder, Event, EventSink};
 use hermes_shm::{ShmWriter, WriterOptions};
+use hermes_sim::synth::{Synth, SynthOptions};
 
 struct Counting;
 
@@ -46,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Applies events straight to the books, as the book thread does.
-struct Direct(Books);
+struct Direct(Publisher);
 
 impl EventSink for Direct {
     fn push(&mut self, ev: Event) {
@@ -83,7 +83,7 @@ fn steady_state_replay_does_not_allocate() {
     drop(w);
 
     let shm = ShmWriter::create(&dir.join("shm"), WriterOptions::default()).unwrap();
-    let mut sink = Direct(Books::new(Some(shm)));
+    let mut sink = Direct(Publisher::new(Some(shm), Default::default()));
     let mut decoder = Decoder::default();
     let mut source = Source::open(&cap, &SourceOptions::default()).unwrap();
     let mut n = 0u64;

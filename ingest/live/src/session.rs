@@ -24,8 +24,7 @@ use hermes_ingest::{DecodeStats, Decoder, EventSink, Frame, FrameKind, FrameTap,
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::books::unix_ns;
-use crate::synth::Rng;
+use hermes_book::clock::{rfc3339, unix_ns};
 
 /// Connection behaviour.
 #[derive(Clone, Debug)]
@@ -434,7 +433,7 @@ struct Breaker {
     failures: u32,
     next_attempt: Instant,
     state: BreakerState,
-    rng: Rng,
+    rng: fastrand::Rng,
 }
 
 impl Breaker {
@@ -443,7 +442,7 @@ impl Breaker {
             failures: 0,
             next_attempt: Instant::now(),
             state: BreakerState::Closed,
-            rng: Rng::new(seed),
+            rng: fastrand::Rng::with_seed(seed),
         }
     }
 
@@ -467,7 +466,7 @@ impl Breaker {
             .saturating_mul(1u32 << (self.failures - 1).min(16));
         let cap = exp.min(p.reconnect_max);
         // Jitter: uniformly in [cap/2, cap].
-        let jitter = cap.mul_f64(0.5 + (self.rng.below(1000) as f64) / 2000.0);
+        let jitter = cap.mul_f64(0.5 + (self.rng.u64(0..1000) as f64) / 2000.0);
         self.next_attempt = Instant::now() + jitter.max(p.reconnect_min.min(cap));
     }
 
@@ -1234,7 +1233,7 @@ impl Recorder {
         }
         let name = format!(
             "hermes-{}-{:04}.hcap",
-            crate::synth::rfc3339(unix_ns())
+            rfc3339(unix_ns())
                 .replace([':', '.'], "")
                 .chars()
                 .take(17)

@@ -1,7 +1,7 @@
 //! The analytics kernels of every publication, checked against a straightforward
 //! reference implementation over a replay of generated data (`hermes::synth`).
 //!
-//! The engine side is the real book thread state ([`Books`]): events decoded from
+//! The engine side is the real book thread state ([`Publisher`]): events decoded from
 //! synthetic Coinbase and Binance frames are applied one by one, and after each
 //! publication the slot's kernels (`last.kernels`) are compared with the reference's. The
 //! reference keeps its own `BTreeMap` book, every trade, return and publication in plain
@@ -12,12 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use hermes::books::Books;
-use hermes::synth::{Synth, SynthOptions};
 use hermes_book::kernels::KernelConfig;
 use hermes_book::{Decimal, Side};
+use hermes_engine::Publisher;
 use hermes_ingest::{Decoder, Event, Frame, FrameKind, TradeSide};
 use hermes_shm::{SlotKernels, TopOfBook, FLAG_HAS_ASK, FLAG_HAS_BID};
+use hermes_sim::synth::{Synth, SynthOptions};
 
 const LEVELS: usize = 3;
 /// 0.5 units at 8 size decimals.
@@ -226,7 +226,7 @@ fn kernels_match_the_reference_over_a_synthetic_replay() {
         ..SynthOptions::default()
     });
     let mut decoder = Decoder::default();
-    let mut books = Books::with_kernel_config(None, config());
+    let mut books = Publisher::new(None, config());
     let mut refs: Vec<Reference> = Vec::new();
     let mut events = Vec::new();
     let mut checked = 0u64;
@@ -251,7 +251,11 @@ fn kernels_match_the_reference_over_a_synthetic_replay() {
         decoder.decode(&frame, &mut events).unwrap();
         for ev in &events {
             let id = ev.inst().0 as usize;
-            let before = books.instruments.get(id).map_or(0, |i| i.last.updates);
+            let before = books
+                .market()
+                .instruments()
+                .get(id)
+                .map_or(0, |i| i.top.updates);
             books.apply(ev);
             if let Event::Define { scale, .. } = ev {
                 refs.push(Reference {
@@ -291,17 +295,17 @@ fn kernels_match_the_reference_over_a_synthetic_replay() {
                 }
                 _ => {}
             }
-            let inst = &books.instruments[id];
-            if inst.last.updates == before {
+            let inst = books.last(hermes_book::InstId(id as u32));
+            if inst.updates == before {
                 continue;
             }
-            let want = r.publish(time, &inst.last);
-            let got = inst.last.kernels;
+            let want = r.publish(time, inst);
+            let got = inst.kernels;
             let what = format!(
                 "{} {} publication {} after {ev:?}",
-                inst.venue.name(),
-                inst.symbol,
-                inst.last.updates
+                books.market().instruments()[id].venue.name(),
+                books.market().instruments()[id].symbol,
+                inst.updates
             );
             assert!(
                 close(got.volatility_bps, want.volatility_bps),
@@ -345,6 +349,6 @@ fn kernels_match_the_reference_over_a_synthetic_replay() {
         .flat_map(|r| r.ofi.iter().map(|o| o.1))
         .collect();
     assert!(ofis.iter().any(|&e| e > 0) && ofis.iter().any(|&e| e < 0));
-    let last = books.instruments[0].last.kernels;
+    let last = books.last(hermes_book::InstId(0)).kernels;
     assert!(last.updates_per_s_x100 > 0, "{last:?}");
 }

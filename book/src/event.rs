@@ -1,13 +1,54 @@
-//! Normalized, fixed-point events: what the ingest thread pushes through the ring.
+//! Normalized, fixed-point events: what the ingest thread pushes through the ring and
+//! what the [`market`](crate::market) model applies.
 //!
 //! Every event is `Copy` and at most 64 bytes, so the ring holds them inline. A frame's
 //! effect on one instrument is bracketed: optional [`Event::Snapshot`], then
 //! [`Event::Level`]s, then one [`Event::Commit`]; the book thread publishes to shm only at
 //! the commit, so readers never see half a frame.
 
-use hermes_book::{Price, Qty, Scale, Side};
+use crate::{Price, Qty, Scale, Side};
 
-pub use hermes_shm::Venue;
+/// A market the frames come from. The code is what the shm directory stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Venue {
+    /// Coinbase Advanced Trade.
+    Coinbase = 1,
+    /// Binance spot.
+    Binance = 2,
+    /// Ticks posted to the webhook.
+    Webhook = 3,
+}
+
+impl Venue {
+    /// Every venue, in code order.
+    pub const ALL: [Venue; 3] = [Venue::Coinbase, Venue::Binance, Venue::Webhook];
+
+    /// The lowercase name used on the CLI, in JSON and in the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Venue::Coinbase => "coinbase",
+            Venue::Binance => "binance",
+            Venue::Webhook => "webhook",
+        }
+    }
+
+    /// The venue for a directory code.
+    pub fn from_code(code: u8) -> Option<Venue> {
+        Venue::ALL.into_iter().find(|v| *v as u8 == code)
+    }
+
+    /// The venue for its [`name`](Venue::name).
+    pub fn from_name(name: &str) -> Option<Venue> {
+        Venue::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+impl std::fmt::Display for Venue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Dense instrument id assigned by the ingest thread, in order of first sight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,16 +91,38 @@ impl std::fmt::Debug for Symbol {
     }
 }
 
-/// Aggressor side of a trade, as the venue reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Aggressor side of a trade, as the venue reports it. The code is what the shm slot
+/// stores (`last_trade_side`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum TradeSide {
-    /// Unknown.
+    /// Not given by the venue: the trade counts in neither side of the flow.
+    #[default]
     Unknown = 0,
     /// The buyer took liquidity.
     Buy = 1,
     /// The seller took liquidity.
     Sell = 2,
+}
+
+impl TradeSide {
+    /// `buy`, `sell` or `unknown`, as in the tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TradeSide::Unknown => "unknown",
+            TradeSide::Buy => "buy",
+            TradeSide::Sell => "sell",
+        }
+    }
+
+    /// The side for a slot code (anything unknown is [`TradeSide::Unknown`]).
+    pub fn from_code(code: u8) -> TradeSide {
+        match code {
+            1 => TradeSide::Buy,
+            2 => TradeSide::Sell,
+            _ => TradeSide::Unknown,
+        }
+    }
 }
 
 /// One normalized event.

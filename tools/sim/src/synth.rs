@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use hermes_ingest::Venue;
+use hermes_book::clock::rfc3339;
+use hermes_book::Venue;
 
 /// Generator settings.
 #[derive(Clone, Debug)]
@@ -104,9 +105,8 @@ pub struct SynthBook {
 }
 
 /// Formats a mantissa with exactly `decimals` decimals (Binance style: `61837.63000000`).
-pub fn fixed(m: i64, decimals: u32) -> String {
-    let p = 10i64.pow(decimals);
-    format!("{}.{:0width$}", m / p, m % p, width = decimals as usize)
+pub fn fixed(m: i64, decimals: u8) -> String {
+    format!("{:#}", hermes_book::Decimal::new(m, decimals))
 }
 
 /// Canonical decimal (Coinbase style: `65083.66`, `0.00583`).
@@ -237,31 +237,6 @@ impl SynthBook {
         s.push_str("]}");
         s
     }
-}
-
-/// RFC 3339 text of Unix ns.
-pub fn rfc3339(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let frac = ns.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:09}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
 }
 
 /// The generator: an endless, deterministic stream of frames.

@@ -1,14 +1,12 @@
-//! The analytics kernels on the engine side: their command-line settings
-//! ([`KernelArgs`], flattened into every engine subcommand), the engine-wide
-//! configuration handed to the book thread through `EngineOptions::kernels`, and the mapping of
-//! computed [`KernelValues`] into the shm slot ([`slot_kernels`]).
+//! `KernelArgs`: the analytics kernels' settings on the command line (flattened into
+//! every engine subcommand), mapped onto the [`KernelConfig`] handed to the book thread
+//! through `EngineOptions::kernels`.
 //!
 //! The kernels themselves (definitions, units, tests) live in `hermes_book::kernels`.
 
 use hermes_book::fixed::MAX_DECIMALS;
-use hermes_book::kernels::{KernelConfig, KernelValues, Kernels, MAX_LEVELS, WINDOW_BUCKETS};
+use hermes_book::kernels::{KernelConfig, MAX_LEVELS, WINDOW_BUCKETS};
 use hermes_book::{parse_decimal, Decimal};
-use hermes_shm::SlotKernels;
 
 /// Kernel settings of the engine subcommands (`replay`, `demo`, `run`, ...).
 #[derive(clap::Args, Debug, Clone)]
@@ -40,37 +38,6 @@ impl KernelArgs {
             trade_window_ns: self.trade_window,
             rate_window_ns: self.rate_window,
         }
-    }
-}
-
-/// The slot form of one computation of `kernels`.
-#[inline]
-pub fn slot_kernels(v: &KernelValues, kernels: &Kernels) -> SlotKernels {
-    let cfg = kernels.config();
-    SlotKernels {
-        time_ns: v.time_ns,
-        price_decimals: v.price_decimals,
-        spread_ticks: v.spread_ticks,
-        spread_bps_x100: v.spread_bps_x100,
-        mid_px: v.mid,
-        microprice_px: v.microprice,
-        bid_depth: v.bid_depth,
-        ask_depth: v.ask_depth,
-        imbalance_ppm: v.imbalance_ppm,
-        vwap_buy_px: v.vwap_buy,
-        vwap_sell_px: v.vwap_sell,
-        volatility_bps: v.volatility_bps,
-        trade_buy_qty: v.trade_buy_qty,
-        trade_sell_qty: v.trade_sell_qty,
-        trade_imbalance_ppm: v.trade_imbalance_ppm,
-        ofi_window: v.ofi_window,
-        ofi_total: v.ofi_total,
-        updates_per_s_x100: v.updates_per_s_x100,
-        levels: cfg.levels as u32,
-        vwap_qty: kernels.vwap_qty(),
-        vol_half_life_ns: cfg.vol_half_life_ns,
-        trade_window_ns: cfg.trade_window_ns,
-        rate_window_ns: cfg.rate_window_ns,
     }
 }
 

@@ -3,167 +3,20 @@
 //! own core where the machine has cores to spare.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use hermes_ingest::{Event, EventSink};
+use hermes_book::clock::unix_ns;
+use hermes_book::kernels::KernelConfig;
+use hermes_book::Event;
 use hermes_shm::{ShmWriter, WriterOptions};
 
-use crate::books::{unix_ns, Books};
+use crate::idle::{Idle, IdleStrategy};
 use crate::metrics::EngineMetrics;
-
-/// How a thread waits when it has nothing to do (book thread: ring empty; ingest
-/// thread: ring full).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum IdleStrategy {
-    /// Spin on the CPU: lowest latency, burns a whole core even when idle.
-    Spin,
-    /// Spin briefly, then `sched_yield`: low latency, still 100% CPU when idle, but other
-    /// runnable threads get the core.
-    SpinYield,
-    /// Spin, yield for up to 2 ms of idleness, then sleep with exponential back-off
-    /// (50 µs → 1 ms): near-zero CPU when the feed is quiet, yet no sleep's wake-up
-    /// delay between the messages of a busy feed; up to ~1 ms after a quiet spell.
-    Backoff,
-}
-
-/// What to do when the ring is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RingFullPolicy {
-    /// Wait for room (counted): nothing is lost; the producer slows down.
-    Block,
-    /// Drop the newest event (counted). Books then miss updates; only for feeds where
-    /// freshness beats completeness.
-    DropNewest,
-}
-
-/// Waits according to an [`IdleStrategy`], escalating while idle.
-pub struct Idle {
-    strategy: IdleStrategy,
-    round: u32,
-    /// When the current idle spell started (Backoff's yield phase is timed).
-    since: Option<Instant>,
-}
-
-/// How long Backoff keeps yielding before it starts to sleep: a feed that is merely
-/// between two messages (tens of µs) never pays a sleep's wake-up delay.
-const YIELD_PHASE: Duration = Duration::from_millis(2);
-
-impl Idle {
-    /// A new idle state.
-    pub fn new(strategy: IdleStrategy) -> Idle {
-        Idle {
-            strategy,
-            round: 0,
-            since: None,
-        }
-    }
-
-    /// Work was found: start over.
-    #[inline]
-    pub fn reset(&mut self) {
-        self.round = 0;
-        self.since = None;
-    }
-
-    /// Nothing to do: wait a little.
-    #[inline]
-    pub fn wait(&mut self) {
-        self.round = self.round.saturating_add(1);
-        match self.strategy {
-            IdleStrategy::Spin => std::hint::spin_loop(),
-            IdleStrategy::SpinYield => {
-                if self.round < 100 {
-                    std::hint::spin_loop()
-                } else {
-                    std::thread::yield_now()
-                }
-            }
-            IdleStrategy::Backoff => {
-                if self.round < 100 {
-                    std::hint::spin_loop();
-                    return;
-                }
-                let since = *self.since.get_or_insert_with(Instant::now);
-                if since.elapsed() < YIELD_PHASE {
-                    std::thread::yield_now();
-                } else {
-                    // Idle for a while: sleep, 50 µs doubling to 1 ms.
-                    let exp = (self.round.saturating_sub(100) / 64).min(5);
-                    std::thread::sleep(
-                        Duration::from_micros(50 << exp).min(Duration::from_millis(1)),
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// Counters of the ring between ingest and book threads, shared with observers.
-#[derive(Debug, Default)]
-pub struct RingStats {
-    /// Events pushed.
-    pub pushed: AtomicU64,
-    /// Times the producer found the ring full.
-    pub full_waits: AtomicU64,
-    /// Events dropped (only with [`RingFullPolicy::DropNewest`]).
-    pub dropped: AtomicU64,
-}
-
-/// The ingest side of the ring, an [`EventSink`].
-pub struct RingSink {
-    tx: rtrb::Producer<Event>,
-    policy: RingFullPolicy,
-    idle: Idle,
-    stats: Arc<RingStats>,
-    pushed: u64,
-}
-
-impl EventSink for RingSink {
-    #[inline]
-    fn push(&mut self, ev: Event) {
-        let mut ev = ev;
-        loop {
-            match self.tx.push(ev) {
-                Ok(()) => {
-                    self.idle.reset();
-                    self.pushed += 1;
-                    if self.pushed & 63 == 0 {
-                        // Relaxed: a statistic read by observers, not a synchronisation.
-                        self.stats.pushed.store(self.pushed, Ordering::Relaxed);
-                    }
-                    return;
-                }
-                Err(rtrb::PushError::Full(back)) => {
-                    // Relaxed: statistics only.
-                    self.stats.full_waits.fetch_add(1, Ordering::Relaxed);
-                    if self.policy == RingFullPolicy::DropNewest {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    ev = back;
-                    self.idle.wait();
-                }
-            }
-        }
-    }
-}
-
-impl RingSink {
-    /// Events currently in the ring.
-    pub fn occupancy(&self) -> usize {
-        self.tx.buffer().capacity() - self.tx.slots()
-    }
-}
-
-impl Drop for RingSink {
-    fn drop(&mut self) {
-        // Relaxed: the final count; the join of the thread orders it for the reader.
-        self.stats.pushed.store(self.pushed, Ordering::Relaxed);
-    }
-}
+use crate::publisher::Publisher;
+use crate::ring::{RingFullPolicy, RingSink, RingStats};
+use crate::EngineError;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -187,7 +40,7 @@ pub struct EngineOptions {
     /// Ring counters (shared with `/metrics`).
     pub ring_stats: Arc<RingStats>,
     /// Settings of the analytics kernels.
-    pub kernels: hermes_book::kernels::KernelConfig,
+    pub kernels: KernelConfig,
     /// Record, per commit, receive time → visible in shm (meaningful for live feeds,
     /// where the receive time is this host's clock at the socket).
     pub measure_visible: bool,
@@ -213,8 +66,8 @@ impl Default for EngineOptions {
 
 /// What the engine hands back when the ingest side is done.
 pub struct EngineResult<T> {
-    /// The books as they ended.
-    pub books: Books,
+    /// The market and its last slot images as they ended.
+    pub books: Publisher,
     /// Whatever the ingest closure returned.
     pub ingest: T,
     /// Ring counters.
@@ -229,7 +82,7 @@ pub struct EngineResult<T> {
 
 /// Runs `ingest` on a pinned ingest thread feeding a pinned book thread, until `ingest`
 /// returns and the ring is drained.
-pub fn run<T, F>(opts: &EngineOptions, ingest: F) -> Result<EngineResult<T>>
+pub fn run<T, F>(opts: &EngineOptions, ingest: F) -> Result<EngineResult<T>, EngineError>
 where
     T: Send + 'static,
     F: FnOnce(&mut RingSink) -> T + Send + 'static,
@@ -243,7 +96,10 @@ where
                     group_readable: opts.shm_group_readable,
                 },
             )
-            .with_context(|| format!("creating the shm region {}", p.display()))?,
+            .map_err(|source| EngineError::Shm {
+                path: p.clone(),
+                source,
+            })?,
         ),
         None => None,
     };
@@ -276,7 +132,7 @@ where
             if let Some(c) = book_core {
                 core_affinity::set_for_current(c);
             }
-            let mut books = Books::with_kernel_config(shm, kernels);
+            let mut books = Publisher::new(shm, kernels);
             // 1 ns to 1 h at 3 significant digits; larger values are clamped to 1 h.
             let mut visible =
                 hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
@@ -285,14 +141,14 @@ where
             let mut last_beat = Instant::now();
             let mut n = 0u64;
             // Relaxed stores below: statistics for `/metrics`, nothing synchronises on them.
-            let beat = |books: &Books, metrics: &EngineMetrics| {
+            let beat = |books: &Publisher, metrics: &EngineMetrics| {
                 books.heartbeat();
                 metrics
                     .heartbeat_ns
                     .store(unix_ns() as u64, Ordering::Relaxed);
                 metrics
                     .crossed
-                    .store(books.stats.crossed, Ordering::Relaxed);
+                    .store(books.stats().market.crossed, Ordering::Relaxed);
             };
             beat(&books, &metrics);
             loop {
@@ -356,7 +212,10 @@ where
             beat(&books, &metrics);
             (books, start.elapsed(), visible)
         })
-        .context("starting the book thread")?;
+        .map_err(|source| EngineError::Thread {
+            name: "book",
+            source,
+        })?;
     let ingest_core = pinned.then(|| cores[0]);
     let sink_stats = stats.clone();
     let policy = opts.ring_full;
@@ -375,13 +234,12 @@ where
             };
             ingest(&mut sink)
         })
-        .context("starting the ingest thread")?;
-    let ingest = ing
-        .join()
-        .map_err(|_| anyhow::anyhow!("the ingest thread panicked"))?;
-    let (books, elapsed, visible_ns) = book
-        .join()
-        .map_err(|_| anyhow::anyhow!("the book thread panicked"))?;
+        .map_err(|source| EngineError::Thread {
+            name: "ingest",
+            source,
+        })?;
+    let ingest = ing.join().map_err(|_| EngineError::Panicked("ingest"))?;
+    let (books, elapsed, visible_ns) = book.join().map_err(|_| EngineError::Panicked("book"))?;
     Ok(EngineResult {
         books,
         ingest,
@@ -391,30 +249,3 @@ where
         visible_ns,
     })
 }
-
-/// A flag set by SIGINT/SIGTERM.
-pub fn shutdown_flag() -> Arc<AtomicBool> {
-    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
-        SIGNALLED.store(Arc::as_ptr(&flag) as usize, Ordering::SeqCst);
-        extern "C" fn on_signal(_: libc::c_int) {
-            // SeqCst: pairs with the store above; the pointer is set before the handler
-            // is installed and the Arc lives for the whole program (OnceLock).
-            let p = SIGNALLED.load(Ordering::SeqCst) as *const AtomicBool;
-            if !p.is_null() {
-                // SAFETY: `p` points into the Arc kept alive forever by the OnceLock;
-                // storing to an atomic is async-signal-safe.
-                unsafe { (*p).store(true, Ordering::SeqCst) };
-            }
-        }
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: installing a handler that only stores to an atomic.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
-        flag
-    })
-    .clone()
-}
-
-static SIGNALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

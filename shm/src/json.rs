@@ -1,10 +1,11 @@
-//! The JSON shape shared by `hermes replay --print-final`, `hermes run --print-final`
-//! and `hermes shm dump --json` (and the Python reader): one object per instrument.
+//! The JSON form of a slot, shared by `hermes replay --print-final`, `hermes run
+//! --print-final`, `hermes shm dump --json`, the HTTP face and the Python reader: one
+//! object per instrument.
 
 use std::fmt::Write;
 
+use crate::{TopOfBook, FLAG_HAS_ASK, FLAG_HAS_BID};
 use hermes_book::Decimal;
-use hermes_shm::{TopOfBook, FLAG_HAS_ASK, FLAG_HAS_BID};
 
 /// One line: `{"venue","symbol","bid_px","bid_qty","ask_px","ask_qty","bids","asks",
 /// "seq","updates","stale"}`, prices and sizes as exact decimal strings (null for an
@@ -68,7 +69,7 @@ mod tests {
     #[test]
     fn shape_is_exact() {
         let mut t = TopOfBook {
-            flags: FLAG_HAS_BID | hermes_shm::FLAG_STALE,
+            flags: FLAG_HAS_BID | crate::FLAG_STALE,
             bid_px: 6_183_763_000_000,
             bid_qty: 378_826_000,
             bid_levels: 1,

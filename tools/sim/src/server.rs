@@ -26,8 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::books::Books;
-use crate::synth::{rfc3339, Rng, Synth, SynthOptions};
+use crate::synth::{Rng, Synth, SynthOptions};
+use hermes_book::clock::{rfc3339, unix_ns};
+use hermes_book::market::{Instrument, Market as Books};
 
 /// Where the simulator's frames come from.
 #[derive(Clone, Debug)]
@@ -414,17 +415,14 @@ impl Market {
         }
     }
 
-    fn book_of(&self, symbol: &str) -> Option<&crate::books::Instrument> {
-        self.books
-            .instruments
-            .iter()
-            .find(|i| i.venue == self.venue && i.symbol == symbol)
+    fn book_of(&self, symbol: &str) -> Option<&Instrument> {
+        self.books.find(self.venue, symbol)
     }
 
     fn coinbase_snapshot(&self, product: &str) -> Option<String> {
         let i = self.book_of(product)?;
         let (pd, sd) = (i.scale.price_decimals, i.scale.size_decimals);
-        let time = rfc3339(crate::books::unix_ns());
+        let time = rfc3339(unix_ns());
         let mut ups = Vec::new();
         for (side, levels) in [
             ("bid", i.book.bids().collect::<Vec<_>>()),
@@ -458,7 +456,7 @@ impl Market {
         };
         Some(format!(
             r#"{{"lastUpdateId":{},"bids":[{}],"asks":[{}]}}"#,
-            i.last.update_id,
+            i.top.update_id,
             side(i.book.bids().collect()),
             side(i.book.asks().collect())
         ))
@@ -570,7 +568,7 @@ impl Market {
                     .nth(1)
                     .and_then(|r| r.split('"').next())
                     .unwrap_or("");
-                self.book_of(sym).is_none_or(|i| i.last.update_id == 0)
+                self.book_of(sym).is_none_or(|i| i.top.update_id == 0)
             }
         }
     }
@@ -745,7 +743,7 @@ pub async fn serve(listener: TcpListener, opts: SimOptions, stats: Arc<SimStats>
         venue: opts.venue,
         feed,
         decoder: Decoder::default(),
-        books: Books::new(None),
+        books: Books::default(),
         cb_subs: HashMap::new(),
         awaiting: HashMap::new(),
         saw_rest: false,
@@ -1004,7 +1002,7 @@ fn renumber(text: &str, seq: u64) -> String {
 fn envelope(channel: &str, seq: u64, events: &str) -> String {
     format!(
         r#"{{"channel":"{channel}","client_id":"","timestamp":"{}","sequence_num":{seq},"events":[{events}]}}"#,
-        rfc3339(crate::books::unix_ns())
+        rfc3339(unix_ns())
     )
 }
 

@@ -1,0 +1,5 @@
+//! # hermes-live
+//!
+//! Live ingest for the Hermes engine.
+mod session;
+pub use session::*;

@@ -1,0 +1,261 @@
+//! `hermes demo`: the whole engine on a generated market: generate, start PostgreSQL,
+//! replay with the persister, ingest live from two simulators, read shm back.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hermes_engine::Speed;
+use hermes_ingest::source::SourceOptions;
+use hermes_ingest::Venue;
+use hermes_sim::synth::SynthOptions;
+
+use crate::cmd::generate::generate;
+use crate::cmd::live::{live_run, LiveOutcome, RunArgs};
+use crate::cmd::replay::{run_replay, summary_line};
+use crate::flags::{data_dir, report_persist, EngineArgs, HttpArgs, PersistArgs};
+
+#[derive(Args, Debug)]
+/// `hermes demo` arguments.
+pub struct DemoArgs {
+    /// Where the demo keeps its files (default: $XDG_DATA_HOME/hermes or ~/.local/share/hermes).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Frames in the generated sample.
+    #[arg(long, default_value_t = 200_000)]
+    pub frames: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub persist: PersistArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+pub fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let dir = a.dir.clone().unwrap_or_else(data_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let sample = dir.join("sample.hcap");
+    eprintln!("[1/4] generating a synthetic market ({} frames, Coinbase + Binance, 3 instruments each) into {}", a.frames, sample.display());
+    generate(&sample, SynthOptions::default(), a.frames, false)?;
+    // PostgreSQL: DATABASE_URL / --database-url, or a private cluster started here.
+    let (url, local) = match &a.persist.database_url {
+        Some(u) => {
+            eprintln!("[2/4] using PostgreSQL at {u}");
+            (u.clone(), None)
+        }
+        None => {
+            let pg_dir = demo_pg_dir(&dir);
+            eprintln!(
+                "[2/4] starting a private PostgreSQL in {} (reused if already running)",
+                pg_dir.display()
+            );
+            let pg = hermes_persist::local_pg::LocalPg::start(&pg_dir)
+                .context("starting the demo's PostgreSQL")?;
+            let url = pg
+                .create_database("hermes")
+                .context("creating the demo database")?;
+            (url, Some(pg))
+        }
+    };
+    let mut persist = a.persist.clone();
+    persist.database_url = Some(url.clone());
+    if persist.journal.is_none() {
+        persist.journal = Some(dir.join("journal"));
+    }
+    let opts = persist.options(Some(&sample), &a.engine)?;
+    eprintln!(
+        "[3/4] replaying it through the engine (ingest thread → ring → book thread → shm {}) with the persister (journal → PostgreSQL)",
+        a.engine.shm.display()
+    );
+    let r = run_replay(
+        &sample,
+        SourceOptions::default(),
+        Speed::Max,
+        &a.engine,
+        opts,
+        None,
+    )?;
+    eprintln!("{}", summary_line(&sample, &r));
+    if let Some(p) = &r.persist {
+        report_persist(p)?;
+    }
+    eprintln!(
+        "[4/5] serving the same sample from the exchange simulator (Coinbase and Binance protocols on local WebSockets) and ingesting it live (hermes run)"
+    );
+    let live = demo_live(&a, &sample, &persist)?;
+    let d = &live.decode;
+    let v = &live.visible_ns;
+    let us = |q: f64| v.value_at_quantile(q) as f64 / 1e3;
+    eprintln!(
+        "live: {} frames, {} gaps, {} resyncs, {} errors; receive → visible in shm per commit ({} commits, 2 cores, threads {}): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+        d.frames,
+        d.gaps,
+        d.resyncs,
+        d.parse_errors,
+        v.len(),
+        if live.pinned { "pinned" } else { "not pinned" },
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        v.max() as f64 / 1e3
+    );
+    eprintln!("[5/5] reading the shm file back from a separate process (hermes shm dump)");
+    let exe = std::env::current_exe().context("locating the hermes binary")?;
+    let status = std::process::Command::new(&exe)
+        .args(["shm", "dump"])
+        .arg(&a.engine.shm)
+        .status()
+        .context("running hermes shm dump")?;
+    if !status.success() {
+        bail!("hermes shm dump failed ({status})");
+    }
+    let counts = hermes_persist::row_counts(&url).context("counting rows")?;
+    let exe = exe.display();
+    let shm = a.engine.shm.display();
+    let d = &r.summary.decode;
+    println!();
+    println!(
+        "Demo done: {} frames replayed, {} gaps, {} errors; {} frames ingested live from the simulator, {} gaps, {} errors.",
+        d.frames,
+        d.gaps,
+        r.summary.errors_total(),
+        live.decode.frames,
+        live.decode.gaps,
+        live.decode.parse_errors
+    );
+    println!(
+        "Receive → visible in shm (live, 2 cores): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs over {} commits",
+        live.visible_ns.value_at_quantile(0.5) as f64 / 1e3,
+        live.visible_ns.value_at_quantile(0.99) as f64 / 1e3,
+        live.visible_ns.value_at_quantile(0.999) as f64 / 1e3,
+        live.visible_ns.len()
+    );
+    println!("Rows in PostgreSQL (SELECT count(*)):");
+    for (t, n) in &counts {
+        println!("  {t:<15} {n:>10}");
+    }
+    println!("Shared memory: {shm}");
+    match &local {
+        Some(pg) => println!(
+            "PostgreSQL:    private cluster in {} (socket dir {}, port {}), database hermes, left running",
+            pg.dir().display(),
+            pg.socket_dir().display(),
+            pg.port()
+        ),
+        None => println!("PostgreSQL:    {url}"),
+    }
+    println!("Look further:");
+    println!("  {exe} top --shm {shm} --once       # the live view (drop --once for the interactive one)");
+    println!("  {exe} shm dump {shm}               # the books, from the shm file");
+    println!("  {exe} shm dump {shm} --json        # the same data as JSON");
+    println!("  python3 shm/python/hermes_shm.py {shm}   # the stdlib-only Python reader");
+    println!("  psql \"{url}\" -c 'SELECT venue, symbol, count(*) FROM trades GROUP BY 1, 2'");
+    println!("  psql \"{url}\" -c 'SELECT * FROM top_of_book ORDER BY ts DESC LIMIT 5'");
+    if let Some(pg) = local {
+        println!(
+            "  kill -INT $(head -1 {}/data/postmaster.pid)   # stop the demo's PostgreSQL",
+            pg.dir().display()
+        );
+        pg.keep_running();
+    }
+    Ok(())
+}
+
+/// The demo's PostgreSQL directory: under the demo directory, unless the server user
+/// (as root: `postgres`) cannot reach it (e.g. under /root), then under /var/tmp.
+pub fn demo_pg_dir(dir: &Path) -> PathBuf {
+    let d = dir.join("pg");
+    if hermes_persist::local_pg::reachable_by_server(dir) {
+        d
+    } else {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        PathBuf::from(format!("/var/tmp/hermes-demo-{uid}/pg"))
+    }
+}
+
+/// The demo's live stage: two simulators (Coinbase, Binance) serve `sample` on loopback
+/// ports, and the engine ingests them until they go quiet.
+pub fn demo_live(a: &DemoArgs, sample: &Path, persist: &PersistArgs) -> Result<LiveOutcome> {
+    use hermes_sim::{Pacing, SimOptions, SimSource};
+    let mut urls = Vec::new();
+    for venue in [Venue::Coinbase, Venue::Binance] {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("binding a simulator port")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let opts = SimOptions {
+            venue,
+            source: SimSource::Capture(sample.to_path_buf()),
+            listen: addr,
+            // Paced (each venue at 40k frames/s) so the latency figure is that of a
+            // busy feed, not of a saturated queue.
+            pacing: Pacing::Rate(40_000.0),
+            faults: Vec::new(),
+            oversize_bytes: 0,
+            stall: Duration::ZERO,
+            seed: 7,
+            rest_per_second: 100,
+        };
+        std::thread::Builder::new()
+            .name(format!("demo-sim-{}", venue.name()))
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let Ok(l) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    if let Err(e) = hermes_sim::serve(l, opts, Default::default()).await {
+                        tracing::error!("demo simulator: {e:#}");
+                    }
+                });
+            })
+            .context("starting a simulator thread")?;
+        urls.push(format!("ws://{addr}"));
+    }
+    let synth = SynthOptions::default();
+    let symbols = |v: Venue| -> Vec<String> {
+        (0..synth.instruments)
+            .map(|k| match v {
+                Venue::Coinbase => format!("SYN{k}-USD"),
+                _ => format!("SYN{k}USDT"),
+            })
+            .collect()
+    };
+    let cfg = hermes_live::LiveConfig {
+        coinbase_ws_url: urls[0].clone(),
+        coinbase_products: symbols(Venue::Coinbase),
+        binance_ws_url: urls[1].clone(),
+        binance_rest_url: urls[1].replacen("ws://", "http://", 1),
+        binance_symbols: symbols(Venue::Binance),
+        ..Default::default()
+    };
+    let run = RunArgs {
+        config: None,
+        duration: Some(120.0),
+        until_idle: Some(1.0),
+        print_final: false,
+        stats: false,
+        reconnect_min_ms: None,
+        reconnect_max_ms: None,
+        breaker_cooldown_ms: None,
+        max_frame_bytes: None,
+        no_http: a.http.http.is_none(),
+        engine: a.engine.clone(),
+        // The replay stage already persisted this sample; live frames carry new receive
+        // times, so persisting them would add rows on every demo run.
+        persist: PersistArgs {
+            database_url: None,
+            ..persist.clone()
+        },
+        http: a.http.clone(),
+    };
+    live_run(run, None, Some(cfg))
+}

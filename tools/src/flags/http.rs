@@ -1,0 +1,95 @@
+//! `HttpArgs`: the HTTP face's address, keys and limits, and starting it beside an
+//! engine.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use hermes_book::Venue;
+use hermes_engine::EngineOptions;
+
+/// The HTTP face (metrics, health, REST, SSE, webhook).
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Serve HTTP on this address (port 0: any free port; the address is logged).
+    #[arg(long, env = "HERMES_HTTP_ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Require this `x-api-key` on public reads (/symbols, /stream).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Webhook Basic Auth user (with INGEST_PASSWORD; webhook off without both).
+    #[arg(long, env = "INGEST_USERNAME")]
+    pub ingest_username: Option<String>,
+    /// Webhook Basic Auth password.
+    #[arg(long, env = "INGEST_PASSWORD", hide_env_values = true)]
+    pub ingest_password: Option<String>,
+    /// Most SSE events per second per client.
+    #[arg(long, default_value_t = 20.0)]
+    pub sse_max_hz: f64,
+    /// Readiness fails when the persister lags more than this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub ready_max_lag_secs: u64,
+}
+
+impl HttpArgs {
+    #[allow(clippy::too_many_arguments)]
+    /// Starts the HTTP face when an address is given (or `default`); `None` when not
+    /// serving.
+    pub fn start(
+        &self,
+        default: Option<std::net::SocketAddr>,
+        eng: &EngineOptions,
+        live: Option<(std::sync::Arc<hermes_live::LiveStats>, Vec<Venue>)>,
+        persist: Option<std::sync::Arc<hermes_persist::PersistStats>>,
+        database_url: Option<String>,
+        ticks: Option<tokio::sync::mpsc::Sender<hermes_live::TickRequest>>,
+    ) -> Result<Option<crate::http::HttpServer>> {
+        let Some(addr) = self.http.or(default) else {
+            return Ok(None);
+        };
+        let explicit = self.http.is_some();
+        let Some(shm) = eng.shm_path.clone() else {
+            return Ok(None);
+        };
+        let ingest_auth = match (&self.ingest_username, &self.ingest_password) {
+            (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Some((u.clone(), p.clone())),
+            (None, None) => None,
+            _ => bail!(
+                "set both INGEST_USERNAME and INGEST_PASSWORD (non-empty) to enable webhook ticks"
+            ),
+        };
+        let (live, venues) = match live {
+            Some((l, v)) => (Some(l), v),
+            None => (None, Vec::new()),
+        };
+        let server = crate::http::start(
+            addr,
+            crate::http::HttpConfig {
+                shm_path: shm,
+                live,
+                venues,
+                ring: eng.ring_stats.clone(),
+                engine: eng.metrics.clone(),
+                persist,
+                database_url,
+                api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+                ticks: if ingest_auth.is_some() { ticks } else { None },
+                ingest_auth,
+                sse_max_hz: self.sse_max_hz,
+                max_persist_lag: Duration::from_secs(self.ready_max_lag_secs),
+            },
+        );
+        match server {
+            Ok(s) => Ok(Some(s)),
+            // The default address may be taken (another engine on this host): go on
+            // without HTTP, and say how to get it.
+            Err(e) if !explicit => {
+                tracing::warn!(
+                    "HTTP not started: {e:#}; pass --http ADDR (port 0 picks a free one)"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
