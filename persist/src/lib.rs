@@ -259,12 +259,7 @@ impl Persister {
     }
 }
 
-pub(crate) fn unix_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use hermes_book::clock::unix_ns;
 
 /// A stable identity for an input file, from its contents (length and a 64-bit hash of
 /// the records; a native capture's header, which holds its creation time, is left out):

@@ -3,21 +3,24 @@
 //! Every record yields a `raw_events` row from a light look at the frame (channel,
 //! sequence, exchange time, event type). The frame then goes through the project's own
 //! [`Decoder`] (the same code the engine runs): `Event::Trade`s become `trades` rows, and
-//! the book events are applied to the projector's own [`OrderBook`]s, from which
-//! `book_snapshots` (top-N levels at the first change of each snapshot interval) and
-//! `top_of_book` (BBO and kernels at the first change of each sampling interval) are
-//! taken. Intervals are measured on the frames' receive times, never on the wall clock,
+//! every event is applied to the projector's own [`Market`] (the same model the
+//! engine's book thread publishes from), from which `book_snapshots` (top-N levels at the
+//! first change of each snapshot interval) and `top_of_book` (BBO and kernels at the
+//! first change of each sampling interval) are taken: the table's best bid/ask,
+//! microprice and imbalance are the shm slot's for the same events. Intervals are measured on the frames' receive times, never on the wall clock,
 //! so the rows are a pure function of the journal: re-projecting the same records gives
 //! the same rows, which is what makes a restart exactly-once.
 //!
-//! The projector keeps its own books rather than sampling the shm file: it then works
+//! The projector keeps its own market rather than sampling the shm file: it then works
 //! at its own pace (while PostgreSQL is down it is behind the engine by design), and
 //! what it writes does not depend on when a sample happened to be taken.
 
-use hermes_book::{OrderBook, Side};
+use hermes_book::kernels::KernelConfig;
+use hermes_book::market::{Instrument, Market};
+use hermes_book::{InstId, Side};
 use hermes_ingest::capture::{Record, RecordKind};
 use hermes_ingest::json::{parse_rfc3339_ns, Scanner};
-use hermes_ingest::{Decoder, DecoderOptions, Event, Frame, FrameKind, TradeSide, Venue};
+use hermes_ingest::{Decoder, DecoderOptions, Event, Frame, FrameKind, Venue};
 
 use crate::copy::CopyBuffer;
 
@@ -32,6 +35,8 @@ pub struct ProjectionOptions {
     pub snapshot_depth: usize,
     /// Receive-time interval between two `top_of_book` rows of an instrument.
     pub tob_interval_ns: i64,
+    /// Kernel settings (must match the engine's for the table to equal the slot).
+    pub kernels: KernelConfig,
 }
 
 impl Default for ProjectionOptions {
@@ -41,6 +46,7 @@ impl Default for ProjectionOptions {
             snapshot_interval_ns: 1_000_000_000,
             snapshot_depth: 10,
             tob_interval_ns: 100_000_000,
+            kernels: KernelConfig::default(),
         }
     }
 }
@@ -112,30 +118,11 @@ pub struct RowError {
     pub reason: String,
 }
 
+/// Per instrument: the sampling bucket of its last row in each sampled table.
 #[derive(Clone, Copy, Debug, Default)]
-struct Quote {
-    update_id: u64,
-    bid_px: i64,
-    bid_qty: i64,
-    ask_px: i64,
-    ask_qty: i64,
-}
-
-#[derive(Debug)]
-struct Inst {
-    venue: Venue,
-    symbol: String,
-    pd: u8,
-    sd: u8,
-    book: OrderBook,
-    quote: Option<Quote>,
-    has_levels: bool,
-    stale: bool,
-    update_id: u64,
-    exch_ts_ns: i64,
-    last_trade_px: Option<i64>,
-    snap_bucket: Option<i64>,
-    tob_bucket: Option<i64>,
+struct Buckets {
+    snap: Option<i64>,
+    tob: Option<i64>,
 }
 
 /// The light look at a frame for `raw_events`.
@@ -153,13 +140,14 @@ pub struct Projector {
     opts: ProjectionOptions,
     decoder: Decoder,
     events: Vec<Event>,
-    insts: Vec<Inst>,
+    market: Market,
+    buckets: Vec<Buckets>,
 }
 
 impl std::fmt::Debug for Projector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Projector")
-            .field("instruments", &self.insts.len())
+            .field("instruments", &self.buckets.len())
             .finish()
     }
 }
@@ -287,9 +275,10 @@ impl Projector {
     pub fn new(opts: ProjectionOptions) -> Projector {
         Projector {
             decoder: Decoder::new(opts.decoder.clone()),
+            market: Market::new(opts.kernels),
             opts,
             events: Vec::with_capacity(1024),
-            insts: Vec::new(),
+            buckets: Vec::new(),
         }
     }
 
@@ -395,89 +384,31 @@ impl Projector {
         emit: bool,
         batch: &mut Batch,
     ) -> Result<(), RowError> {
+        self.market.apply(ev);
         match *ev {
-            Event::Define {
-                inst,
-                venue,
-                symbol,
-                scale,
-            } => {
-                debug_assert_eq!(inst.0 as usize, self.insts.len());
-                self.insts.push(Inst {
-                    venue,
-                    symbol: symbol.as_str().to_string(),
-                    pd: scale.price_decimals,
-                    sd: scale.size_decimals,
-                    book: OrderBook::default(),
-                    quote: None,
-                    has_levels: false,
-                    stale: false,
-                    update_id: 0,
-                    exch_ts_ns: 0,
-                    last_trade_px: None,
-                    snap_bucket: None,
-                    tob_bucket: None,
-                });
-            }
-            Event::Snapshot { inst } => {
-                let i = &mut self.insts[inst.0 as usize];
-                i.book.begin_snapshot();
-                i.has_levels = true;
-            }
-            Event::Level {
-                inst,
-                side,
-                price,
-                qty,
-            } => {
-                let i = &mut self.insts[inst.0 as usize];
-                i.book.set(side, price, qty);
-                i.has_levels = true;
-            }
+            Event::Define { .. } => self.buckets.push(Buckets::default()),
             Event::Commit {
-                inst,
-                update_id,
-                exch_ts_ns,
-                recv_ts_ns,
+                inst, recv_ts_ns, ..
             } => {
-                let depth = self.opts.snapshot_depth;
                 let (si, ti) = (self.opts.snapshot_interval_ns, self.opts.tob_interval_ns);
-                let i = &mut self.insts[inst.0 as usize];
-                i.book.end_snapshot();
-                i.update_id = update_id;
-                i.exch_ts_ns = exch_ts_ns;
                 let b = recv_ts_ns.div_euclid(si.max(1));
-                if i.snap_bucket != Some(b) {
-                    i.snap_bucket = Some(b);
+                let k = inst.0 as usize;
+                if self.buckets[k].snap != Some(b) {
+                    self.buckets[k].snap = Some(b);
                     if emit {
-                        snapshot_row(i, recv_ts_ns, depth, batch);
+                        let i = self.market.instrument(inst);
+                        snapshot_row(i, recv_ts_ns, self.opts.snapshot_depth, batch);
                         batch.row_offsets[2].push(pos.offset);
                         batch.day(recv_ts_ns);
                     }
                 }
-                self.sample_tob(inst.0 as usize, recv_ts_ns, ti, pos, emit, batch);
+                self.sample_tob(inst, recv_ts_ns, ti, pos, emit, batch);
             }
             Event::Quote {
-                inst,
-                update_id,
-                bid_px,
-                bid_qty,
-                ask_px,
-                ask_qty,
-                recv_ts_ns,
+                inst, recv_ts_ns, ..
             } => {
-                let i = &mut self.insts[inst.0 as usize];
-                if i.quote.is_none_or(|q| update_id >= q.update_id) {
-                    i.quote = Some(Quote {
-                        update_id,
-                        bid_px: bid_px.0,
-                        bid_qty: bid_qty.0,
-                        ask_px: ask_px.0,
-                        ask_qty: ask_qty.0,
-                    });
-                }
                 let ti = self.opts.tob_interval_ns;
-                self.sample_tob(inst.0 as usize, recv_ts_ns, ti, pos, emit, batch);
+                self.sample_tob(inst, recv_ts_ns, ti, pos, emit, batch);
             }
             Event::Trade {
                 inst,
@@ -486,61 +417,52 @@ impl Projector {
                 price,
                 qty,
                 ts_ns,
-            } => {
-                let i = &mut self.insts[inst.0 as usize];
-                i.last_trade_px = Some(price.0);
-                if emit {
-                    let id = i64::try_from(trade_id).map_err(|_| RowError {
-                        reason: format!(
-                            "trade id {trade_id} of {} {} does not fit the bigint column",
-                            i.venue.name(),
-                            i.symbol
-                        ),
-                    })?;
-                    let t = &mut batch.tables[1];
-                    t.begin_row(9);
-                    t.text(venue_name(i.venue));
-                    t.text(&i.symbol);
-                    t.int8(id);
-                    t.numeric(price.0, i.pd);
-                    t.numeric(qty.0, i.sd);
-                    t.text(match side {
-                        TradeSide::Buy => "buy",
-                        TradeSide::Sell => "sell",
-                        TradeSide::Unknown => "unknown",
-                    });
-                    t.timestamptz_ns(ts_ns);
-                    t.timestamptz_ns(rec.recv_ts_ns);
-                    t.bool(agg);
-                    t.end_row();
-                    batch.row_offsets[1].push(pos.offset);
-                    batch.day(ts_ns);
-                }
+            } if emit => {
+                let i = self.market.instrument(inst);
+                let id = i64::try_from(trade_id).map_err(|_| RowError {
+                    reason: format!(
+                        "trade id {trade_id} of {} {} does not fit the bigint column",
+                        i.venue.name(),
+                        i.symbol
+                    ),
+                })?;
+                let t = &mut batch.tables[1];
+                t.begin_row(9);
+                t.text(venue_name(i.venue));
+                t.text(&i.symbol);
+                t.int8(id);
+                t.numeric(price.0, i.scale.price_decimals);
+                t.numeric(qty.0, i.scale.size_decimals);
+                t.text(side.name());
+                t.timestamptz_ns(ts_ns);
+                t.timestamptz_ns(rec.recv_ts_ns);
+                t.bool(agg);
+                t.end_row();
+                batch.row_offsets[1].push(pos.offset);
+                batch.day(ts_ns);
             }
-            Event::Stale { inst, stale } => {
-                self.insts[inst.0 as usize].stale = stale;
-            }
+            _ => {}
         }
         Ok(())
     }
 
     fn sample_tob(
         &mut self,
-        k: usize,
+        inst: InstId,
         recv_ts_ns: i64,
         interval: i64,
         pos: Position<'_>,
         emit: bool,
         batch: &mut Batch,
     ) {
-        let i = &mut self.insts[k];
+        let buckets = &mut self.buckets[inst.0 as usize];
         let b = recv_ts_ns.div_euclid(interval.max(1));
-        if i.tob_bucket == Some(b) {
+        if buckets.tob == Some(b) {
             return;
         }
-        i.tob_bucket = Some(b);
+        buckets.tob = Some(b);
         if emit {
-            tob_row(i, recv_ts_ns, batch);
+            tob_row(self.market.instrument(inst), recv_ts_ns, batch);
             batch.row_offsets[3].push(pos.offset);
             batch.day(recv_ts_ns);
         }
@@ -555,14 +477,15 @@ fn opt_ts(t: &mut CopyBuffer, ns: i64) {
     }
 }
 
-fn snapshot_row(i: &Inst, ts: i64, depth: usize, batch: &mut Batch) {
+fn snapshot_row(i: &Instrument, ts: i64, depth: usize, batch: &mut Batch) {
+    let (pd, sd) = (i.scale.price_decimals, i.scale.size_decimals);
     let t = &mut batch.tables[2];
     t.begin_row(11);
     t.text(venue_name(i.venue));
     t.text(&i.symbol);
     t.timestamptz_ns(ts);
-    opt_ts(t, i.exch_ts_ns);
-    t.int8(i.update_id as i64);
+    opt_ts(t, i.top.exch_ts_ns);
+    t.int8(i.top.update_id as i64);
     for side in [Side::Bid, Side::Ask] {
         for px in [true, false] {
             t.begin_numeric_array();
@@ -572,50 +495,40 @@ fn snapshot_row(i: &Inst, ts: i64, depth: usize, batch: &mut Batch) {
             };
             for l in levels.take(depth) {
                 if px {
-                    t.array_numeric(l.price.0, i.pd);
+                    t.array_numeric(l.price.0, pd);
                 } else {
-                    t.array_numeric(l.qty.0, i.sd);
+                    t.array_numeric(l.qty.0, sd);
                 }
             }
             t.end_array();
         }
     }
-    t.bool(i.stale);
+    t.bool(i.is_stale());
     t.bool(i.book.is_crossed());
     t.end_row();
 }
 
-fn tob_row(i: &Inst, ts: i64, batch: &mut Batch) {
-    // The same choice as the engine's publisher: Binance bookTicker and diff depth share
-    // an id space (newer wins); a Coinbase ticker (no id) stands in only without levels.
-    let from_quote = match i.quote {
-        Some(q) if q.update_id > 0 => q.update_id > i.update_id,
-        Some(_) => !i.has_levels,
-        None => false,
-    };
-    let (bid, ask) = match (from_quote, i.quote) {
-        (true, Some(q)) => (Some((q.bid_px, q.bid_qty)), Some((q.ask_px, q.ask_qty))),
-        _ => (
-            i.book.best_bid().map(|l| (l.price.0, l.qty.0)),
-            i.book.best_ask().map(|l| (l.price.0, l.qty.0)),
-        ),
-    };
+/// Decimals of a ratio in ppm as a `NUMERIC` (`imbalance_ppm / 1e6`).
+const PPM_DECIMALS: u8 = 6;
+
+/// A `top_of_book` row: the market model's [`Top`](hermes_book::market::Top), the values
+/// the shm slot holds for the same events.
+fn tob_row(i: &Instrument, ts: i64, batch: &mut Batch) {
+    let (pd, sd) = (i.scale.price_decimals, i.scale.size_decimals);
+    let top = &i.top;
+    let k = &top.kernels;
     let t = &mut batch.tables[3];
     t.begin_row(17);
     t.text(venue_name(i.venue));
     t.text(&i.symbol);
     t.timestamptz_ns(ts);
-    opt_ts(t, i.exch_ts_ns);
-    t.int8(if from_quote {
-        i.quote.map_or(0, |q| q.update_id) as i64
-    } else {
-        i.update_id as i64
-    });
-    for side in [bid, ask] {
+    opt_ts(t, top.exch_ts_ns);
+    t.int8(i.shown_update_id() as i64);
+    for side in [top.bid(), top.ask()] {
         match side {
-            Some((p, q)) => {
-                t.numeric(p, i.pd);
-                t.numeric(q, i.sd);
+            Some(l) => {
+                t.numeric(l.price.0, pd);
+                t.numeric(l.qty.0, sd);
             }
             None => {
                 t.null();
@@ -623,43 +536,18 @@ fn tob_row(i: &Inst, ts: i64, batch: &mut Batch) {
             }
         }
     }
-    match (bid, ask) {
-        (Some((bp, bq)), Some((ap, aq))) => {
-            match ap.checked_sub(bp) {
-                Some(s) => t.numeric(s, i.pd),
-                None => t.null(),
-            }
-            // mid = (bid + ask) / 2, exact at one more decimal.
-            match (bp as i128 + ap as i128)
-                .checked_mul(5)
-                .and_then(|m| i64::try_from(m).ok())
-            {
-                Some(m) if i.pd < u8::MAX => t.numeric(m, i.pd + 1),
-                _ => t.null(),
-            }
-            let (bqf, aqf) = (bq as f64, aq as f64);
-            if bqf + aqf > 0.0 {
-                let scale = 10f64.powi(-(i.pd as i32));
-                t.float8((bp as f64 * aqf + ap as f64 * bqf) / (bqf + aqf) * scale);
-                t.float8((bqf - aqf) / (bqf + aqf));
-            } else {
-                t.null();
-                t.null();
-            }
-        }
-        _ => {
-            for _ in 0..4 {
-                t.null();
-            }
-        }
-    }
-    match i.last_trade_px {
-        Some(p) => t.numeric(p, i.pd),
+    let mut opt = |v: Option<i64>, decimals: u8| match v {
+        Some(v) => t.numeric(v, decimals),
         None => t.null(),
-    }
-    t.bool(i.stale);
-    t.bool(i.book.is_crossed());
-    t.bool(from_quote);
+    };
+    opt(k.spread_ticks, pd);
+    opt(k.mid, k.price_decimals);
+    opt(k.microprice, k.price_decimals);
+    opt(k.imbalance_ppm, PPM_DECIMALS);
+    opt((top.trades > 0).then_some(top.last_trade_px), pd);
+    t.bool(top.is_stale());
+    t.bool(top.is_crossed());
+    t.bool(top.bbo_from_quote());
     t.end_row();
 }
 

@@ -123,12 +123,32 @@ CREATE TABLE ingest_offsets (
 COMMENT ON TABLE ingest_offsets IS 'Per journal segment: the byte offset whose records are all in the tables, committed in the same transaction as those rows.';
 "#;
 
+/// Version 2: `top_of_book.microprice` and `imbalance` become the market model's kernels
+/// (exact `NUMERIC`), the same values the shm slot publishes under those names: the
+/// microprice at the kernels' price decimals, the depth imbalance over the top N levels
+/// (`--kernel-levels`) as a ratio in [-1, 1] with six decimals. Before, they were `f64`
+/// best-level values that disagreed with the slot.
+const V2_TOB_KERNELS: &str = r#"
+ALTER TABLE top_of_book
+    ALTER COLUMN microprice TYPE numeric USING microprice::numeric,
+    ALTER COLUMN imbalance TYPE numeric USING imbalance::numeric;
+COMMENT ON COLUMN top_of_book.microprice IS 'Size-weighted mid (bid x ask_qty + ask x bid_qty) / (bid_qty + ask_qty) of the shown best bid/ask, as the shm slot microprice_px (hermes_book::kernels).';
+COMMENT ON COLUMN top_of_book.imbalance IS 'Depth imbalance (bid_depth - ask_depth) / (bid_depth + ask_depth) over the top N levels, as the shm slot imbalance_ppm / 1e6 (hermes_book::kernels).';
+"#;
+
 /// The migrations, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "raw_events, trades, book_snapshots, top_of_book, ingest_offsets",
-    sql: V1_TABLES,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "raw_events, trades, book_snapshots, top_of_book, ingest_offsets",
+        sql: V1_TABLES,
+    },
+    Migration {
+        version: 2,
+        name: "top_of_book microprice and imbalance from the market model's kernels",
+        sql: V2_TOB_KERNELS,
+    },
+];
 
 /// Lock id that serialises concurrent migrators (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x4845_524d_4553_0001;
@@ -234,31 +254,8 @@ pub fn migrate<C: GenericClient>(client: &mut C) -> Result<(Partitioning, Vec<i3
     Ok((partitioning, applied))
 }
 
-/// Days since the Unix epoch of a Unix-nanosecond time (UTC).
-#[inline]
-pub fn day_of_ns(unix_ns: i64) -> i32 {
-    unix_ns.div_euclid(86_400_000_000_000) as i32
-}
-
-/// `(year, month, day)` of a day number (days since 1970-01-01), proleptic Gregorian.
-pub fn civil_from_days(z: i32) -> (i32, u32, u32) {
-    // Howard Hinnant's algorithm.
-    let z = z as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
-}
-
-fn date_text(day: i32) -> String {
-    let (y, m, d) = civil_from_days(day);
-    format!("{y:04}-{m:02}-{d:02}")
-}
+pub use hermes_book::clock::{civil_from_days, day_of_ns};
+use hermes_book::clock::date_text;
 
 /// Creates the day partitions of every partitioned table for `day` (idempotent; a
 /// concurrent creator is tolerated).
@@ -285,18 +282,6 @@ pub fn ensure_partitions<C: GenericClient>(client: &mut C, day: i32) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(
-            civil_from_days(day_of_ns(1_786_316_748_505_350_477)),
-            (2026, 8, 9)
-        );
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(day_of_ns(-1), -1);
-    }
 
     #[test]
     fn render_native_and_timescale() {

@@ -603,6 +603,38 @@ mod tests {
     }
 
     #[test]
+    fn wait_for_change_returns_the_next_publication_or_times_out() {
+        let path = tmp("wait");
+        let mut w = ShmWriter::create(&path, WriterOptions::default()).unwrap();
+        let slot = w.add_instrument(Venue::Binance, "BTCUSDT", 2, 4).unwrap();
+        w.publish(slot, &TopOfBook::default());
+        // SAFETY: test-owned file.
+        let r = unsafe { ShmReader::open(&path) }.unwrap();
+        let seq = r.seq(slot);
+        // Nothing published: the wait ends empty-handed.
+        assert!(r
+            .wait_for_change(slot, seq, Duration::from_millis(5))
+            .is_none());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            r.wait_for_change(slot, seq, Duration::from_secs(30))
+        });
+        rx.recv().unwrap();
+        let t = TopOfBook {
+            bid_px: 4_200,
+            update_id: 9,
+            ..Default::default()
+        };
+        w.publish(slot, &t);
+        let got = reader.join().unwrap().expect("the publication arrives");
+        assert_eq!((got.bid_px, got.update_id), (4_200, 9));
+        assert!(got.seq > seq && got.seq % 2 == 0);
+        drop(w);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn create_publish_read_and_restart() {
         let path = tmp("basic");
         let mut w = ShmWriter::create(

@@ -71,6 +71,7 @@ impl PersistArgs {
         o.batch_age = Duration::from_millis(self.batch_age_ms);
         o.drain_timeout = Duration::from_secs(self.persist_drain_timeout);
         o.projection.decoder = eng.decoder();
+        o.projection.kernels = eng.kernels.config();
         o.projection.snapshot_interval_ns = self.snapshot_interval_ms.max(1) as i64 * 1_000_000;
         o.projection.snapshot_depth = self.snapshot_depth;
         o.projection.tob_interval_ns = self.tob_interval_ms.max(1) as i64 * 1_000_000;
