@@ -37,6 +37,39 @@ pub fn default_baseline(dir: &Path, cpu_model: &str, cores: usize) -> PathBuf {
     dir.join(format!("{}.json", machine_class(cpu_model, cores)))
 }
 
+/// The baseline to compare a run on `cpu_model` × `cores` with: the accepted one of its
+/// machine class when `dir` has it (`exact` true), else the nearest one (same core count
+/// first, then most words of the CPU model in common), or `None` when `dir` has none.
+pub fn nearest_baseline(dir: &Path, cpu_model: &str, cores: usize) -> Option<(PathBuf, bool)> {
+    let exact = default_baseline(dir, cpu_model, cores);
+    if exact.is_file() {
+        return Some((exact, true));
+    }
+    let class = machine_class(cpu_model, cores);
+    let words = |c: &str| -> Vec<String> { c.split('-').map(str::to_string).collect() };
+    let want = words(&class);
+    let core_tag = format!("{cores}core");
+    let mut best: Option<((bool, usize, std::cmp::Reverse<String>), PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let have = words(name);
+        let same_cores = have.last() == Some(&core_tag);
+        let common = have.iter().filter(|w| want.contains(w)).count();
+        let score = (same_cores, common, std::cmp::Reverse(name.to_string()));
+        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, path));
+        }
+    }
+    best.map(|(_, p)| (p, false))
+}
+
 /// `amd-epyc-2core`: the CPU model in lowercase words and the core count.
 pub fn machine_class(cpu_model: &str, cores: usize) -> String {
     let words: Vec<String> = cpu_model
@@ -199,4 +232,41 @@ pub fn compare(new: &Report, base: &Report, tol: Tolerance) -> (String, Vec<Stri
         }
     }
     (s, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nearest_baseline_prefers_the_core_count_then_the_cpu() {
+        let dir = std::env::temp_dir().join(format!("hermes-bench-near-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "amd-epyc-2core",
+            "intel-xeon-gold-6148-2core",
+            "amd-epyc-8core",
+        ] {
+            std::fs::write(dir.join(format!("{f}.json")), "{}").unwrap();
+        }
+        let name = |cpu: &str, cores| {
+            let (p, exact) = nearest_baseline(&dir, cpu, cores).unwrap();
+            let n = p.file_name().unwrap().to_str().unwrap().to_string();
+            (n, exact)
+        };
+        assert_eq!(
+            name("AMD EPYC 7B13", 2),
+            ("amd-epyc-2core.json".into(), false)
+        );
+        assert_eq!(
+            name("Intel(R) Xeon(R) Gold 6148 CPU", 2),
+            ("intel-xeon-gold-6148-2core.json".into(), true)
+        );
+        assert_eq!(
+            name("AMD EPYC 9654", 8),
+            ("amd-epyc-8core.json".into(), false)
+        );
+        assert_eq!(name("Apple M3", 4).1, false);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

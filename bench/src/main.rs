@@ -118,18 +118,34 @@ fn real_main() -> Result<()> {
             no_fail,
         }) => {
             let new_r = compare::load(&new)?;
-            let base_path = baseline.unwrap_or_else(|| {
-                compare::default_baseline(
-                    &workspace_dir().join("perf-baselines"),
-                    &new_r.machine.cpu_model,
-                    new_r.machine.cores,
-                )
-            });
+            let base_path = match baseline {
+                Some(b) => b,
+                None => {
+                    let dir = workspace_dir().join("perf-baselines");
+                    let (cpu, cores) = (&new_r.machine.cpu_model, new_r.machine.cores);
+                    match compare::nearest_baseline(&dir, cpu, cores) {
+                        Some((p, true)) => p,
+                        Some((p, false)) => {
+                            eprintln!(
+                                "warning: no accepted baseline for this machine class ({}) in {}; comparing with the nearest, {} (another CPU: same-run ratios carry over, absolute figures less so)",
+                                compare::machine_class(cpu, cores),
+                                dir.display(),
+                                p.display()
+                            );
+                            p
+                        }
+                        None => {
+                            println!(
+                                "no accepted baseline in {}; nothing to compare (accept a run by copying its JSON there)",
+                                dir.display()
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+            };
             if !base_path.exists() && no_fail {
-                println!(
-                    "no accepted baseline at {} for this machine class; nothing to compare",
-                    base_path.display()
-                );
+                println!("no baseline at {}; nothing to compare", base_path.display());
                 return Ok(());
             }
             let base = compare::load(&base_path)?;

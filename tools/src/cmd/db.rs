@@ -3,8 +3,8 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-#[derive(Subcommand, Debug)]
 /// `hermes db` subcommands.
+#[derive(Subcommand, Debug)]
 pub enum DbCmd {
     /// Apply the schema migrations (idempotent; the persister also applies them when it
     /// starts).

@@ -16,8 +16,8 @@ use crate::cmd::live::{live_run, LiveOutcome, RunArgs};
 use crate::cmd::replay::{run_replay, summary_line};
 use crate::flags::{data_dir, report_persist, EngineArgs, HttpArgs, PersistArgs};
 
-#[derive(Args, Debug)]
 /// `hermes demo` arguments.
+#[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Where the demo keeps its files (default: $XDG_DATA_HOME/hermes or ~/.local/share/hermes).
     #[arg(long)]
@@ -25,6 +25,11 @@ pub struct DemoArgs {
     /// Frames in the generated sample.
     #[arg(long, default_value_t = 200_000)]
     pub frames: u64,
+    /// When PostgreSQL's server binaries are missing and DATABASE_URL is unset, install
+    /// them with `apt-get install postgresql` (as root, or through `sudo -n`) instead of
+    /// skipping the database stages.
+    #[arg(long)]
+    pub install_deps: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -33,41 +38,110 @@ pub struct DemoArgs {
     pub http: HttpArgs,
 }
 
+/// Where the demo's rows go: a database, or nowhere with the reason.
+enum DemoDb {
+    /// `DATABASE_URL` / `--database-url`, or the private cluster started here.
+    Ready {
+        url: String,
+        local: Option<hermes_persist::local_pg::LocalPg>,
+    },
+    /// No server binaries and no URL: the database stages are skipped.
+    Skipped { why: String },
+}
+
+/// Stage 2: PostgreSQL from the URL, else a private cluster (installing the server
+/// first with `--install-deps`), else skipped with the command that adds it.
+fn demo_db(a: &DemoArgs, dir: &Path) -> Result<DemoDb> {
+    if let Some(u) = &a.persist.database_url {
+        eprintln!("[2/5] using PostgreSQL at {u}");
+        return Ok(DemoDb::Ready {
+            url: u.clone(),
+            local: None,
+        });
+    }
+    if hermes_persist::local_pg::find_binaries().is_err() {
+        if a.install_deps {
+            install_postgresql()?;
+        } else {
+            let why =
+                "PostgreSQL server binaries (initdb, postgres) not found and DATABASE_URL is unset"
+                    .to_string();
+            eprintln!("[2/5] skipped: {why}; the database stages are left out");
+            return Ok(DemoDb::Skipped { why });
+        }
+    }
+    let pg_dir = demo_pg_dir(dir);
+    eprintln!(
+        "[2/5] starting a private PostgreSQL in {} (reused if already running)",
+        pg_dir.display()
+    );
+    let pg = hermes_persist::local_pg::LocalPg::start(&pg_dir)
+        .context("starting the demo's PostgreSQL")?;
+    let url = pg
+        .create_database("hermes")
+        .context("creating the demo database")?;
+    Ok(DemoDb::Ready {
+        url,
+        local: Some(pg),
+    })
+}
+
+/// `apt-get install postgresql`, as root or through sudo, saying so first.
+fn install_postgresql() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        std::process::Command::new("apt-get")
+    } else {
+        let mut c = std::process::Command::new("sudo");
+        c.arg("-n").arg("apt-get");
+        c
+    };
+    cmd.args([
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "postgresql",
+    ])
+    .env("DEBIAN_FRONTEND", "noninteractive");
+    eprintln!("[2/5] --install-deps: installing PostgreSQL ({cmd:?})");
+    let status = cmd.status().context(
+        "running apt-get (is this Debian or Ubuntu? run as root, or install PostgreSQL yourself)",
+    )?;
+    if !status.success() {
+        bail!("installing PostgreSQL failed ({status}); run `apt-get install postgresql` as root, or set DATABASE_URL to an existing server");
+    }
+    hermes_persist::local_pg::find_binaries()
+        .context("PostgreSQL was installed but initdb/postgres are still not found")?;
+    Ok(())
+}
+
+/// Runs the demo.
 pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let sample = dir.join("sample.hcap");
-    eprintln!("[1/4] generating a synthetic market ({} frames, Coinbase + Binance, 3 instruments each) into {}", a.frames, sample.display());
+    eprintln!("[1/5] generating a synthetic market ({} frames, Coinbase + Binance, 3 instruments each) into {}", a.frames, sample.display());
     generate(&sample, SynthOptions::default(), a.frames, false)?;
-    // PostgreSQL: DATABASE_URL / --database-url, or a private cluster started here.
-    let (url, local) = match &a.persist.database_url {
-        Some(u) => {
-            eprintln!("[2/4] using PostgreSQL at {u}");
-            (u.clone(), None)
-        }
-        None => {
-            let pg_dir = demo_pg_dir(&dir);
-            eprintln!(
-                "[2/4] starting a private PostgreSQL in {} (reused if already running)",
-                pg_dir.display()
-            );
-            let pg = hermes_persist::local_pg::LocalPg::start(&pg_dir)
-                .context("starting the demo's PostgreSQL")?;
-            let url = pg
-                .create_database("hermes")
-                .context("creating the demo database")?;
-            (url, Some(pg))
-        }
-    };
+    let db = demo_db(&a, &dir)?;
     let mut persist = a.persist.clone();
-    persist.database_url = Some(url.clone());
+    persist.database_url = match &db {
+        DemoDb::Ready { url, .. } => Some(url.clone()),
+        DemoDb::Skipped { .. } => None,
+    };
     if persist.journal.is_none() {
         persist.journal = Some(dir.join("journal"));
     }
     let opts = persist.options(Some(&sample), &a.engine)?;
     eprintln!(
-        "[3/4] replaying it through the engine (ingest thread → ring → book thread → shm {}) with the persister (journal → PostgreSQL)",
-        a.engine.shm.display()
+        "[3/5] replaying it through the engine (ingest thread → ring → book thread → shm {}){}",
+        a.engine.shm.display(),
+        if opts.is_some() {
+            " with the persister (journal → PostgreSQL)"
+        } else {
+            ""
+        }
     );
     let r = run_replay(
         &sample,
@@ -111,7 +185,6 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     if !status.success() {
         bail!("hermes shm dump failed ({status})");
     }
-    let counts = hermes_persist::row_counts(&url).context("counting rows")?;
     let exe = exe.display();
     let shm = a.engine.shm.display();
     let d = &r.summary.decode;
@@ -132,33 +205,45 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         live.visible_ns.value_at_quantile(0.999) as f64 / 1e3,
         live.visible_ns.len()
     );
-    println!("Rows in PostgreSQL (SELECT count(*)):");
-    for (t, n) in &counts {
-        println!("  {t:<15} {n:>10}");
+    if let DemoDb::Ready { url, .. } = &db {
+        let counts = hermes_persist::row_counts(url).context("counting rows")?;
+        println!("Rows in PostgreSQL (SELECT count(*)):");
+        for (t, n) in &counts {
+            println!("  {t:<15} {n:>10}");
+        }
     }
     println!("Shared memory: {shm}");
-    match &local {
-        Some(pg) => println!(
+    match &db {
+        DemoDb::Ready {
+            local: Some(pg), ..
+        } => println!(
             "PostgreSQL:    private cluster in {} (socket dir {}, port {}), database hermes, left running",
             pg.dir().display(),
             pg.socket_dir().display(),
             pg.port()
         ),
-        None => println!("PostgreSQL:    {url}"),
+        DemoDb::Ready { url, local: None } => println!("PostgreSQL:    {url}"),
+        DemoDb::Skipped { why } => {
+            println!("PostgreSQL:    SKIPPED ({why}): nothing was persisted.");
+            println!("               Add it with `sudo apt-get install postgresql` and run the demo again,");
+            println!("               or run `hermes demo --install-deps` as root, or set DATABASE_URL.");
+        }
     }
     println!("Look further:");
     println!("  {exe} top --shm {shm} --once       # the live view (drop --once for the interactive one)");
     println!("  {exe} shm dump {shm}               # the books, from the shm file");
     println!("  {exe} shm dump {shm} --json        # the same data as JSON");
     println!("  python3 shm/python/hermes_shm.py {shm}   # the stdlib-only Python reader");
-    println!("  psql \"{url}\" -c 'SELECT venue, symbol, count(*) FROM trades GROUP BY 1, 2'");
-    println!("  psql \"{url}\" -c 'SELECT * FROM top_of_book ORDER BY ts DESC LIMIT 5'");
-    if let Some(pg) = local {
-        println!(
-            "  kill -INT $(head -1 {}/data/postmaster.pid)   # stop the demo's PostgreSQL",
-            pg.dir().display()
-        );
-        pg.keep_running();
+    if let DemoDb::Ready { url, local } = db {
+        println!("  psql \"{url}\" -c 'SELECT venue, symbol, count(*) FROM trades GROUP BY 1, 2'");
+        println!("  psql \"{url}\" -c 'SELECT * FROM top_of_book ORDER BY ts DESC LIMIT 5'");
+        if let Some(pg) = local {
+            println!(
+                "  kill -INT $(head -1 {}/data/postmaster.pid)   # stop the demo's PostgreSQL",
+                pg.dir().display()
+            );
+            pg.keep_running();
+        }
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use hermes_sim::synth::{Synth, SynthOptions};
 
 use crate::flags::VenueArg;
 
-#[derive(Args, Debug)]
 /// `hermes generate` arguments.
+#[derive(Args, Debug)]
 pub struct GenerateArgs {
     /// Output capture file.
     #[arg(long)]

@@ -12,17 +12,18 @@ use hermes_ingest::{Decoder, Venue};
 use crate::cmd::replay::final_lines;
 use crate::flags::{finish_persister, report_persist, secs, EngineArgs, HttpArgs, PersistArgs};
 
-#[derive(Args, Debug)]
 /// `hermes run` arguments.
+#[derive(Args, Debug)]
 pub struct RunArgs {
     /// TOML config file ([coinbase], [binance], [connection] tables); environment
-    /// variables override it.
+    /// variables override it [default: none: the environment alone].
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Stop after this many seconds.
+    /// Stop after this many seconds [default: run until SIGINT/SIGTERM].
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Stop once no frame arrived for this many seconds (after the first one).
+    /// Stop once no frame arrived for this many seconds (after the first one)
+    /// [default: never].
     #[arg(long)]
     pub until_idle: Option<f64>,
     /// After the run, print one JSON object per instrument (as `replay --print-final`).
@@ -31,16 +32,16 @@ pub struct RunArgs {
     /// Print counters to stderr every second.
     #[arg(long)]
     pub stats: bool,
-    /// First reconnect delay in ms (overrides the config file).
+    /// First reconnect delay in ms, overriding the config file [default: 1000].
     #[arg(long)]
     pub reconnect_min_ms: Option<u64>,
-    /// Largest reconnect delay in ms.
+    /// Largest reconnect delay in ms [default: 60000].
     #[arg(long)]
     pub reconnect_max_ms: Option<u64>,
-    /// Circuit-breaker cool-down in ms.
+    /// Circuit-breaker cool-down in ms [default: 30000].
     #[arg(long)]
     pub breaker_cooldown_ms: Option<u64>,
-    /// Largest accepted WebSocket message in bytes.
+    /// Largest accepted WebSocket message in bytes [default: 67108864].
     #[arg(long)]
     pub max_frame_bytes: Option<usize>,
     /// Do not serve HTTP (by default `run` serves on 127.0.0.1:9100).
@@ -54,8 +55,8 @@ pub struct RunArgs {
     pub http: HttpArgs,
 }
 
-#[derive(Args, Debug)]
 /// `hermes record` arguments.
+#[derive(Args, Debug)]
 pub struct RecordArgs {
     /// Directory of the capture files.
     #[arg(long)]

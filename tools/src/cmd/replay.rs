@@ -16,8 +16,8 @@ use crate::flags::{
     VenueArg,
 };
 
-#[derive(Args, Debug)]
 /// `hermes replay` arguments.
+#[derive(Args, Debug)]
 pub struct ReplayArgs {
     /// Capture file: native, or JSON lines (optionally `<timestamp> ` prefixed, cryptofeed
     /// recorder formats), optionally .gz or .zst.

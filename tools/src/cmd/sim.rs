@@ -11,8 +11,8 @@ use hermes_ingest::Venue;
 
 use crate::flags::VenueArg;
 
-#[derive(Args, Debug)]
 /// `hermes sim` arguments.
+#[derive(Args, Debug)]
 pub struct SimArgs {
     /// Venue protocol to speak.
     #[arg(long, value_enum)]
@@ -33,17 +33,18 @@ pub struct SimArgs {
     /// Pacing: realtime, a factor such as 10x, or max (as fast as clients read).
     #[arg(long, default_value = "realtime")]
     pub speed: Speed,
-    /// A fixed rate in frames per second (overrides --speed).
+    /// A fixed rate in frames per second, overriding --speed [default: none: --speed
+    /// paces].
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Fault injection: KIND=RATE (probability per frame), KIND=every:N or KIND=at:N,M;
+    /// Fault injection [default: none]: KIND=RATE (probability per frame), KIND=every:N or KIND=at:N,M;
     /// kinds disconnect, gap, duplicate, reorder, malformed, oversize, stall. Repeatable.
     #[arg(long)]
     pub fault: Vec<hermes_sim::Fault>,
     /// Levels per side of synthetic books.
     #[arg(long, default_value_t = 50)]
     pub depth: usize,
-    /// Frames of the synthetic market (endless when absent).
+    /// Frames of the synthetic market [default: endless].
     #[arg(long)]
     pub frames: Option<u64>,
     /// Seed of the synthetic market and of fault decisions.

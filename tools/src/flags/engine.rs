@@ -10,8 +10,8 @@ use hermes_ingest::DecoderOptions;
 
 use super::KernelArgs;
 
-#[derive(Args, Debug, Clone)]
 /// The engine settings of `replay`, `run`, `record` and `demo`.
+#[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
     /// The shm file to publish into.
     #[arg(long, env = "HERMES_SHM_PATH", default_value = "/dev/shm/hermes")]

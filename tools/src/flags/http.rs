@@ -11,7 +11,8 @@ use hermes_engine::EngineOptions;
 /// The HTTP face (metrics, health, REST, SSE, webhook).
 #[derive(Args, Debug, Clone)]
 pub struct HttpArgs {
-    /// Serve HTTP on this address (port 0: any free port; the address is logged).
+    /// Serve HTTP on this address (port 0: any free port; the address is logged)
+    /// [default: `run` and `record` serve on 127.0.0.1:9100; `replay` and `demo` do not serve].
     #[arg(long, env = "HERMES_HTTP_ADDR")]
     pub http: Option<std::net::SocketAddr>,
     /// Require this `x-api-key` on public reads (/symbols, /stream).

@@ -19,8 +19,8 @@ pub use http::HttpArgs;
 pub use kernels::KernelArgs;
 pub use persist::{finish_persister, report_persist, PersistArgs, PersistOutcome};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
 /// A venue the CLI accepts.
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum VenueArg {
     Coinbase,
     Binance,
@@ -35,8 +35,8 @@ impl From<VenueArg> for Venue {
     }
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
 /// A capture format the CLI accepts.
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
     Auto,
     Native,
