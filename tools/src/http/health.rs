@@ -1,0 +1,85 @@
+//! `GET /health/liveness` (the book thread's heartbeat is fresh) and
+//! `GET /health/readiness` (feeds connected, breakers closed, persister keeping up).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hermes_book::clock::unix_ns;
+use hermes_live::BreakerState;
+use serde_json::json;
+
+use super::state::{App, AppState};
+
+/// `GET /health/liveness`: alive while the book thread beat within the last 2 s.
+pub(super) async fn liveness(State(app): State<App>) -> Response {
+    // Relaxed: a reported timestamp.
+    let beat = app.cfg.engine.heartbeat_ns.load(Ordering::Relaxed) as i64;
+    let age = Duration::from_nanos((unix_ns() - beat).max(0) as u64);
+    if beat > 0 && age < Duration::from_secs(2) {
+        Json(json!({ "status": "alive", "book_thread_heartbeat_ms": age.as_millis() as u64 }))
+            .into_response()
+    } else if beat == 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "starting", "reason": "the book thread has not started yet" })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "dead", "reason": format!("book thread silent for {} ms", age.as_millis()) })),
+        )
+            .into_response()
+    }
+}
+
+/// Why the engine is not ready (empty = ready).
+fn unready(app: &AppState) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(live) = &app.cfg.live {
+        for v in &app.cfg.venues {
+            let (name, vs) = match v {
+                hermes_ingest::Venue::Coinbase => ("coinbase", &live.coinbase),
+                _ => ("binance", &live.binance),
+            };
+            // Relaxed: reported states.
+            if !vs.connected.load(Ordering::Relaxed) {
+                why.push(format!("{name} feed disconnected"));
+            }
+            if vs.breaker() == BreakerState::Open {
+                why.push(format!("{name} circuit breaker open"));
+            }
+        }
+    }
+    if let Some(p) = &app.cfg.persist {
+        if !p.connected.load(Ordering::Relaxed) {
+            why.push("persister not connected to PostgreSQL".into());
+        }
+        if p.halted.load(Ordering::Relaxed) {
+            why.push("persister halted on a row the database refuses (see logs)".into());
+        }
+        let lag = Duration::from_millis(p.lag_ms.load(Ordering::Relaxed));
+        if lag > app.cfg.max_persist_lag {
+            why.push(format!("persister {} ms behind", lag.as_millis()));
+        }
+    }
+    why
+}
+
+/// `GET /health/readiness`: ready, or not ready with the reasons.
+pub(super) async fn readiness(State(app): State<App>) -> Response {
+    let why = unready(&app);
+    if why.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "reasons": why })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,166 @@
+//! The HTTP face, off the hot path on its own (unpinned) thread: Prometheus `/metrics`,
+//! `/health/liveness` and `/health/readiness`, REST over the shm file (never the book
+//! thread's memory), recent trades from PostgreSQL, an SSE stream of top-of-book changes,
+//! and the authenticated `POST /ingest/tick` webhook.
+//!
+//! This module binds the address, builds the router and runs the server thread; each
+//! group of endpoints has its module: [`metrics`], [`health`], [`symbols`], [`history`],
+//! [`stream`] and [`webhook`], all over the shared [`state`].
+
+mod health;
+mod history;
+mod metrics;
+mod state;
+mod stream;
+mod symbols;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hermes_live::{LiveStats, TickRequest};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use state::{App, AppState};
+use stream::Board;
+
+/// Largest accepted webhook body.
+pub const MAX_TICK_BODY: usize = 16 * 1024;
+
+/// Everything the server reads.
+pub struct HttpConfig {
+    /// The shm file the REST and SSE endpoints read.
+    pub shm_path: PathBuf,
+    /// Live feed counters (`run`), if any.
+    pub live: Option<Arc<LiveStats>>,
+    /// Which venues `run` ingests (readiness requires them connected).
+    pub venues: Vec<hermes_ingest::Venue>,
+    /// Ring counters.
+    pub ring: Arc<hermes_engine::RingStats>,
+    /// Book thread counters.
+    pub engine: Arc<hermes_engine::metrics::EngineMetrics>,
+    /// Persister counters, if persisting.
+    pub persist: Option<Arc<hermes_persist::PersistStats>>,
+    /// For `/symbols/{id}/history`.
+    pub database_url: Option<String>,
+    /// Required `x-api-key` on public reads, if set.
+    pub api_key: Option<String>,
+    /// Webhook credentials (user, password); webhook disabled when `None`.
+    pub ingest_auth: Option<(String, String)>,
+    /// To the ingest thread (webhook ticks); `None` when nothing ingests them (replay).
+    pub ticks: Option<mpsc::Sender<TickRequest>>,
+    /// Most SSE events per second per client (per symbol changes are coalesced).
+    pub sse_max_hz: f64,
+    /// Readiness fails when the persister lags more than this.
+    pub max_persist_lag: Duration,
+}
+
+/// A running server; stops when dropped.
+pub struct HttpServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        // Relaxed: a stop request polled by the server thread.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An error answer: `status` with `{"error": msg}`.
+fn json_error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// Binds `addr` and serves on a new thread until the returned server is dropped.
+pub fn start(addr: SocketAddr, cfg: HttpConfig) -> Result<HttpServer> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding the HTTP address {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (board_tx, board_rx) = watch::channel(Arc::new(Vec::new()));
+    let app: App = Arc::new(AppState::new(cfg, board_rx));
+    let thread = std::thread::Builder::new()
+        .name("hermes-http".into())
+        .spawn({
+            let stop = stop.clone();
+            move || serve(listener, app, board_tx, stop)
+        })
+        .context("starting the HTTP thread")?;
+    tracing::info!("HTTP on http://{bound} (/metrics, /health/*, /symbols, /stream, /ingest/tick)");
+    Ok(HttpServer {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The server thread: one current-thread runtime serving `listener` and polling the shm
+/// board until `stop` is set.
+fn serve(
+    listener: std::net::TcpListener,
+    app: App,
+    board_tx: watch::Sender<Board>,
+    stop: Arc<AtomicBool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("HTTP runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        let router = router(app.clone());
+        tokio::spawn(stream::poll_board(app, board_tx, stop.clone()));
+        let shutdown = async move {
+            // Relaxed: a stop request.
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!("HTTP server: {e}");
+        }
+    });
+}
+
+/// Every route and its handler.
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/health/liveness", get(health::liveness))
+        .route("/health/readiness", get(health::readiness))
+        .route("/symbols", get(symbols::symbols))
+        .route("/symbols/{id}", get(symbols::symbol))
+        .route("/symbols/{id}/history", get(history::history))
+        .route("/stream", get(stream::stream))
+        .route(
+            "/ingest/tick",
+            post(webhook::tick).layer(DefaultBodyLimit::max(MAX_TICK_BODY)),
+        )
+        .with_state(app)
+}
