@@ -93,7 +93,7 @@ fn main() {
         Cmd::Sim(a) => cmd::sim::cmd_sim(a),
     };
     if let Err(e) = r {
-        eprintln!("hermes: error: {e:#}");
+        eprintln!("hermes: error: {}", hermes_live::error_chain(&e));
         std::process::exit(1);
     }
 }

@@ -79,6 +79,7 @@ mod binance;
 mod breaker;
 mod coinbase;
 mod config;
+mod error_text;
 mod pipeline;
 mod recorder;
 mod rest;
@@ -88,6 +89,7 @@ mod ws;
 
 pub use breaker::BreakerState;
 pub use config::{ConnPolicy, LiveConfig};
+pub use error_text::error_chain;
 pub use recorder::Recorder;
 pub use stats::{LiveStats, VenueStats};
 pub use tick::{TickOutcome, TickRequest};

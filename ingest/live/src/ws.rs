@@ -181,7 +181,7 @@ pub(crate) async fn reconnect_loop<S: EventSink>(
         vs.breaker.store(breaker.state as u8, Ordering::Relaxed);
         let started = Instant::now();
         let end = match connect(url, p).await {
-            Err(e) => lost(format!("{e:#}")),
+            Err(e) => lost(crate::error_chain(&e)),
             Ok(ws) => {
                 let conn = ctx.borrow_mut().new_conn();
                 vs.connected.store(true, Ordering::Relaxed);
