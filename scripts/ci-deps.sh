@@ -1,39 +1,66 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests use, only when they are missing, so CI and a fresh
-# machine run the same tests as a developer's. Safe to run repeatedly.
+# machine run the same tests as a developer's. Safe to run repeatedly. Exits non-zero,
+# naming the tools, when it cannot provide them all: CI runs the tests with
+# HERMES_REQUIRE_ALL=1, under which a test whose tool is missing fails instead of skipping.
 #
-#   tmux     drives `hermes top` in a real terminal (tools/tests/top.rs)
+#   tmux     drives `hermes top` in a real terminal (tools/tests/integration/top.rs)
 #   python3  the Python shm reader and the reference book builder (usually present)
-#   cc       compiles the C shm reader against shm/include/hermes_shm.h (usually present)
+#   cc, c++  build the C reader and the header as strict C and as C++ (shm/include/hermes_shm.h)
 #   postgresql  initdb/postgres for the private clusters the persister tests start
-#            (persist/tests, tools/tests/persist.rs; hermes_persist::local_pg)
+#            (persist/tests, tools/tests/integration/{persist,http}.rs; hermes_persist::local_pg),
+#            and, when the tests run as root, the `postgres` user the server runs as
 set -euo pipefail
 
-missing=()
-command -v tmux >/dev/null 2>&1 || missing+=(tmux)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-command -v cc >/dev/null 2>&1 || missing+=(gcc)
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    missing+=(postgresql)
-fi
+# The same probes the tests use (common::require, local_pg::available_or_required): a tool
+# counts when it runs, not merely when a name (say, a pyenv shim) is on the PATH.
+runs() { "$@" >/dev/null 2>&1 </dev/null; }
+have_postgres() {
+    { command -v initdb && command -v postgres; } >/dev/null 2>&1 ||
+        ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+missing_packages() {
+    local m=()
+    runs tmux -V || m+=(tmux)
+    runs python3 --version || m+=(python3)
+    runs cc --version || m+=(gcc)
+    runs c++ --version || m+=(g++)
+    have_postgres || m+=(postgresql)
+    echo "${m[@]+"${m[@]}"}"
+}
+# As root the server runs as `postgres` (initdb refuses root); the postgresql package
+# creates that user, binaries installed some other way may not have.
+needs_server_user() { [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; }
 
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ci-deps: missing ${missing[*]} and no apt-get to install them; the tests that need them will print a note and skip" >&2
-    exit 0
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "ci-deps: missing ${missing[*]}; run as root (or with sudo) to install them" >&2
+read -r -a missing <<<"$(missing_packages)"
+if [ ${#missing[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ci-deps: the tests need ${missing[*]}, and there is no apt-get to install them; install them by hand (or run the tests without HERMES_REQUIRE_ALL=1, which skips the tests that need them)" >&2
+        exit 1
+    fi
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO="sudo"
+        else
+            echo "ci-deps: the tests need ${missing[*]}; run as root (or with sudo) to install them" >&2
+            exit 1
+        fi
+    fi
+    echo "ci-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { $SUDO apt-get update -qq &&
+        $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; }; then
+        echo "ci-deps: apt-get could not install ${missing[*]}" >&2
+        exit 1
+    fi
+    read -r -a missing <<<"$(missing_packages)"
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "ci-deps: still missing after apt-get: ${missing[*]}" >&2
         exit 1
     fi
 fi
-echo "ci-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if needs_server_user; then
+    echo "ci-deps: creating the \`postgres\` user the test clusters run as" >&2
+    useradd --system --user-group --no-create-home postgres
+fi

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit, integration (real shm files read from other
 # processes, C and Python readers, the Python reference books), doctests, and the loom
-# model check of the seqlock (its own target dir: loom needs a different cfg).
+# model check of the seqlock (its own target dir: loom needs a different cfg). Each crate's
+# integration tests are one binary (ripgrep's layout: tests/integration/main.rs with a
+# module per area, or a single tests/*.rs), apart from shm's loom test.
+#
+# A test that needs a missing tool (tmux, cc, c++, python3, PostgreSQL; scripts/ci-deps.sh
+# installs them) prints a note and returns early, unless HERMES_REQUIRE_ALL=1 (.ci/run sets
+# it): then it fails and names the tool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked

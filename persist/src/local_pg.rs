@@ -13,7 +13,9 @@
 //! Without them the error says how to install them.
 //!
 //! Tests share one cluster per test process with [`shared`] (stopped and removed at
-//! exit) and take a fresh database each with [`LocalPg::fresh_database`].
+//! exit) and take a fresh database each with [`LocalPg::fresh_database`]. They first ask
+//! [`available_or_required`]: without PostgreSQL a test returns early with a note, unless
+//! `HERMES_REQUIRE_ALL=1` (CI) makes that a failure.
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -558,6 +560,46 @@ pub fn shared() -> Result<&'static LocalPg, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// For a test that needs a cluster: whether one can be started here, that is, whether
+/// PostgreSQL's server binaries are installed (and, as root, the `postgres` user to run them
+/// exists).
+///
+/// When they are not, the test cannot run. With `HERMES_REQUIRE_ALL=1` (CI sets it) this
+/// panics, naming what is missing and what installs it, so no test passes by skipping;
+/// otherwise (a developer's machine) it prints a note and returns `false`, and the test
+/// returns early. Any other reason a cluster fails to start is the test's failure:
+/// [`shared`] and [`OwnedCluster::start`] report it.
+#[doc(hidden)]
+pub fn available_or_required() -> bool {
+    let ready = find_binaries().and_then(|_| {
+        if is_root() {
+            server_user().map(|_| ())
+        } else {
+            Ok(())
+        }
+    });
+    let Err(missing) = ready else {
+        return true;
+    };
+    let what = match missing {
+        LocalPgError::NotInstalled => {
+            "PostgreSQL is missing (no initdb and postgres in PATH or /usr/lib/postgresql/*/bin)"
+                .to_string()
+        }
+        e => format!("PostgreSQL cannot run here ({e})"),
+    };
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let install = "scripts/ci-deps.sh provides it (apt-get install postgresql)";
+    if std::env::var("HERMES_REQUIRE_ALL").is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!("HERMES_REQUIRE_ALL=1: {what}, and {test} needs it; {install}");
+    }
+    eprintln!(
+        "note: {what}, so {test} is skipped; {install}, and HERMES_REQUIRE_ALL=1 makes its \
+         absence a failure"
+    );
+    false
 }
 
 /// A throw-away cluster of its own (for a test that stops and restarts the server), in

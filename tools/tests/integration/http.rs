@@ -1,27 +1,20 @@
 //! The HTTP face against a real server on a loopback port: `hermes run` ingesting from
 //! `hermes sim`, probed with a real HTTP client.
-// Every child ends up in a `Proc`, which kills and waits for it on drop.
+// Every child ends up in a `Proc` or a `Sim`, which kill and wait for it on drop.
 #![allow(clippy::zombie_processes)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use hermes_persist::local_pg;
+
+use crate::common::{self, generate, Sim, TempDir};
+
 fn hermes() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hermes"));
-    for k in [
-        "COINBASE_PRODUCTS",
-        "BINANCE_SYMBOLS",
-        "API_KEY",
-        "INGEST_USERNAME",
-        "INGEST_PASSWORD",
-        "DATABASE_URL",
-        "HERMES_HTTP_ADDR",
-    ] {
-        c.env_remove(k);
-    }
+    let mut c = common::hermes();
     c.env("RUST_LOG", "info");
     c
 }
@@ -35,46 +28,34 @@ impl Drop for Proc {
     }
 }
 
-fn start_sim(dir: &std::path::Path, listen: &str) -> (Proc, String) {
-    let cap = dir.join("cb.hcap");
+/// The simulator serving a Coinbase capture (generated on first use in `dir`) at 20x on
+/// `listen`.
+fn start_sim(dir: &TempDir, listen: &str) -> Sim {
+    let cap = dir.path("cb.hcap");
     if !cap.exists() {
-        let st = hermes()
-            .args([
-                "generate",
+        generate(
+            dir,
+            "cb.hcap",
+            &[
                 "--venues",
                 "coinbase",
                 "--instruments",
                 "3",
                 "--frames",
                 "400000",
-                "--out",
-            ])
-            .arg(&cap)
-            .status()
-            .unwrap();
-        assert!(st.success());
+            ],
+        );
     }
-    let mut child = hermes()
-        .args([
-            "sim",
-            "--venue",
-            "coinbase",
-            "--speed",
-            "20x",
-            "--listen",
-            listen,
-            "--capture",
-        ])
-        .arg(&cap)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line.trim().to_string())
+    Sim::start(&[
+        "--venue",
+        "coinbase",
+        "--speed",
+        "20x",
+        "--listen",
+        listen,
+        "--capture",
+        cap.to_str().unwrap(),
+    ])
 }
 
 struct Engine {
@@ -83,7 +64,7 @@ struct Engine {
     log: mpsc::Receiver<String>,
 }
 
-fn start_run(dir: &std::path::Path, ws: &str, env: &[(&str, &str)]) -> Engine {
+fn start_run(dir: &Path, ws: &str, env: &[(&str, &str)]) -> Engine {
     let mut c = hermes();
     c.arg("run")
         .arg("--shm")
@@ -213,24 +194,17 @@ fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
     m
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hermes-http-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn endpoints_metrics_sse_and_readiness() {
-    let dir = tempdir("main");
+    let dir = TempDir::new("http-main");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let (sim, ws) = start_sim(&dir, &listen);
-    let eng = start_run(&dir, &ws, &[]);
+    let sim = start_sim(&dir, &listen);
+    let eng = start_run(&dir.0, &sim.url, &[]);
     let base = format!("http://{}", eng.base);
 
     wait_for("liveness", || {
@@ -322,7 +296,7 @@ fn endpoints_metrics_sse_and_readiness() {
         let (st, body) = get(&format!("{base}/health/readiness"), &[]);
         st == 503 && body.contains("coinbase feed disconnected")
     });
-    let (_sim2, _) = start_sim(&dir, &listen);
+    let _sim2 = start_sim(&dir, &listen);
     wait_for("readiness to recover", || {
         get(&format!("{base}/health/readiness"), &[]).0 == 200
     });
@@ -330,16 +304,15 @@ fn endpoints_metrics_sse_and_readiness() {
     assert!(m["hermes_reconnects_total{venue=\"coinbase\"}"] >= 1.0);
     drop(eng.proc);
     drop(eng.log);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn webhook_auth_validation_idempotency_and_api_key() {
-    let dir = tempdir("hook");
-    let (_sim, ws) = start_sim(&dir, "127.0.0.1:0");
+    let dir = TempDir::new("http-hook");
+    let sim = start_sim(&dir, "127.0.0.1:0");
     let eng = start_run(
-        &dir,
-        &ws,
+        &dir.0,
+        &sim.url,
         &[
             ("INGEST_USERNAME", "feeder"),
             ("INGEST_PASSWORD", "s3cret"),
@@ -415,23 +388,22 @@ fn webhook_auth_validation_idempotency_and_api_key() {
     assert_eq!(m["hermes_webhook_ticks_total{outcome=\"accepted\"}"], 1.0);
     assert_eq!(m["hermes_webhook_ticks_total{outcome=\"duplicate\"}"], 1.0);
     drop(eng);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn duplicate_ticks_are_applied_once_in_postgresql() {
-    let Ok(pg) = hermes_persist::local_pg::shared() else {
-        eprintln!("no PostgreSQL binaries: skipped (apt-get install postgresql)");
+    if !local_pg::available_or_required() {
         return;
-    };
+    }
+    let pg = local_pg::shared().expect("the test cluster");
     let url = pg.fresh_database("hook").unwrap();
-    let dir = tempdir("hookdb");
+    let dir = TempDir::new("http-hookdb");
     let mut c = hermes();
     c.arg("run")
         .arg("--shm")
-        .arg(dir.join("shm"))
+        .arg(dir.path("shm"))
         .arg("--journal")
-        .arg(dir.join("journal"))
+        .arg(dir.path("journal"))
         .args([
             "--http",
             "127.0.0.1:0",
@@ -495,5 +467,4 @@ fn duplicate_ticks_are_applied_once_in_postgresql() {
         .get(0);
     assert_eq!(n, 3, "duplicates applied once");
     drop(proc);
-    let _ = std::fs::remove_dir_all(&dir);
 }

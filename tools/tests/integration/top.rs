@@ -3,9 +3,10 @@
 //! `capture-pane`): it draws, sorts, filters, shows a ladder, pauses, follows a resize,
 //! reports a writer killed with SIGKILL as DEAD, reopens a replaced file, and `q` exits.
 //!
-//! The interactive test needs `tmux` (`scripts/ci-deps.sh` installs it); without it, it
-//! prints a note and passes. Nothing waits with a fixed sleep: every step polls the pane
-//! until what it expects shows up, with a deadline.
+//! The interactive test needs `tmux` ([`require`]: a note and an early return on a
+//! developer's machine without it, a failure under `HERMES_REQUIRE_ALL=1`). Nothing waits
+//! with a fixed sleep: every step polls the pane until what it expects shows up, with a
+//! deadline.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -16,12 +17,7 @@ use hermes_shm::{
     ShmWriter, SlotKernels, TopOfBook, Venue, WriterOptions, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
 };
 
-mod common;
-use common::TempDir;
-
-fn hermes() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hermes"))
-}
+use crate::common::{hermes, require, TempDir};
 
 fn unix_ns() -> i64 {
     std::time::SystemTime::now()
@@ -165,7 +161,6 @@ fn run_once(path: &Path) -> Output {
     hermes()
         .args(["top", "--once", "--shm"])
         .arg(path)
-        .env_remove("HERMES_SHM_PATH")
         .output()
         .unwrap()
 }
@@ -322,6 +317,8 @@ fn once_explains_a_missing_or_foreign_file() {
 
 /// Set in a writer child's environment to the region's path.
 const ENV_WRITER: &str = "HERMES_TOP_TEST_WRITER";
+/// The writer child's test name, for `--exact`.
+const WRITER_TEST: &str = "top::writer_child";
 /// Printed by the writer child once the region is published.
 const READY: &str = "HERMES-TOP-WRITER-READY";
 
@@ -348,7 +345,7 @@ struct Writer(Child);
 impl Writer {
     fn start(path: &Path) -> Writer {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["writer_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([WRITER_TEST, "--exact", "--nocapture", "--test-threads=1"])
             .env(ENV_WRITER, path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -454,10 +451,7 @@ fn order(screen: &str, symbols: &[&str]) -> Vec<String> {
 
 #[test]
 fn live_view_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!(
-            "note: `tmux` not found (scripts/ci-deps.sh installs it); skipping the live view test"
-        );
+    if !require("tmux", "driving the live view in a terminal") {
         return;
     }
     let dir = TempDir::new("tmux");

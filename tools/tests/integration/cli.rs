@@ -2,22 +2,10 @@
 //! separate processes (`hermes shm dump`, the Python reader), and check the books against
 //! an independent Python reference.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-mod common;
-use common::{run_ok, TempDir};
-
-fn hermes() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hermes"))
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use crate::common::{generate, hermes, require, run_ok, shared_captures, workspace, TempDir};
 
 fn lines(out: &Output) -> Vec<String> {
     String::from_utf8(out.stdout.clone())
@@ -25,19 +13,6 @@ fn lines(out: &Output) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-fn has_python() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn generate(dir: &TempDir, name: &str, args: &[&str]) -> PathBuf {
-    let p = dir.path(name);
-    run_ok(hermes().args(["generate", "--out"]).arg(&p).args(args));
-    p
 }
 
 fn replay(file: &Path, shm: &Path, extra: &[&str]) -> (Vec<String>, String) {
@@ -96,18 +71,16 @@ fn print_final_shm_dump_and_python_reader_agree() {
     assert_eq!(dump, fin);
     let human = String::from_utf8(run_ok(hermes().args(["shm", "dump"]).arg(&shm)).stdout).unwrap();
     assert!(
-        human.contains("closed cleanly") && human.contains("SYN3USDT"),
+        human.contains("closed (the writer exited cleanly") && human.contains("SYN3USDT"),
         "{human}"
     );
-    if has_python() {
+    if require("python3", "the Python shm reader") {
         let py = lines(&run_ok(
             Command::new("python3")
                 .arg(workspace().join("shm/python/hermes_shm.py"))
                 .arg(&shm),
         ));
         assert_eq!(py, fin);
-    } else {
-        eprintln!("python3 not found: Python reader comparison skipped");
     }
     // Every line is a full book: ten levels each side, best first.
     for l in &fin {
@@ -152,8 +125,7 @@ fn replaying_twice_gives_identical_books_and_shm() {
 
 #[test]
 fn synthetic_books_match_the_independent_reference() {
-    if !has_python() {
-        eprintln!("python3 not found: reference comparison skipped");
+    if !require("python3", "the Python reference book builder") {
         return;
     }
     let dir = TempDir::new("ref");
@@ -178,9 +150,10 @@ fn synthetic_books_match_the_independent_reference() {
 
 #[test]
 fn real_captures_match_the_independent_reference() {
-    let captures = workspace().join("../shared/captures");
-    if !captures.is_dir() || !has_python() {
-        eprintln!("../shared/captures or python3 missing: real-capture comparison skipped");
+    let Some(captures) = shared_captures() else {
+        return;
+    };
+    if !require("python3", "the Python reference book builder") {
         return;
     }
     let dir = TempDir::new("real");
@@ -395,5 +368,5 @@ fn paced_replay_and_demo_run() {
     // 200 frames 1 ms apart at 20x: about 10 ms of pacing.
     let (fin, _) = replay(&cap, &dir.path("shm"), &["--speed", "20x"]);
     assert_eq!(fin.len(), 6);
-    // The demo (which starts a private PostgreSQL) is tested in tests/persist.rs.
+    // The demo (which starts a private PostgreSQL) is tested in the `persist` module.
 }

@@ -4,73 +4,21 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::TempDir;
+use crate::common::{self, Sim, TempDir};
 
 fn hermes() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hermes"));
-    c.env_remove("COINBASE_PRODUCTS")
-        .env_remove("BINANCE_SYMBOLS")
-        .env("RUST_LOG", "info");
+    let mut c = common::hermes();
+    c.env("RUST_LOG", "info");
     c
 }
 
-/// A running simulator, killed on drop.
-struct Sim {
-    child: Child,
-    url: String,
-}
-
-impl Sim {
-    fn start(args: &[&str]) -> Sim {
-        let mut child = hermes()
-            .arg("sim")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sim");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().to_string();
-        assert!(url.starts_with("ws://127.0.0.1:"), "sim printed {url:?}");
-        Sim { child, url }
-    }
-    fn http(&self) -> String {
-        self.url.replacen("ws://", "http://", 1)
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A synthetic capture of three instruments on `venue`.
 fn generate(dir: &TempDir, name: &str, venue: &str, frames: &str) -> PathBuf {
-    let p = dir.path(name);
-    let out = hermes()
-        .args([
-            "generate",
-            "--venues",
-            venue,
-            "--instruments",
-            "3",
-            "--frames",
-            frames,
-            "--out",
-        ])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    p
+    let args = ["--venues", venue, "--instruments", "3", "--frames", frames];
+    common::generate(dir, name, &args)
 }
 
 fn check(out: &Output, what: &str) -> String {

@@ -3,7 +3,7 @@
 //! (`shm/python/hermes_shm.py`) must print exactly the expected lines, refuse files they
 //! do not understand, and tell the writer's state.
 //!
-//! Tests that need `cc` or `python3` print a note and pass when the tool is missing.
+//! Tests that need `cc`, `c++` or `python3` ask [`require`] for it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,42 +14,12 @@ use hermes_shm::{
     FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
 };
 
-/// A directory under the system temp dir, unique to this process and test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("hermes-shm-readers-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn crate_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn tool_exists(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok()
-}
+use crate::common::{crate_path, require, TempDir};
 
 /// Compiles a C program against the header with warnings as errors, or returns `None`
-/// (after a note) when there is no `cc`.
+/// when there is no `cc` (see [`require`]).
 fn compile_c(src: &Path, out: &Path) -> Option<PathBuf> {
-    if !tool_exists("cc") {
-        eprintln!("note: `cc` not found; skipping the C reader checks");
+    if !require("cc", "a C program built on include/hermes_shm.h") {
         return None;
     }
     let res = Command::new("cc")
@@ -69,13 +39,9 @@ fn compile_c(src: &Path, out: &Path) -> Option<PathBuf> {
     Some(out.to_path_buf())
 }
 
+/// The Python interpreter, or `None` when there is none (see [`require`]).
 fn python() -> Option<&'static str> {
-    if tool_exists("python3") {
-        Some("python3")
-    } else {
-        eprintln!("note: `python3` not found; skipping the Python reader checks");
-        None
-    }
+    require("python3", "the Python reader python/hermes_shm.py").then_some("python3")
 }
 
 fn stdout_lines(out: &Output, what: &str) -> Vec<String> {
@@ -627,7 +593,7 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
 fn header_builds_cleanly_as_strict_c_and_as_cpp() {
     let dir = TempDir::new("strict");
     let include = crate_path("include");
-    if tool_exists("cc") {
+    if require("cc", "the strict C build of the header") {
         let out = Command::new("cc")
             .args(["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion"])
             .args([
@@ -647,10 +613,8 @@ fn header_builds_cleanly_as_strict_c_and_as_cpp() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    } else {
-        eprintln!("note: `cc` not found; skipping the strict C build");
     }
-    if tool_exists("c++") {
+    if require("c++", "the C++ build of the header") {
         let src = dir.join("use.cpp");
         std::fs::write(&src, CPP_USE).unwrap();
         let out = Command::new("c++")
@@ -672,8 +636,6 @@ fn header_builds_cleanly_as_strict_c_and_as_cpp() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    } else {
-        eprintln!("note: `c++` not found; skipping the C++ build of the header");
     }
 }
 

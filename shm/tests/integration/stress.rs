@@ -7,15 +7,15 @@
 //! * a thread in this process, through its own mapping;
 //! * another process: this test binary re-executed to run [`stress_child_reader`] (a no-op
 //!   unless [`ENV_PATH`] is set), which reads until it sees the writer's closed flag;
-//! * a Python process running `shm/python/hermes_shm.py` for about half a second (skipped
-//!   with a note when `python3` is missing).
+//! * a Python process running `shm/python/hermes_shm.py` for about half a second (when
+//!   [`require`] finds `python3`).
 //!
 //! Each reader reports how many reads, consistent copies and distinct sequences it saw, so
 //! the test cannot pass without the readers actually racing the writer; after the closed
 //! flag, each must read exactly the writer's final publications.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,12 @@ use hermes_shm::{
     WriterOptions, WriterStatus, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
 };
 
+use crate::common::{crate_path, require, TempDir};
+
 /// Set in the child's environment to the region's path.
 const ENV_PATH: &str = "HERMES_SHM_STRESS_PATH";
 /// The child's test name (`--exact`).
-const CHILD_TEST: &str = "stress_child_reader";
+const CHILD_TEST: &str = "stress::stress_child_reader";
 /// Printed by each reader process once it has mapped the region.
 const READY: &str = "HERMES-STRESS-READY";
 /// Prefix of each reader process's result line.
@@ -422,26 +424,10 @@ print(f"HERMES-STRESS-RESULT reads={reads} consistent={consistent} distinct={dis
       f"last0={last[0]} last1={last[1]}", flush=True)
 "#;
 
-fn python_available() -> bool {
-    Command::new("python3").arg("--version").output().is_ok()
-}
-
-/// A directory under the system temp dir, unique to this process, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn no_torn_reads_across_threads_and_processes() {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("hermes-shm-stress-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let path = dir.0.join("region");
+    let dir = TempDir::new("stress");
+    let path = dir.join("region");
     let mut writer = ShmWriter::create(
         &path,
         WriterOptions {
@@ -467,18 +453,17 @@ fn no_torn_reads_across_threads_and_processes() {
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(ENV_PATH, &path);
     let mut child = ReaderProcess::spawn("child", child_cmd);
-    let mut python = if python_available() {
+    let mut python = if require("python3", "the Python stress reader") {
         let mut cmd = Command::new("python3");
         // Importing from the source tree must not leave __pycache__ there.
         cmd.env("PYTHONDONTWRITEBYTECODE", "1")
             .arg("-c")
             .arg(PY_READER)
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+            .arg(crate_path("python"))
             .arg(&path)
             .arg(PYTHON_READ_SECS.to_string());
         Some(ReaderProcess::spawn("python", cmd))
     } else {
-        eprintln!("note: `python3` not found; skipping the Python stress reader");
         None
     };
     child.wait_ready();

@@ -1,0 +1,182 @@
+//! What several test modules share: the `hermes` command with a clean environment,
+//! temporary directories, synthetic captures, the simulator, and [`require`], the one
+//! place a test asks for a system tool (PostgreSQL has its own, shared with the persister's
+//! tests: `hermes_persist::local_pg::available_or_required`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The environment switch that turns a missing tool from a skipped test into a failed one
+/// (`.ci/run` sets it to `1`).
+const REQUIRE_ALL: &str = "HERMES_REQUIRE_ALL";
+
+/// `hermes`, without the environment variables it reads (a developer's `DATABASE_URL` or
+/// `HERMES_LOG_JSON` must not change what a test sees). Logs at the binary's default level
+/// unless the caller sets `RUST_LOG`.
+pub fn hermes() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hermes"));
+    for k in [
+        "RUST_LOG",
+        "HERMES_LOG_JSON",
+        "HERMES_SHM_PATH",
+        "HERMES_HTTP_ADDR",
+        "DATABASE_URL",
+        "API_KEY",
+        "INGEST_USERNAME",
+        "INGEST_PASSWORD",
+        "COINBASE_WS_URL",
+        "COINBASE_PRODUCTS",
+        "BINANCE_WS_URL",
+        "BINANCE_REST_URL",
+        "BINANCE_SYMBOLS",
+    ] {
+        c.env_remove(k);
+    }
+    c
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Whether `tool` runs here, for a test (or part of one) that needs it.
+///
+/// When it does not: with `HERMES_REQUIRE_ALL=1` (CI) the test fails, naming the tool and
+/// what installs it, so no test passes by skipping; otherwise (a developer's machine) this
+/// prints a note and returns `false`, and the caller returns early. `why` says what the
+/// tool is needed for.
+pub fn require(tool: &str, why: &str) -> bool {
+    let probe = if tool == "tmux" { "-V" } else { "--version" };
+    let runs = Command::new(tool)
+        .arg(probe)
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return true;
+    }
+    let package = match tool {
+        "cc" => "gcc",
+        "c++" => "g++",
+        t => t,
+    };
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let install = format!("scripts/ci-deps.sh installs it (apt-get install {package})");
+    if std::env::var(REQUIRE_ALL).is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!("{REQUIRE_ALL}=1: `{tool}` is missing, and {test} needs it for {why}; {install}");
+    }
+    eprintln!(
+        "note: `{tool}` is missing, so {test} skips {why}; {install}, \
+         and {REQUIRE_ALL}=1 makes its absence a failure"
+    );
+    false
+}
+
+/// `../shared/captures` beside the workspace: real recordings, test data rather than a
+/// tool. CI has the directory; where it is absent the tests that replay it return early
+/// (after a note), whatever `HERMES_REQUIRE_ALL` says.
+pub fn shared_captures() -> Option<PathBuf> {
+    let dir = workspace().join("../shared/captures");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    eprintln!(
+        "note: the real recordings are not at {}, so {} skips them (test data, not a tool: \
+         HERMES_REQUIRE_ALL does not apply)",
+        dir.display(),
+        std::thread::current().name().unwrap_or("?")
+    );
+    None
+}
+
+/// A per-test directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory for the test `name` (unique in this process even when two
+    /// modules pick the same name).
+    pub fn new(name: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        // Relaxed: only the number's uniqueness matters; it orders no other memory.
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("hermes-test-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    /// A path inside it.
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `cmd` and fails the test, with its output, unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `hermes generate --out DIR/name ARGS…`: a synthetic capture.
+pub fn generate(dir: &TempDir, name: &str, args: &[&str]) -> PathBuf {
+    let p = dir.path(name);
+    run_ok(hermes().args(["generate", "--out"]).arg(&p).args(args));
+    p
+}
+
+/// A running `hermes sim`, killed and reaped on drop.
+pub struct Sim {
+    child: Child,
+    /// The WebSocket URL it printed.
+    pub url: String,
+}
+
+impl Sim {
+    /// Starts `hermes sim ARGS…` and waits for the URL it prints once listening.
+    pub fn start(args: &[&str]) -> Sim {
+        let mut child = hermes()
+            .arg("sim")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sim");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().to_string();
+        assert!(url.starts_with("ws://127.0.0.1:"), "sim printed {url:?}");
+        Sim { child, url }
+    }
+
+    /// Its REST base URL (Binance's depth snapshots).
+    pub fn http(&self) -> String {
+        self.url.replacen("ws://", "http://", 1)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
