@@ -41,7 +41,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then
         if command -v sudo >/dev/null 2>&1; then
-            SUDO="sudo"
+            # Without a terminal to ask for a password on, sudo must not wait for one.
+            if [ -t 0 ]; then SUDO="sudo"; else SUDO="sudo -n"; fi
         else
             echo "ci-deps: the tests need ${missing[*]}; run as root (or with sudo) to install them" >&2
             exit 1
