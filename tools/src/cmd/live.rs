@@ -10,7 +10,10 @@ use clap::Args;
 use hermes_ingest::{Decoder, Venue};
 
 use crate::cmd::replay::final_lines;
-use crate::flags::{finish_persister, report_persist, secs, EngineArgs, HttpArgs, PersistArgs};
+use crate::flags::{
+    finish_parquet, finish_persister, report_persist, secs, start_persistence, EngineArgs,
+    HttpArgs, ParquetArgs, PersistArgs,
+};
 
 /// `hermes run` arguments.
 #[derive(Args, Debug)]
@@ -51,6 +54,8 @@ pub struct RunArgs {
     pub engine: EngineArgs,
     #[command(flatten)]
     pub persist: PersistArgs,
+    #[command(flatten)]
+    pub parquet: ParquetArgs,
     #[command(flatten)]
     pub http: HttpArgs,
 }
@@ -125,16 +130,14 @@ pub fn live_run(
     let st = stats.clone();
     let mut eng_opts = a.engine.engine();
     eng_opts.measure_visible = true;
-    let (ptap, persister) = match a.persist.options(None, &a.engine)? {
-        Some(o) => {
-            let journal = o.journal_dir.clone();
-            let (tap, p) = hermes_persist::start(o).with_context(|| {
-                format!("starting the persister (journal {})", journal.display())
-            })?;
-            (Some(tap), Some(p))
-        }
-        None => (None, None),
-    };
+    let started = start_persistence(
+        a.persist.options(None, &a.engine)?,
+        &a.parquet,
+        &a.persist,
+        &a.engine,
+        None,
+    )?;
+    let (ptap, persister, parquet) = (started.tap, started.persister, started.parquet);
     let mut venues = Vec::new();
     if !cfg.coinbase_products.is_empty() {
         venues.push(Venue::Coinbase);
@@ -188,6 +191,7 @@ pub fn live_run(
     })?;
     drop(http);
     let persist = persister.map(finish_persister);
+    let parquet = finish_parquet(parquet);
     let (summary, rec) = out.ingest;
     let summary = summary?;
     if a.print_final {
@@ -209,6 +213,7 @@ pub fn live_run(
     if let Some(p) = &persist {
         report_persist(p)?;
     }
+    parquet?;
     if let Some((files, frames, err, fin)) = rec {
         eprintln!(
             "recorded {frames} frames into {} file(s): {}",

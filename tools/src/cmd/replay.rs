@@ -12,8 +12,8 @@ use hermes_ingest::{Decoder, Venue};
 use hermes_shm::json::tob_json;
 
 use crate::flags::{
-    finish_persister, report_persist, EngineArgs, FormatArg, HttpArgs, PersistArgs, PersistOutcome,
-    VenueArg,
+    finish_parquet, finish_persister, report_persist, start_persistence, start_persister,
+    EngineArgs, FormatArg, HttpArgs, ParquetArgs, PersistArgs, PersistOutcome, VenueArg,
 };
 
 /// `hermes replay` arguments.
@@ -42,6 +42,8 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub persist: PersistArgs,
     #[command(flatten)]
+    pub parquet: ParquetArgs,
+    #[command(flatten)]
     pub http: HttpArgs,
 }
 
@@ -65,19 +67,32 @@ pub fn run_replay(
     persist: Option<hermes_persist::PersistOptions>,
     http: Option<&HttpArgs>,
 ) -> Result<ReplayRun> {
+    run_replay_with(file, src, speed, eng, persist, http, None)
+}
+
+/// [`run_replay`], with the `--parquet` sink (and the journal it reads) when asked.
+pub fn run_replay_with(
+    file: &Path,
+    src: SourceOptions,
+    speed: Speed,
+    eng: &EngineArgs,
+    persist: Option<hermes_persist::PersistOptions>,
+    http: Option<&HttpArgs>,
+    parquet: Option<(&ParquetArgs, &PersistArgs)>,
+) -> Result<ReplayRun> {
     let source = Source::open(file, &src).with_context(|| format!("opening {}", file.display()))?;
     let dec_opts = eng.decoder();
     let stop = hermes_engine::shutdown_flag();
     let persist_url = persist.as_ref().map(|o| o.database_url.clone());
-    let (tap, persister) = match persist {
-        Some(o) => {
-            let journal = o.journal_dir.clone();
-            let (tap, p) = hermes_persist::start(o).with_context(|| {
-                format!("starting the persister (journal {})", journal.display())
-            })?;
-            (Some(tap), Some(p))
+    let (tap, persister, parquet) = match parquet {
+        Some((pq, pa)) => {
+            let p = start_persistence(persist, pq, pa, eng, Some(file))?;
+            (p.tap, p.persister, p.parquet)
         }
-        None => (None, None),
+        None => {
+            let (tap, p) = start_persister(persist)?;
+            (tap, p, None)
+        }
     };
     let eng_opts = eng.engine();
     let db_url = persist_url;
@@ -110,6 +125,7 @@ pub fn run_replay(
         }
     })?;
     let persist = persister.map(finish_persister);
+    finish_parquet(parquet)?;
     let lines = final_lines(&out.books);
     use std::sync::atomic::Ordering::Relaxed;
     Ok(ReplayRun {
@@ -159,7 +175,15 @@ pub fn cmd_replay(a: ReplayArgs) -> Result<()> {
         symbol: a.symbol.clone(),
     };
     let persist = a.persist.options(Some(&a.file), &a.engine)?;
-    let r = run_replay(&a.file, src, a.speed, &a.engine, persist, Some(&a.http))?;
+    let r = run_replay_with(
+        &a.file,
+        src,
+        a.speed,
+        &a.engine,
+        persist,
+        Some(&a.http),
+        Some((&a.parquet, &a.persist)),
+    )?;
     if a.print_final {
         let mut out = std::io::stdout().lock();
         for l in &r.lines {

@@ -37,6 +37,16 @@ pub struct EngineArgs {
     /// Do not pin the ingest and book threads to cores.
     #[arg(long)]
     pub no_pin: bool,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
+}
+
+/// Decimals per instrument: part of [`EngineArgs`], and of `hermes export` (whose rows
+/// must carry the engine's mantissas).
+#[derive(Args, Debug, Clone)]
+pub struct ScaleArgs {
     /// Decimals of prices and sizes for every instrument (8 covers both venues).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=18))]
     pub decimals: u8,
@@ -44,8 +54,24 @@ pub struct EngineArgs {
     /// `coinbase:BTC-USD=2,8`), overriding --decimals; repeatable.
     #[arg(long = "scale", value_parser = parse_scale)]
     pub scales: Vec<(Venue, String, hermes_book::Scale)>,
-    #[command(flatten)]
-    pub kernels: KernelArgs,
+}
+
+impl ScaleArgs {
+    /// The decoder options for at most `max_instruments` instruments.
+    pub fn decoder(&self, max_instruments: usize) -> DecoderOptions {
+        let mut d = DecoderOptions {
+            max_instruments,
+            ..DecoderOptions::default()
+        };
+        d.scales.default = hermes_book::Scale {
+            price_decimals: self.decimals,
+            size_decimals: self.decimals,
+        };
+        for (v, sym, sc) in &self.scales {
+            d.scales.overrides.insert((*v, sym.clone()), *sc);
+        }
+        d
+    }
 }
 
 impl EngineArgs {
@@ -66,18 +92,7 @@ impl EngineArgs {
 
     /// The decoder options (decimals per instrument).
     pub fn decoder(&self) -> DecoderOptions {
-        let mut d = DecoderOptions {
-            max_instruments: self.shm_slots as usize,
-            ..DecoderOptions::default()
-        };
-        d.scales.default = hermes_book::Scale {
-            price_decimals: self.decimals,
-            size_decimals: self.decimals,
-        };
-        for (v, sym, sc) in &self.scales {
-            d.scales.overrides.insert((*v, sym.clone()), *sc);
-        }
-        d
+        self.scale.decoder(self.shm_slots as usize)
     }
 }
 

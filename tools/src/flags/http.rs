@@ -69,8 +69,8 @@ impl HttpArgs {
                 shm_path: shm,
                 live,
                 venues,
-                ring: eng.ring_stats.clone(),
-                engine: eng.metrics.clone(),
+                ring: Some(eng.ring_stats.clone()),
+                engine: Some(eng.metrics.clone()),
                 persist,
                 database_url,
                 api_key: self.api_key.clone().filter(|k| !k.is_empty()),
@@ -78,6 +78,7 @@ impl HttpArgs {
                 ingest_auth,
                 sse_max_hz: self.sse_max_hz,
                 max_persist_lag: Duration::from_secs(self.ready_max_lag_secs),
+                writer_stall: crate::http::WRITER_STALL,
             },
         );
         match server {

@@ -5,6 +5,7 @@
 mod engine;
 mod http;
 mod kernels;
+mod parquet;
 mod persist;
 
 use std::path::PathBuf;
@@ -14,10 +15,13 @@ use anyhow::{bail, Result};
 use clap::ValueEnum;
 use hermes_book::Venue;
 
-pub use engine::EngineArgs;
+pub use engine::{EngineArgs, ScaleArgs};
 pub use http::HttpArgs;
 pub use kernels::KernelArgs;
-pub use persist::{finish_persister, report_persist, PersistArgs, PersistOutcome};
+pub use parquet::{
+    finish_parquet, start_persistence, ParquetArgs, TableArgs, EXPORT_MAX_INSTRUMENTS,
+};
+pub use persist::{finish_persister, report_persist, start_persister, PersistArgs, PersistOutcome};
 
 /// A venue the CLI accepts.
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -115,3 +115,20 @@ pub fn report_persist(p: &PersistOutcome) -> Result<()> {
     }
     Ok(())
 }
+
+/// Starts the persister when `opts` asks for one: its tap (for the ingest thread) and its
+/// handle.
+pub fn start_persister(
+    opts: Option<hermes_persist::PersistOptions>,
+) -> Result<(
+    Option<hermes_persist::PersistTap>,
+    Option<hermes_persist::Persister>,
+)> {
+    let Some(o) = opts else {
+        return Ok((None, None));
+    };
+    let journal = o.journal_dir.clone();
+    let (tap, p) = hermes_persist::start(o)
+        .with_context(|| format!("starting the persister (journal {})", journal.display()))?;
+    Ok((Some(tap), Some(p)))
+}
