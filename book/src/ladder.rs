@@ -342,10 +342,13 @@ mod tests {
         ]
     }
 
+    /// Operations per case: Miri interprets every step, so it checks short histories.
+    const OPS: usize = if cfg!(miri) { 24 } else { 400 };
+
     proptest! {
         /// The ladder book agrees with a plain BTreeMap model after every operation.
         #[test]
-        fn matches_btreemap_model(ops in proptest::collection::vec(op(), 1..400)) {
+        fn matches_btreemap_model(ops in proptest::collection::vec(op(), 1..OPS)) {
             let mut book = OrderBook::default();
             let mut model: [BTreeMap<i64, i64>; 2] = Default::default();
             for op in ops {
