@@ -13,7 +13,8 @@
 #   scripts/bare-machine-check.sh [ROOT_DIR]   # default /var/tmp/hermes-bare
 #
 # The log of each step and the timings go to ROOT_DIR/check/ (timings.txt at the end).
-# HERMES_BARE_REUSE=1 keeps an existing root instead of building a new one.
+# HERMES_BARE_REUSE=1 keeps an existing root instead of building a new one;
+# HERMES_BARE_REV=COMMIT checks that commit instead of HEAD.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -72,6 +73,8 @@ bind "$cargo_home/bin" "$root/opt/cargo-bin" ro
 rm -rf "$root/work"
 mkdir -p "$root/work"
 git clone -q "$repo" "$root/work/hermes"
+if [ -n "${HERMES_BARE_REV:-}" ]; then git -C "$root/work/hermes" checkout -q "$HERMES_BARE_REV"; fi
+echo "bare-machine-check: checking $(git -C "$root/work/hermes" log --oneline -1)" >&2
 # A clean clone holds only what is committed: the same tree CI gets. The shared captures
 # sit beside it, as in CI.
 if [ -d "$repo/../shared" ]; then bind "$repo/../shared" "$root/work/shared" ro; fi

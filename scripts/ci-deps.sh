@@ -10,6 +10,9 @@
 #   postgresql  initdb/postgres for the private clusters the persister tests start
 #            (persist/tests, tools/tests/integration/{persist,http}.rs; hermes_persist::local_pg),
 #            and, when the tests run as root, the `postgres` user the server runs as
+#   chromium, node + npm  the web dashboard in a real headless browser
+#            (tools/tests/integration/dashboard.rs, bench/browser/), driven by playwright-core,
+#            which `npm ci` installs into tools/tests/browser/node_modules (no browser download)
 set -euo pipefail
 
 # The same probes the tests use (common::require, local_pg::available_or_required): a tool
@@ -26,6 +29,9 @@ missing_packages() {
     runs cc --version || m+=(gcc)
     runs c++ --version || m+=(g++)
     have_postgres || m+=(postgresql)
+    runs chromium --version || m+=(chromium)
+    runs node --version || m+=(nodejs)
+    runs npm --version || m+=(npm)
     echo "${m[@]+"${m[@]}"}"
 }
 # As root the server runs as `postgres` (initdb refuses root); the postgresql package
@@ -64,4 +70,26 @@ fi
 if needs_server_user; then
     echo "ci-deps: creating the \`postgres\` user the test clusters run as" >&2
     useradd --system --user-group --no-create-home postgres
+fi
+# playwright-core for the browser tests, from the committed package-lock.json.
+browser_dir="$(dirname "$0")/../tools/tests/browser"
+if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ]; then
+    echo "ci-deps: npm ci in tools/tests/browser (playwright-core)" >&2
+    if ! (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error); then
+        echo "ci-deps: npm ci failed in tools/tests/browser" >&2
+        exit 1
+    fi
+fi
+# The Python research stack (pyarrow, duckdb, scikit-learn, numpy) in the project venv
+# target/pyenv, for the Parquet export tests (tools/tests/integration/export.rs) and
+# examples/python. Skipped when the venv already imports them.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+pyenv="$root/target/pyenv"
+if ! "$pyenv/bin/python3" -c 'import pyarrow, duckdb, sklearn, numpy' >/dev/null 2>&1; then
+    echo "ci-deps: pip install -r examples/python/requirements.txt into target/pyenv" >&2
+    if ! { { [ -x "$pyenv/bin/python3" ] || python3 -m venv "$pyenv"; } &&
+        "$pyenv/bin/python3" -m pip install -q -r "$root/examples/python/requirements.txt"; }; then
+        echo "ci-deps: could not install the Python research stack into target/pyenv (python3-venv missing, or no PyPI)" >&2
+        exit 1
+    fi
 fi

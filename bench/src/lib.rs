@@ -8,7 +8,7 @@
 //! `perf-baselines/`.
 //!
 //! Stages ([`stages`]): parse, decimal, book, ring, shm, e2e (with the idle strategies),
-//! ws, persist, memory. The binary is `cargo run --release -p bench -- --help`.
+//! ws, persist, export, memory. The binary is `cargo run --release -p bench -- --help`.
 
 pub mod compare;
 pub mod frames;

@@ -27,10 +27,12 @@ struct Cli {
     #[arg(long, default_value = "target/bench/last.json")]
     out: PathBuf,
     /// Stages to run, comma-separated (parse, decimal, book, ring, shm, e2e, ws, persist,
-    /// memory).
+    /// export, memory).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     stages: Vec<String>,
-    /// Also parse this capture file (native or JSON lines, optionally .gz/.zst).
+    /// Also parse and export this capture file (native or JSON lines, optionally
+    /// .gz/.zst); the export stage otherwise takes the BTCUSDT capture in
+    /// ../shared/captures when it is there.
     #[arg(long)]
     capture: Option<PathBuf>,
 }
@@ -232,6 +234,7 @@ fn run(cli: Cli) -> Result<()> {
             "e2e" => stages::e2e::run(&cfg),
             "ws" => stages::ws::run(&cfg),
             "persist" => stages::persist::run(&cfg),
+            "export" => stages::export::run(&cfg),
             "memory" => stages::memory::run(&cfg),
             _ => unreachable!("filtered above"),
         };

@@ -215,6 +215,7 @@ pub struct Persister {
     db: JoinHandle<Result<(), PersistError>>,
     stats: Arc<PersistStats>,
     recovery: Recovery,
+    follower: JournalFollower,
     _lock: File,
 }
 
@@ -236,6 +237,11 @@ impl Persister {
     /// What start-up recovered.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
+    }
+
+    /// A handle for another reader of the journal (the Parquet sink).
+    pub fn follower(&self) -> JournalFollower {
+        self.follower.clone()
     }
 
     /// Waits until the tap is dropped, everything journaled is in PostgreSQL (or the
@@ -350,18 +356,27 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, String, PathBuf)>, PersistError
     Ok(out)
 }
 
-/// Starts a persister: recovers the journal directory (cuts a torn tail left by a
-/// crash), opens a new segment, and starts the journal and database threads. The
-/// database may be down: frames are journaled and written once it is reachable.
-pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistError> {
-    let dir = opts.journal_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|source| PersistError::Io {
+/// What [`open_journal`] set up: the journal thread's inputs and the segment list.
+struct OpenedJournal {
+    lock: File,
+    stats: Arc<PersistStats>,
+    torn: Vec<(String, TornTail)>,
+    path: PathBuf,
+    writer: CaptureWriter,
+    segments: Vec<writer::Segment>,
+    shared: Arc<tap::JournalShared>,
+}
+
+/// Locks and recovers the journal directory (cuts a torn tail left by a crash) and
+/// creates this start's segment.
+fn open_journal(dir: &Path, stream: Option<&str>) -> Result<OpenedJournal, PersistError> {
+    std::fs::create_dir_all(dir).map_err(|source| PersistError::Io {
         path: dir.display().to_string(),
         source,
     })?;
-    let lock = lock_dir(&dir)?;
+    let lock = lock_dir(dir)?;
     let stats = Arc::new(PersistStats::default());
-    let existing = list_segments(&dir)?;
+    let existing = list_segments(dir)?;
     let mut torn = Vec::new();
     if let Some((_, _, last)) = existing.last() {
         // Only the newest segment can have been cut short by a crash: every older one
@@ -384,7 +399,7 @@ pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistErr
         }
     }
     let seq = existing.last().map_or(1, |(n, _, _)| n + 1);
-    let stream = match &opts.stream {
+    let stream = match stream {
         Some(s) => s
             .chars()
             .map(|c| {
@@ -423,7 +438,24 @@ pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistErr
         hermes_ingest::capture::FILE_HEADER_LEN as u64,
         std::sync::atomic::Ordering::Release,
     );
-    let (tx, rx) = rtrb::RingBuffer::<u8>::new(opts.ring_bytes.max(4096));
+    Ok(OpenedJournal {
+        lock,
+        stats,
+        torn,
+        path,
+        writer,
+        segments,
+        shared,
+    })
+}
+
+fn spawn_journal_thread(
+    ring_bytes: usize,
+    writer: CaptureWriter,
+    shared: &Arc<tap::JournalShared>,
+    stats: &Arc<PersistStats>,
+) -> Result<(PersistTap, JoinHandle<Result<(), PersistError>>), PersistError> {
+    let (tx, rx) = rtrb::RingBuffer::<u8>::new(ring_bytes.max(4096));
     let journal = {
         let (shared, stats) = (shared.clone(), stats.clone());
         std::thread::Builder::new()
@@ -431,26 +463,186 @@ pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistErr
             .spawn(move || tap::journal_thread(rx, writer, shared, stats))
             .map_err(|e| PersistError::Thread(e.to_string()))?
     };
+    Ok((PersistTap::new(tx, stats.clone()), journal))
+}
+
+fn follower_of(segments: &[writer::Segment], shared: &Arc<tap::JournalShared>) -> JournalFollower {
+    JournalFollower {
+        segments: segments
+            .iter()
+            .map(|s| JournalSegment {
+                number: s.name.get(..8).and_then(|n| n.parse().ok()).unwrap_or(0),
+                name: s.name.clone(),
+                path: s.path.clone(),
+                stream: s.stream.clone(),
+                current: s.current,
+            })
+            .collect::<Vec<_>>()
+            .into(),
+        shared: shared.clone(),
+    }
+}
+
+/// Starts a persister: recovers the journal directory (cuts a torn tail left by a
+/// crash), opens a new segment, and starts the journal and database threads. The
+/// database may be down: frames are journaled and written once it is reachable.
+pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistError> {
+    let j = open_journal(&opts.journal_dir, opts.stream.as_deref())?;
+    let (tap, journal) = spawn_journal_thread(opts.ring_bytes, j.writer, &j.shared, &j.stats)?;
+    let follower = follower_of(&j.segments, &j.shared);
     let db = {
-        let w = writer::DbWriter::new(opts, segments, shared, stats.clone());
+        let w = writer::DbWriter::new(opts, j.segments, j.shared, j.stats.clone());
         std::thread::Builder::new()
             .name("hermes-persist-db".into())
             .spawn(move || w.run())
             .map_err(|e| PersistError::Thread(e.to_string()))?
     };
     Ok((
-        PersistTap::new(tx, stats.clone()),
+        tap,
         Persister {
             journal,
             db,
-            stats,
+            stats: j.stats,
             recovery: Recovery {
-                torn,
-                segment: path,
+                torn: j.torn,
+                segment: j.path,
             },
-            _lock: lock,
+            follower,
+            _lock: j.lock,
         },
     ))
+}
+
+/// Settings of a journal without a database ([`start_journal`]).
+#[derive(Clone, Debug)]
+pub struct JournalOptions {
+    /// Directory of journal segments.
+    pub journal_dir: PathBuf,
+    /// Identity of the input, as [`PersistOptions::stream`].
+    pub stream: Option<String>,
+    /// Capacity of the byte ring between the tap and the journal thread.
+    pub ring_bytes: usize,
+}
+
+impl JournalOptions {
+    /// Defaults: a new stream per start, a 64 MiB ring.
+    pub fn new(journal_dir: impl Into<PathBuf>) -> JournalOptions {
+        JournalOptions {
+            journal_dir: journal_dir.into(),
+            stream: None,
+            ring_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Starts the journal alone, for readers other than PostgreSQL (the Parquet sink): the
+/// same recovery, segment and tap as [`start`], without the database thread.
+pub fn start_journal(opts: JournalOptions) -> Result<(PersistTap, Journal), PersistError> {
+    let j = open_journal(&opts.journal_dir, opts.stream.as_deref())?;
+    let (tap, journal) = spawn_journal_thread(opts.ring_bytes, j.writer, &j.shared, &j.stats)?;
+    let follower = follower_of(&j.segments, &j.shared);
+    Ok((
+        tap,
+        Journal {
+            journal,
+            stats: j.stats,
+            recovery: Recovery {
+                torn: j.torn,
+                segment: j.path,
+            },
+            follower,
+            _lock: j.lock,
+        },
+    ))
+}
+
+/// A running journal without a database ([`start_journal`]).
+#[derive(Debug)]
+pub struct Journal {
+    journal: JoinHandle<Result<(), PersistError>>,
+    stats: Arc<PersistStats>,
+    recovery: Recovery,
+    follower: JournalFollower,
+    _lock: File,
+}
+
+impl Journal {
+    /// The journal's counters (frames in, bytes, ring waits).
+    pub fn stats(&self) -> Arc<PersistStats> {
+        self.stats.clone()
+    }
+
+    /// What start-up recovered.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// A handle for another reader of the journal.
+    pub fn follower(&self) -> JournalFollower {
+        self.follower.clone()
+    }
+
+    /// Waits until the tap is dropped and everything it took is in the journal. Drop the
+    /// [`PersistTap`] first, or this waits for it.
+    pub fn finish(self) -> Result<Recovery, PersistError> {
+        self.journal
+            .join()
+            .map_err(|_| PersistError::Thread("the journal thread panicked".into()))??;
+        Ok(self.recovery)
+    }
+}
+
+/// One journal segment as a reader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalSegment {
+    /// Its number (segments are read in this order).
+    pub number: u64,
+    /// File name, `NNNNNNNN.<stream>.hcap`.
+    pub name: String,
+    /// Path.
+    pub path: PathBuf,
+    /// Stream id.
+    pub stream: String,
+    /// `true` for the segment this start appends to.
+    pub current: bool,
+}
+
+/// A reader's view of a running journal: its segments, and how far the segment being
+/// written may be read. Each reader (the database thread, the Parquet sink, …) keeps its
+/// own committed position and reads behind the journal thread.
+#[derive(Clone, Debug)]
+pub struct JournalFollower {
+    segments: Arc<[JournalSegment]>,
+    shared: Arc<tap::JournalShared>,
+}
+
+impl JournalFollower {
+    /// The segments, oldest first; the last one is the one being written.
+    pub fn segments(&self) -> &[JournalSegment] {
+        &self.segments
+    }
+
+    /// The byte offset up to which segment `k` holds whole records now: the journal
+    /// thread's published end for the current segment, the file's length for an older
+    /// one.
+    pub fn readable_end(&self, k: usize) -> u64 {
+        let s = &self.segments[k];
+        if s.current {
+            // Acquire: pairs with the journal thread's Release store after its flush, so
+            // the bytes below this offset are in the file before a reader reads them.
+            self.shared.end.load(std::sync::atomic::Ordering::Acquire)
+        } else {
+            std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)
+        }
+    }
+
+    /// `true` once the tap was dropped and the journal thread wrote everything: the
+    /// current segment's [`readable_end`](Self::readable_end) is final.
+    pub fn is_done(&self) -> bool {
+        // Acquire: pairs with the journal thread's Release store of `done`, made after
+        // its last store of `end`.
+        self.shared.done.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Connects and applies the migrations (what `hermes db migrate` runs); returns the

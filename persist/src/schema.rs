@@ -254,8 +254,8 @@ pub fn migrate<C: GenericClient>(client: &mut C) -> Result<(Partitioning, Vec<i3
     Ok((partitioning, applied))
 }
 
-pub use hermes_book::clock::{civil_from_days, day_of_ns};
 use hermes_book::clock::date_text;
+pub use hermes_book::clock::{civil_from_days, day_of_ns};
 
 /// Creates the day partitions of every partitioned table for `day` (idempotent; a
 /// concurrent creator is tolerated).

@@ -2,12 +2,13 @@
 //! replaces the file (a new generation renamed into place), the next call reopens it.
 //! `hermes top`, the HTTP face and `hermes serve` read through it.
 
-use crate::{ShmError, ShmReader};
+use crate::{ReaderOptions, ShmError, ShmReader};
 use std::path::{Path, PathBuf};
 
 /// The reader of the file currently at a path.
 pub struct ShmFollower {
     path: PathBuf,
+    opts: ReaderOptions,
     reader: Option<ShmReader>,
 }
 
@@ -37,8 +38,14 @@ pub enum Opened {
 impl ShmFollower {
     /// A follower of `path`; nothing is opened until the first [`reader`](Self::reader).
     pub fn new(path: &Path) -> ShmFollower {
+        ShmFollower::with_options(path, ReaderOptions::default())
+    }
+
+    /// A follower that opens the file with `opts` (see [`ShmReader::open_with`]).
+    pub fn with_options(path: &Path, opts: ReaderOptions) -> ShmFollower {
         ShmFollower {
             path: path.to_path_buf(),
+            opts,
             reader: None,
         }
     }
@@ -51,7 +58,7 @@ impl ShmFollower {
     /// The reader of the file at the path now, reopening it if it was replaced.
     ///
     /// # Safety
-    /// As [`ShmReader::open`]: no process may truncate the file while it is mapped.
+    /// As [`ShmReader::open_with`]: no process may truncate the file while it is mapped.
     /// Hermes writers never do (a restart renames a new file into place).
     pub unsafe fn reader(&mut self) -> Result<(&ShmReader, Opened), ShmError> {
         let opened = match &self.reader {
@@ -64,7 +71,7 @@ impl ShmFollower {
         if opened != Opened::Same {
             self.reader = None;
             // SAFETY: the caller upholds `ShmReader::open`'s contract (see above).
-            self.reader = Some(unsafe { ShmReader::open(&self.path) }?);
+            self.reader = Some(unsafe { ShmReader::open_with(&self.path, &self.opts) }?);
         }
         Ok((self.reader.as_ref().expect("opened above"), opened))
     }

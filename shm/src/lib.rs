@@ -41,7 +41,7 @@ mod sync;
 #[cfg(not(loom))]
 mod region;
 #[cfg(not(loom))]
-pub use region::{ShmReader, ShmWriter, WriterOptions, WriterStatus};
+pub use region::{ReaderOptions, ShmReader, ShmWriter, WriterOptions, WriterStatus, MAX_SLOTS};
 
 use layout::{kernel_valid, slot, DEPTH, SLOT_WORDS};
 
@@ -434,6 +434,64 @@ pub enum ShmError {
     Full {
         /// The slot count.
         slots: u32,
+    },
+    /// A slot count of 0 or beyond the limit.
+    #[error("{slots} slots: a region holds 1 to {max} instruments (--shm-slots)")]
+    SlotCount {
+        /// Asked for.
+        slots: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// Something other than a regular file is at the path.
+    #[error("{path} is {kind}, not a regular file; choose another --shm path or remove it")]
+    NotRegular {
+        /// The path.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The directory lets other users replace files in it.
+    #[error("{path} (mode {mode:o}, owner uid {owner}) lets other users replace the shm file; use a directory only you can write to, or a sticky one such as /dev/shm")]
+    UnsafeDirectory {
+        /// The directory.
+        path: String,
+        /// Its mode bits.
+        mode: u32,
+        /// Its owner.
+        owner: u32,
+    },
+    /// A live writer holds the path.
+    #[error("{path} is held by a running writer (pid {pid}); stop it first, or use another --shm path (if pid {pid} is not a Hermes engine, the file is stale: remove it)")]
+    Held {
+        /// The path.
+        path: String,
+        /// The writer's pid.
+        pid: u32,
+    },
+    /// A file that is not a Hermes shm file is at the path.
+    #[error("{path} exists and is not a Hermes shm file; refusing to replace it (is the path right? remove the file to use it)")]
+    Foreign {
+        /// The path.
+        path: String,
+    },
+    /// The file belongs to another user.
+    #[error("{path} belongs to uid {owner}, not to you: anyone can create a file in a shared directory; pass --allow-other-owner if you trust its writer")]
+    OtherOwner {
+        /// The path.
+        path: String,
+        /// The owner's uid.
+        owner: u32,
+    },
+    /// An instrument without a symbol, or one already in the directory.
+    #[error("instrument {venue} {symbol:?}: {why}")]
+    BadInstrument {
+        /// Its venue.
+        venue: &'static str,
+        /// Its symbol.
+        symbol: String,
+        /// What is wrong.
+        why: &'static str,
     },
     /// A symbol longer than a directory entry holds.
     #[error("symbol {symbol:?} is longer than {max} bytes")]

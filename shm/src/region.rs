@@ -66,13 +66,19 @@ unsafe fn slot_words<'a>(base: *const u8, len: usize, off: usize) -> &'a [Atomic
 /// retry yields, so this is on the order of a second of a dead writer.
 const READ_ATTEMPTS: u32 = 1_000_000;
 
+/// The most slots a region may have (a 64 Ki-slot file is about 70 MB).
+pub const MAX_SLOTS: u32 = 1 << 16;
+
 /// How to create a region.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
-    /// Number of instrument slots (and directory entries).
+    /// Number of instrument slots (and directory entries), 1 to [`MAX_SLOTS`].
     pub slots: u32,
     /// Mode 0640 instead of 0600, so a reader in the file's group can map it.
     pub group_readable: bool,
+    /// Replace a file at the path that is not a Hermes shm file (by default that is
+    /// refused: the path may be wrong).
+    pub replace_foreign: bool,
 }
 
 impl Default for WriterOptions {
@@ -80,8 +86,19 @@ impl Default for WriterOptions {
         WriterOptions {
             slots: 256,
             group_readable: false,
+            replace_foreign: false,
         }
     }
+}
+
+/// How to open a region for reading.
+#[derive(Clone, Debug, Default)]
+pub struct ReaderOptions {
+    /// Map a file owned by another user. By default that is refused: in a shared
+    /// directory such as `/dev/shm` anyone can create a file at a guessable path and feed
+    /// a reader made-up prices. A group-readable region (`--shm-group`) read by the
+    /// group's other users needs this.
+    pub allow_other_owner: bool,
 }
 
 /// The single writer of a region. Creates the file (atomically replacing an older one),
@@ -100,24 +117,27 @@ impl ShmWriter {
     /// dead) mapping and notice the restart through [`ShmReader::writer_status`]. The
     /// generation is one more than the old file's.
     pub fn create(path: &Path, opts: WriterOptions) -> Result<ShmWriter, ShmError> {
-        let slots = opts.slots.max(1);
-        let old_generation = previous_generation(path);
-        let tmp = path.with_file_name(format!(
-            ".{}.{}.tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
+        let p = || path.display().to_string();
+        if opts.slots == 0 || opts.slots > MAX_SLOTS {
+            return Err(ShmError::SlotCount {
+                slots: opts.slots,
+                max: MAX_SLOTS,
+            });
+        }
+        let slots = opts.slots;
+        check_directory(path)?;
+        let old_generation = match existing(path)? {
+            Existing::None => 0,
+            Existing::Hermes {
+                live_pid: Some(pid),
+                ..
+            } => return Err(ShmError::Held { path: p(), pid }),
+            Existing::Hermes { generation, .. } => generation,
+            Existing::Foreign if opts.replace_foreign => 0,
+            Existing::Foreign => return Err(ShmError::Foreign { path: p() }),
+        };
         let mode = if opts.group_readable { 0o640 } else { 0o600 };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
+        let (tmp, file) = create_temp(path, mode)?;
         // The umask may have cleared bits we asked for; set the mode explicitly.
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(std::fs::Permissions::from_mode(mode))
@@ -141,7 +161,8 @@ impl ShmWriter {
                 layout::slots_offset(slots as usize) as u64,
             );
             put_u32(b, header::WRITER_PID, std::process::id());
-            put_u64(b, header::GENERATION, old_generation + 1);
+            // A crafted old header may claim u64::MAX: wrap (to 1, never 0).
+            put_u64(b, header::GENERATION, old_generation.wrapping_add(1).max(1));
             put_u64(b, header::HEARTBEAT_NS, unix_ns() as u64);
             put_u32(b, header::DEPTH, DEPTH as u32);
             put_u64(b, header::CREATED_NS, unix_ns() as u64);
@@ -179,6 +200,17 @@ impl ShmWriter {
         price_decimals: u8,
         size_decimals: u8,
     ) -> Result<SlotIndex, ShmError> {
+        let bad = |why| ShmError::BadInstrument {
+            venue: venue.name(),
+            symbol: symbol.to_string(),
+            why,
+        };
+        if symbol.is_empty() {
+            return Err(bad("empty symbol"));
+        }
+        if self.has_instrument(venue, symbol) {
+            return Err(bad("already in the directory"));
+        }
         if symbol.len() > MAX_SYMBOL_LEN {
             return Err(ShmError::SymbolTooLong {
                 symbol: symbol.to_string(),
@@ -209,6 +241,17 @@ impl ShmWriter {
         self.header_u32(header::INSTRUMENT_COUNT)
             .store(self.instruments, Ordering::Release);
         Ok(SlotIndex(i))
+    }
+
+    /// `true` when `venue`/`symbol` already has an entry (a cold path: instruments are
+    /// registered once).
+    fn has_instrument(&self, venue: Venue, symbol: &str) -> bool {
+        (0..self.instruments as usize).any(|i| {
+            let off = layout::dir_offset() + i * DIR_ENTRY_SIZE;
+            let e = &self.map[off..off + DIR_ENTRY_SIZE];
+            let len = e[dir::SYMBOL_LEN] as usize;
+            e[dir::VENUE] == venue as u8 && &e[dir::SYMBOL..dir::SYMBOL + len] == symbol.as_bytes()
+        })
     }
 
     /// Publishes `tob` into `slot` under its seqlock. `tob.seq` is ignored.
@@ -256,13 +299,139 @@ impl Drop for ShmWriter {
     }
 }
 
-fn previous_generation(path: &Path) -> u64 {
+/// What is at a path a writer is about to take.
+enum Existing {
+    /// Nothing.
+    None,
+    /// A Hermes shm file: its generation, and its writer's pid while that process is
+    /// alive and has not closed the file.
+    Hermes {
+        generation: u64,
+        live_pid: Option<u32>,
+    },
+    /// A regular file that is not a Hermes shm file (or too short to be one).
+    Foreign,
+}
+
+/// Looks at what is at `path` without following a link or blocking on a FIFO: anything
+/// but a regular file is refused.
+fn existing(path: &Path) -> Result<Existing, ShmError> {
     use std::io::Read;
-    let mut b = [0u8; header::CREATED_NS];
-    match File::open(path).and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) if b[..8] == layout::MAGIC => get_u64(&b, header::GENERATION),
-        _ => 0,
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if !meta.file_type().is_file() {
+        return Err(ShmError::NotRegular {
+            path: path.display().to_string(),
+            kind: file_kind(&meta),
+        });
     }
+    // O_NOFOLLOW | O_NONBLOCK: the path may have been swapped since the lstat above.
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err(path))?;
+    let mut b = [0u8; header::CREATED_NS];
+    if f.read_exact(&mut b).is_err() || b[..8] != layout::MAGIC {
+        return Ok(Existing::Foreign);
+    }
+    let generation = get_u64(&b, header::GENERATION);
+    let closed = get_u32(&b, header::FLAGS) & layout::FLAG_CLOSED != 0;
+    let pid = get_u32(&b, header::WRITER_PID);
+    let live_pid = (!closed && pid != 0 && process_exists(pid)).then_some(pid);
+    Ok(Existing::Hermes {
+        generation,
+        live_pid,
+    })
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Refuses a directory in which another user could replace the file: writable by others
+/// (or its group) without the sticky bit, or owned by another user than us or root.
+fn check_directory(path: &Path) -> Result<(), ShmError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).map_err(io_err(dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.mode();
+    let shared_writable = mode & 0o022 != 0 && mode & 0o1000 == 0;
+    let foreign_owner = meta.uid() != me && meta.uid() != 0;
+    if shared_writable || foreign_owner {
+        return Err(ShmError::UnsafeDirectory {
+            path: dir.display().to_string(),
+            mode: mode & 0o7777,
+            owner: meta.uid(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the writer's private file beside `path`: an unguessable name, `O_EXCL` (a
+/// planted file or link at that name makes it fail, never followed or truncated) and
+/// `O_NOFOLLOW`.
+fn create_temp(path: &Path, mode: u32) -> Result<(PathBuf, File), ShmError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut last = None;
+    for _ in 0..16 {
+        let mut r = [0u8; 8];
+        // SAFETY: getrandom writes at most `r.len()` bytes into `r`.
+        let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+        if n != r.len() as isize {
+            // No entropy syscall: the time and pid still make a collision unlikely, and
+            // O_EXCL makes one harmless.
+            r = (unix_ns() as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+        }
+        let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", u64::from_le_bytes(r)));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(io_err(&tmp)(e)),
+        }
+    }
+    let (tmp, e) = last.expect("the loop ran");
+    Err(io_err(&tmp)(e))
 }
 
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
@@ -350,9 +519,38 @@ impl ShmReader {
     /// an error. Hermes writers never truncate a published file (a restart renames a new
     /// file into place), so the caller must only ensure nothing else does.
     pub unsafe fn open(path: &Path) -> Result<ShmReader, ShmError> {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { ShmReader::open_with(path, &ReaderOptions::default()) }
+    }
+
+    /// [`ShmReader::open`] with options: a file owned by another user is refused unless
+    /// `opts.allow_other_owner`.
+    ///
+    /// # Safety
+    /// As [`ShmReader::open`].
+    pub unsafe fn open_with(path: &Path, opts: &ReaderOptions) -> Result<ShmReader, ShmError> {
         let p = path.display().to_string();
-        let file = File::open(path).map_err(io_err(path))?;
+        // O_NONBLOCK: a FIFO at the path must not hang the reader in open.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io_err(path))?;
         let meta = file.metadata().map_err(io_err(path))?;
+        if !meta.file_type().is_file() {
+            return Err(ShmError::NotRegular {
+                path: p,
+                kind: file_kind(&meta),
+            });
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me && !opts.allow_other_owner {
+            return Err(ShmError::OtherOwner {
+                path: p,
+                owner: meta.uid(),
+            });
+        }
         let len = meta.len();
         if len < layout::HEADER_SIZE as u64 {
             return Err(ShmError::Truncated {
@@ -642,6 +840,7 @@ mod tests {
             WriterOptions {
                 slots: 4,
                 group_readable: false,
+                replace_foreign: false,
             },
         )
         .unwrap();
@@ -688,6 +887,7 @@ mod tests {
             WriterOptions {
                 slots: 4,
                 group_readable: true,
+                replace_foreign: false,
             },
         )
         .unwrap();
@@ -705,13 +905,148 @@ mod tests {
     }
 
     #[test]
+    fn the_path_cannot_be_aimed_elsewhere() {
+        use std::os::unix::fs::symlink;
+        let path = tmp("aim");
+        let dir = path.parent().unwrap().to_path_buf();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // A link planted at the path, and at the old guessable temp names.
+        symlink(&victim, &path).unwrap();
+        for pid in [std::process::id(), 1, 2] {
+            symlink(&victim, dir.join(format!(".region.{pid}.tmp"))).unwrap();
+        }
+        let e = ShmWriter::create(&path, WriterOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let w = ShmWriter::create(&path, WriterOptions::default()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_ne!(mode, 0o600, "the victim's mode was not touched");
+        // A second writer while the first is alive: refused, naming its pid.
+        let e = ShmWriter::create(&path, WriterOptions::default())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(w);
+        // Closed: the path is free again.
+        drop(ShmWriter::create(&path, WriterOptions::default()).unwrap());
+        // A FIFO is refused at once (opening it would block for good).
+        std::fs::remove_file(&path).unwrap();
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = ShmWriter::create(&path, WriterOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        // SAFETY: test path; the reader opens non-blocking and refuses it.
+        let e = unsafe { ShmReader::open(&path) }.err().unwrap();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused_unless_sticky() {
+        let path = tmp("dirmode");
+        let dir = path.parent().unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = ShmWriter::create(&path, WriterOptions::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, ShmError::UnsafeDirectory { .. }), "{e}");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        drop(ShmWriter::create(&path, WriterOptions::default()).unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_counts_and_names_are_clear_errors() {
+        let path = tmp("bounds");
+        for slots in [0, MAX_SLOTS + 1, u32::MAX] {
+            let o = WriterOptions {
+                slots,
+                ..WriterOptions::default()
+            };
+            let e = ShmWriter::create(&path, o).err().unwrap();
+            assert!(e.to_string().contains("--shm-slots"), "{e}");
+        }
+        let mut w = ShmWriter::create(&path, WriterOptions::default()).unwrap();
+        let e = w.add_instrument(Venue::Coinbase, "", 8, 8).unwrap_err();
+        assert!(e.to_string().contains("empty symbol"), "{e}");
+        w.add_instrument(Venue::Coinbase, "BTC-USD", 8, 8).unwrap();
+        let e = w
+            .add_instrument(Venue::Coinbase, "BTC-USD", 8, 8)
+            .unwrap_err();
+        assert!(e.to_string().contains("already"), "{e}");
+        // The same symbol on another venue is another instrument.
+        w.add_instrument(Venue::Binance, "BTC-USD", 8, 8).unwrap();
+        drop(w);
+        // A crafted generation at the top wraps to 1 instead of overflowing.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[header::GENERATION..header::GENERATION + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let w = ShmWriter::create(&path, WriterOptions::default()).unwrap();
+        assert_eq!(w.generation(), 1);
+        drop(w);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_refused_unless_allowed() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            // Only root can make a file that belongs to someone else; CI runs as root.
+            assert!(
+                std::env::var_os("HERMES_REQUIRE_ALL").is_none_or(|v| v != "1"),
+                "HERMES_REQUIRE_ALL=1: this test must run as root (it chowns a file to nobody)"
+            );
+            eprintln!("note: not root, cannot chown a test file to another user");
+            return;
+        }
+        let path = tmp("owner");
+        drop(ShmWriter::create(&path, WriterOptions::default()).unwrap());
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; 65534 is `nobody`.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+        // SAFETY: test-owned file.
+        let e = unsafe { ShmReader::open(&path) }.err().unwrap();
+        assert!(
+            matches!(e, ShmError::OtherOwner { owner: 65534, .. }),
+            "{e}"
+        );
+        let allow = ReaderOptions {
+            allow_other_owner: true,
+        };
+        // SAFETY: test-owned file.
+        assert!(unsafe { ShmReader::open_with(&path, &allow) }.is_ok());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
     fn refuses_foreign_and_future_files() {
         let path = tmp("bad");
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
         // SAFETY: test-owned file.
         let e = unsafe { ShmReader::open(&path) }.err().unwrap();
         assert!(e.to_string().contains("not a Hermes shm file"), "{e}");
-        drop(ShmWriter::create(&path, WriterOptions::default()).unwrap());
+        // A writer does not replace a foreign file unless told to.
+        let e = ShmWriter::create(&path, WriterOptions::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, ShmError::Foreign { .. }), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 8192]);
+        let replace = WriterOptions {
+            replace_foreign: true,
+            ..WriterOptions::default()
+        };
+        drop(ShmWriter::create(&path, replace).unwrap());
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[header::VERSION] = 99;
         std::fs::write(&path, &bytes).unwrap();
@@ -735,6 +1070,7 @@ mod tests {
             WriterOptions {
                 slots: 1,
                 group_readable: false,
+                replace_foreign: false,
             },
         )
         .unwrap();

@@ -35,6 +35,9 @@ enum Cmd {
     Shm(cmd::shm::ShmCmd),
     /// Write a synthetic market (random-walk books, valid venue frames) to a capture file.
     Generate(cmd::generate::GenerateArgs),
+    /// Research datasets: captures to Parquet tables (trades, book, features, labels),
+    /// Hive-partitioned by venue and date, with exact decimals.
+    Export(cmd::export::ExportArgs),
     /// The demo: generate a sample market, replay it into shm, read it back from another
     /// process, and print a summary.
     Demo(cmd::demo::DemoArgs),
@@ -48,6 +51,9 @@ enum Cmd {
     Run(cmd::live::RunArgs),
     /// Like `run`, and write every received frame to rotating native capture files.
     Record(cmd::live::RecordArgs),
+    /// The HTTP face (web dashboard at /, REST, SSE, /metrics, health) over an existing
+    /// shm file, from its own process; follows a writer that replaces the file.
+    Serve(cmd::serve::ServeArgs),
     /// The exchange simulator: serve a capture or a synthetic market over a local
     /// WebSocket with the venue's protocol, with fault injection.
     Sim(cmd::sim::SimArgs),
@@ -85,11 +91,13 @@ fn main() {
         Cmd::Replay(a) => cmd::replay::cmd_replay(a),
         Cmd::Shm(c) => cmd::shm::run(c),
         Cmd::Generate(a) => cmd::generate::cmd_generate(a),
+        Cmd::Export(a) => cmd::export::cmd_export(a),
         Cmd::Demo(a) => cmd::demo::cmd_demo(a),
         Cmd::Top(a) => top::run(&a),
         Cmd::Db(c) => cmd::db::run(c),
         Cmd::Run(a) => cmd::live::cmd_run(a, None),
         Cmd::Record(a) => cmd::live::cmd_record(a),
+        Cmd::Serve(a) => cmd::serve::cmd_serve(a),
         Cmd::Sim(a) => cmd::sim::cmd_sim(a),
     };
     if let Err(e) = r {

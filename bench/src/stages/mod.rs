@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod book;
 pub mod decimal;
 pub mod e2e;
+pub mod export;
 pub mod memory;
 pub mod parse;
 pub mod persist;
@@ -19,7 +20,7 @@ pub mod ws;
 pub struct Config {
     /// Smoke-test sizes (about two minutes in all).
     pub quick: bool,
-    /// A capture file to parse besides the generated frames.
+    /// A capture file to parse (and export) besides the generated frames.
     pub capture: Option<PathBuf>,
     /// This executable, for the child processes (readers in another process).
     pub exe: PathBuf,
@@ -39,6 +40,6 @@ impl Config {
 }
 
 /// Stage names in run order.
-pub const ALL: [&str; 9] = [
-    "parse", "decimal", "book", "ring", "shm", "e2e", "ws", "persist", "memory",
+pub const ALL: [&str; 10] = [
+    "parse", "decimal", "book", "ring", "shm", "e2e", "ws", "persist", "export", "memory",
 ];

@@ -307,6 +307,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
         WriterOptions {
             slots: 4,
             group_readable: false,
+            replace_foreign: false,
         },
     )?;
     let slot = w.add_instrument(Venue::Binance, "BTCUSDT", 8, 8)?;
@@ -408,6 +409,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
             WriterOptions {
                 slots: 16,
                 group_readable: false,
+                replace_foreign: false,
             },
         )?;
         let mut books = hermes_engine::Publisher::new(Some(w), Default::default());
@@ -510,6 +512,7 @@ pub fn cross_process(cfg: &Config, n: u64, gap_ns: i64) -> Result<ReaderOut> {
         WriterOptions {
             slots: 4,
             group_readable: false,
+            replace_foreign: false,
         },
     )?;
     let slot = w.add_instrument(Venue::Binance, "BTCUSDT", 8, 8)?;

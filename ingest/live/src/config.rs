@@ -129,12 +129,32 @@ struct ConnFile {
     rest_weight_per_minute: Option<u32>,
 }
 
+/// A comma-separated list; empty entries are kept for [`LiveConfig::validate`] to refuse.
 fn list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    if s.trim().is_empty() {
+        return Vec::new();
+    }
+    s.split(',').map(|e| e.trim().to_string()).collect()
+}
+
+/// Refuses an empty or repeated instrument name: each would be a silent no-op or a
+/// second subscription to the same book.
+fn check_names(what: &str, names: &[String]) -> Result<()> {
+    for (k, n) in names.iter().enumerate() {
+        if n.is_empty() {
+            bail!(
+                "{what} has an empty entry (at position {}; two commas, or a trailing one?)",
+                k + 1
+            );
+        }
+        if n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("{what}: {n:?} is not an instrument name (no spaces or control characters)");
+        }
+        if names[..k].contains(n) {
+            bail!("{what} lists {n:?} twice");
+        }
+    }
+    Ok(())
 }
 
 impl LiveConfig {
@@ -210,6 +230,11 @@ impl LiveConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        check_names(
+            "coinbase products (COINBASE_PRODUCTS)",
+            &self.coinbase_products,
+        )?;
+        check_names("binance symbols (BINANCE_SYMBOLS)", &self.binance_symbols)?;
         for (name, url) in [
             ("coinbase ws_url (COINBASE_WS_URL)", &self.coinbase_ws_url),
             ("binance ws_url (BINANCE_WS_URL)", &self.binance_ws_url),
@@ -283,6 +308,15 @@ mod tests {
             _ => None,
         };
         assert!(format!("{:#}", LiveConfig::load(None, &env).unwrap_err()).contains("ws://"));
+        for (list, want) in [
+            ("BTC-USD,,ETH-USD", "empty entry (at position 2"),
+            ("BTC-USD,", "empty entry"),
+            ("BTC-USD, BTC-USD", "twice"),
+        ] {
+            let env = |k: &str| (k == "COINBASE_PRODUCTS").then(|| list.to_string());
+            let e = format!("{:#}", LiveConfig::load(None, &env).unwrap_err());
+            assert!(e.contains(want), "{list}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

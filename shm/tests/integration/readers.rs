@@ -93,6 +93,7 @@ fn fixture(dir: &TempDir) -> Fixture {
         WriterOptions {
             slots: 8,
             group_readable: false,
+            replace_foreign: false,
         },
     )
     .unwrap();
@@ -504,6 +505,7 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
             WriterOptions {
                 slots: 2,
                 group_readable: false,
+                replace_foreign: false,
             },
         )
         .unwrap(),
@@ -709,6 +711,7 @@ fn readers_tell_the_writer_state() {
         WriterOptions {
             slots: 2,
             group_readable: false,
+            replace_foreign: false,
         },
     )
     .unwrap();

@@ -433,6 +433,7 @@ fn no_torn_reads_across_threads_and_processes() {
         WriterOptions {
             slots: 2,
             group_readable: false,
+            replace_foreign: false,
         },
     )
     .unwrap();

@@ -94,6 +94,7 @@ where
                 WriterOptions {
                     slots: opts.shm_slots,
                     group_readable: opts.shm_group_readable,
+                    replace_foreign: false,
                 },
             )
             .map_err(|source| EngineError::Shm {

@@ -234,6 +234,12 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     println!("  {exe} shm dump {shm}               # the books, from the shm file");
     println!("  {exe} shm dump {shm} --json        # the same data as JSON");
     println!("  python3 shm/python/hermes_shm.py {shm}   # the stdlib-only Python reader");
+    println!("  {exe} serve --shm {shm} --http 127.0.0.1:8080   # web dashboard at http://127.0.0.1:8080/");
+    println!(
+        "  {exe} export {} --out {}   # research tables as Parquet",
+        sample.display(),
+        dir.join("parquet").display()
+    );
     if let DemoDb::Ready { url, local } = db {
         println!("  psql \"{url}\" -c 'SELECT venue, symbol, count(*) FROM trades GROUP BY 1, 2'");
         println!("  psql \"{url}\" -c 'SELECT * FROM top_of_book ORDER BY ts DESC LIMIT 5'");
@@ -340,6 +346,7 @@ pub fn demo_live(a: &DemoArgs, sample: &Path, persist: &PersistArgs) -> Result<L
             database_url: None,
             ..persist.clone()
         },
+        parquet: crate::flags::ParquetArgs::off(),
         http: a.http.clone(),
     };
     live_run(run, None, Some(cfg))

@@ -2,8 +2,10 @@
 
 pub mod db;
 pub mod demo;
+pub mod export;
 pub mod generate;
 pub mod live;
 pub mod replay;
+pub mod serve;
 pub mod shm;
 pub mod sim;

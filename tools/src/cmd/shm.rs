@@ -19,20 +19,29 @@ pub enum ShmCmd {
         /// One JSON object per line (the same shape as `replay --print-final`).
         #[arg(long)]
         json: bool,
+        /// Read a file that belongs to another user (refused by default: anyone can
+        /// create a file in a shared directory such as /dev/shm).
+        #[arg(long)]
+        allow_other_owner: bool,
     },
 }
 
 /// Runs a `hermes shm` subcommand.
 pub fn run(cmd: ShmCmd) -> Result<()> {
     match cmd {
-        ShmCmd::Dump { path, json } => cmd_shm_dump(&path, json),
+        ShmCmd::Dump {
+            path,
+            json,
+            allow_other_owner,
+        } => cmd_shm_dump(&path, json, allow_other_owner),
     }
 }
 
-pub fn cmd_shm_dump(path: &Path, json: bool) -> Result<()> {
+pub fn cmd_shm_dump(path: &Path, json: bool, allow_other_owner: bool) -> Result<()> {
+    let opts = hermes_shm::ReaderOptions { allow_other_owner };
     // SAFETY: Hermes writers never truncate a published shm file (a restart renames a new
     // file into place); we only read.
-    let reader = unsafe { ShmReader::open(path) }.with_context(|| {
+    let reader = unsafe { ShmReader::open_with(path, &opts) }.with_context(|| {
         format!(
             "opening shm file {} (is the engine running with --shm {0}?)",
             path.display()

@@ -1,5 +1,6 @@
-//! `GET /health/liveness` (the book thread's heartbeat is fresh) and
-//! `GET /health/readiness` (feeds connected, breakers closed, persister keeping up).
+//! `GET /health/liveness` (the book thread's heartbeat is fresh; in `hermes serve`, the
+//! shm writer's heartbeat) and `GET /health/readiness` (feeds connected, breakers closed,
+//! persister keeping up; in `hermes serve`, the writer alive).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,11 +14,16 @@ use hermes_live::BreakerState;
 use serde_json::json;
 
 use super::state::{App, AppState};
+use super::status::{state_word, writer_view};
 
-/// `GET /health/liveness`: alive while the book thread beat within the last 2 s.
+/// `GET /health/liveness`: alive while the book thread beat within the last 2 s (in
+/// `hermes serve`: while the shm writer's heartbeat is fresh).
 pub(super) async fn liveness(State(app): State<App>) -> Response {
+    let Some(engine) = &app.cfg.engine else {
+        return writer_liveness(&app);
+    };
     // Relaxed: a reported timestamp.
-    let beat = app.cfg.engine.heartbeat_ns.load(Ordering::Relaxed) as i64;
+    let beat = engine.heartbeat_ns.load(Ordering::Relaxed) as i64;
     let age = Duration::from_nanos((unix_ns() - beat).max(0) as u64);
     if beat > 0 && age < Duration::from_secs(2) {
         Json(json!({ "status": "alive", "book_thread_heartbeat_ms": age.as_millis() as u64 }))
@@ -37,9 +43,46 @@ pub(super) async fn liveness(State(app): State<App>) -> Response {
     }
 }
 
+/// Liveness from the shm file alone: 200 while its writer's heartbeat is fresh, 503 with
+/// the writer's state otherwise (closed, dead, stalled, or the file unreadable).
+fn writer_liveness(app: &AppState) -> Response {
+    match writer_view(app) {
+        Ok(w) if matches!(w.status, hermes_shm::WriterStatus::Alive { .. }) => Json(json!({
+            "status": "alive",
+            "writer_pid": w.pid,
+            "generation": w.generation,
+            "writer_heartbeat_ms": w.heartbeat_age.as_millis() as u64,
+        }))
+        .into_response(),
+        Ok(w) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": state_word(&w.status),
+                "reason": format!("shm writer {}", w.status),
+                "writer_pid": w.pid,
+                "generation": w.generation,
+            })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "reason": e })),
+        )
+            .into_response(),
+    }
+}
+
 /// Why the engine is not ready (empty = ready).
 fn unready(app: &AppState) -> Vec<String> {
     let mut why = Vec::new();
+    if app.cfg.engine.is_none() {
+        // `hermes serve`: only the file tells; the writer must be alive.
+        match writer_view(app) {
+            Ok(w) if matches!(w.status, hermes_shm::WriterStatus::Alive { .. }) => {}
+            Ok(w) => why.push(format!("shm writer {}", w.status)),
+            Err(e) => why.push(e),
+        }
+    }
     if let Some(live) = &app.cfg.live {
         for v in &app.cfg.venues {
             let (name, vs) = match v {

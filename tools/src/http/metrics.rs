@@ -1,5 +1,6 @@
 //! `GET /metrics`: the engine's, the feeds', the persister's and this server's counters
-//! in the Prometheus text format.
+//! in the Prometheus text format, and what the shm file shows (writer state, heartbeat,
+//! per-instrument updates, trades, staleness and age) — all that `hermes serve` has.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +12,9 @@ use hermes_engine::metrics::metric;
 use hermes_live::LiveStats;
 use hermes_persist::PersistStats;
 
-use super::state::{App, HttpStats};
-use super::HttpConfig;
+use super::state::{App, AppState, HttpStats};
+use super::status::{state_word, writer_view, STATE_WORDS};
+use super::symbols::id_of;
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(app): State<App>) -> Response {
@@ -21,7 +23,10 @@ pub(super) async fn metrics(State(app): State<App>) -> Response {
         feed_metrics(&mut s, l);
         venue_metrics(&mut s, l);
     }
-    pipeline_metrics(&mut s, &app.cfg);
+    if let (Some(ring), Some(engine)) = (&app.cfg.ring, &app.cfg.engine) {
+        pipeline_metrics(&mut s, ring, engine);
+    }
+    shm_metrics(&mut s, &app);
     if let Some(p) = &app.cfg.persist {
         persist_metrics(&mut s, p);
     }
@@ -147,9 +152,13 @@ fn venue_metrics(s: &mut String, l: &LiveStats) {
 }
 
 /// The ingest→book ring and the book thread.
-fn pipeline_metrics(s: &mut String, cfg: &HttpConfig) {
-    let pushed = count(&cfg.ring.pushed);
-    let popped = count(&cfg.engine.events);
+fn pipeline_metrics(
+    s: &mut String,
+    ring: &hermes_engine::RingStats,
+    engine: &hermes_engine::metrics::EngineMetrics,
+) {
+    let pushed = count(&ring.pushed);
+    let popped = count(&engine.events);
     metric(
         s,
         "counter",
@@ -169,14 +178,14 @@ fn pipeline_metrics(s: &mut String, cfg: &HttpConfig) {
         "counter",
         "hermes_ring_full_waits_total",
         "Times the ingest thread found the ring full.",
-        &[("", count(&cfg.ring.full_waits))],
+        &[("", count(&ring.full_waits))],
     );
     metric(
         s,
         "counter",
         "hermes_ring_dropped_events_total",
         "Events dropped by the drop-newest ring policy.",
-        &[("", count(&cfg.ring.dropped))],
+        &[("", count(&ring.dropped))],
     );
     metric(
         s,
@@ -190,19 +199,162 @@ fn pipeline_metrics(s: &mut String, cfg: &HttpConfig) {
         "counter",
         "hermes_book_crossed_total",
         "Commits that left a book crossed or locked.",
-        &[("", count(&cfg.engine.crossed))],
+        &[("", count(&engine.crossed))],
     );
-    cfg.engine.apply.render(
+    engine.apply.render(
         s,
         "hermes_book_apply_seconds",
         "Book apply time per event (1 in 64 sampled).",
         "",
     );
-    cfg.engine.recv_lag.render(
+    engine.recv_lag.render(
         s,
         "hermes_receive_lag_seconds",
         "Receive time minus exchange time of applied frames.",
         "",
+    );
+}
+
+/// A Prometheus label value: `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One instrument's slot, for the per-instrument shm metrics.
+struct SlotSample {
+    /// `venue="…",symbol="…",id="…"`.
+    labels: String,
+    updates: u64,
+    trades: u64,
+    stale: bool,
+    /// Seconds since its last publication (NaN before the first).
+    age_s: f64,
+}
+
+/// What the shm file shows: the writer's state and heartbeat, and per instrument its
+/// publications, trades, staleness and the age of its last update.
+fn shm_metrics(s: &mut String, app: &AppState) {
+    let Ok(w) = writer_view(app) else {
+        metric(
+            s,
+            "gauge",
+            "hermes_shm_readable",
+            "1 while the shm file can be opened and read.",
+            &[("", 0.0)],
+        );
+        return;
+    };
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_readable",
+        "1 while the shm file can be opened and read.",
+        &[("", 1.0)],
+    );
+    let state = state_word(&w.status);
+    let states: Vec<(String, f64)> = STATE_WORDS
+        .iter()
+        .map(|st| (format!("state=\"{st}\""), (*st == state) as u8 as f64))
+        .collect();
+    let states_ref: Vec<(&str, f64)> = states.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_writer_state",
+        "1 for the shm writer's current state (alive, closed, dead, stalled, replaced).",
+        &states_ref,
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_writer_heartbeat_age_seconds",
+        "Age of the shm writer's last heartbeat.",
+        &[("", w.heartbeat_age.as_secs_f64())],
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_generation",
+        "Writer generation of the shm file.",
+        &[("", w.generation as f64)],
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_instruments",
+        "Instruments published in the shm file.",
+        &[("", w.instruments as f64)],
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_stale_books",
+        "Books flagged stale (resyncing after a gap).",
+        &[("", w.stale as f64)],
+    );
+    let now = hermes_book::clock::unix_ns();
+    let per: Vec<SlotSample> = app
+        .with_reader(|r| {
+            r.instruments()
+                .iter()
+                .filter_map(|i| {
+                    let t = r.read(i.slot)?;
+                    let l = format!(
+                        "venue=\"{}\",symbol=\"{}\",id=\"{}\"",
+                        label(i.venue.name()),
+                        label(&i.symbol),
+                        label(&id_of(i))
+                    );
+                    let age = if t.publish_ts_ns > 0 {
+                        (now - t.publish_ts_ns).max(0) as f64 / 1e9
+                    } else {
+                        f64::NAN
+                    };
+                    Some(SlotSample {
+                        labels: l,
+                        updates: t.updates,
+                        trades: t.trades,
+                        stale: t.is_stale(),
+                        age_s: age,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let col = |f: &dyn Fn(&SlotSample) -> f64| {
+        per.iter()
+            .map(|r| (r.labels.as_str(), f(r)))
+            .collect::<Vec<_>>()
+    };
+    metric(
+        s,
+        "counter",
+        "hermes_shm_slot_updates_total",
+        "Publications of the instrument's slot by the current writer.",
+        &col(&|r| r.updates as f64),
+    );
+    metric(
+        s,
+        "counter",
+        "hermes_shm_slot_trades_total",
+        "Trades seen on the instrument by the current writer.",
+        &col(&|r| r.trades as f64),
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_slot_stale",
+        "1 while the instrument's book is stale (resyncing after a gap).",
+        &col(&|r| r.stale as u8 as f64),
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_shm_slot_age_seconds",
+        "Time since the instrument's slot was last published.",
+        &col(&|r| r.age_s),
     );
 }
 
@@ -335,4 +487,15 @@ fn server_metrics(s: &mut String, h: &HttpStats, started: Instant) {
         "Seconds since the HTTP server started.",
         &[("", started.elapsed().as_secs_f64())],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("BTC-USD"), "BTC-USD");
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -1,16 +1,26 @@
-//! The HTTP face, off the hot path on its own (unpinned) thread: Prometheus `/metrics`,
-//! `/health/liveness` and `/health/readiness`, REST over the shm file (never the book
-//! thread's memory), recent trades from PostgreSQL, an SSE stream of top-of-book changes,
-//! and the authenticated `POST /ingest/tick` webhook.
+//! The HTTP face, off the hot path on its own (unpinned) thread: the web dashboard at
+//! `/`, Prometheus `/metrics`, `/health/liveness` and `/health/readiness`, REST over the
+//! shm file (never the book thread's memory), the operations summary `/status`, recent
+//! trades from PostgreSQL, an SSE stream of top-of-book changes, and the authenticated
+//! `POST /ingest/tick` webhook.
+//!
+//! It runs in two kinds of process. Inside the engine (`run`, `replay --http`, `demo`) the
+//! [`HttpConfig`] carries the engine's, the feeds' and the persister's counters. In
+//! `hermes serve` it has nothing but the shm file: those parts are `None`, health comes
+//! from the writer's heartbeat in the file, and `/metrics` and `/status` show what the
+//! file shows. Either way the shm file is followed across writer restarts.
 //!
 //! This module binds the address, builds the router and runs the server thread; each
-//! group of endpoints has its module: [`metrics`], [`health`], [`symbols`], [`history`],
-//! [`stream`] and [`webhook`], all over the shared [`state`].
+//! group of endpoints has its module: [`dashboard`], [`metrics`], [`health`],
+//! [`symbols`], [`status`], [`history`], [`stream`] and [`webhook`], all over the shared
+//! [`state`].
 
+mod dashboard;
 mod health;
 mod history;
 mod metrics;
 mod state;
+mod status;
 mod stream;
 mod symbols;
 mod webhook;
@@ -37,6 +47,10 @@ use stream::Board;
 /// Largest accepted webhook body.
 pub const MAX_TICK_BODY: usize = 16 * 1024;
 
+/// The default age of the shm heartbeat past which a writer is shown as stalled (the same
+/// as `hermes top --stall-ms` and `hermes shm dump`).
+pub const WRITER_STALL: Duration = Duration::from_millis(500);
+
 /// Everything the server reads.
 pub struct HttpConfig {
     /// The shm file the REST and SSE endpoints read.
@@ -45,10 +59,11 @@ pub struct HttpConfig {
     pub live: Option<Arc<LiveStats>>,
     /// Which venues `run` ingests (readiness requires them connected).
     pub venues: Vec<hermes_ingest::Venue>,
-    /// Ring counters.
-    pub ring: Arc<hermes_engine::RingStats>,
-    /// Book thread counters.
-    pub engine: Arc<hermes_engine::metrics::EngineMetrics>,
+    /// Ring counters (`None` in `hermes serve`: the ring is in another process).
+    pub ring: Option<Arc<hermes_engine::RingStats>>,
+    /// Book thread counters (`None` in `hermes serve`: liveness then comes from the
+    /// writer's heartbeat in the shm file).
+    pub engine: Option<Arc<hermes_engine::metrics::EngineMetrics>>,
     /// Persister counters, if persisting.
     pub persist: Option<Arc<hermes_persist::PersistStats>>,
     /// For `/symbols/{id}/history`.
@@ -63,12 +78,22 @@ pub struct HttpConfig {
     pub sse_max_hz: f64,
     /// Readiness fails when the persister lags more than this.
     pub max_persist_lag: Duration,
+    /// A writer whose shm heartbeat is older than this is stalled.
+    pub writer_stall: Duration,
 }
 
 /// A running server; stops when dropped.
 pub struct HttpServer {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl HttpServer {
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 impl Drop for HttpServer {
@@ -93,7 +118,7 @@ pub fn start(addr: SocketAddr, cfg: HttpConfig) -> Result<HttpServer> {
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (board_tx, board_rx) = watch::channel(Arc::new(Vec::new()));
+    let (board_tx, board_rx) = watch::channel(Board::default());
     let app: App = Arc::new(AppState::new(cfg, board_rx));
     let thread = std::thread::Builder::new()
         .name("hermes-http".into())
@@ -102,10 +127,13 @@ pub fn start(addr: SocketAddr, cfg: HttpConfig) -> Result<HttpServer> {
             move || serve(listener, app, board_tx, stop)
         })
         .context("starting the HTTP thread")?;
-    tracing::info!("HTTP on http://{bound} (/metrics, /health/*, /symbols, /stream, /ingest/tick)");
+    tracing::info!(
+        "HTTP on http://{bound} (dashboard at /; /metrics, /health/*, /status, /symbols, /stream, /ingest/tick)"
+    );
     Ok(HttpServer {
         stop,
         thread: Some(thread),
+        addr: bound,
     })
 }
 
@@ -151,7 +179,10 @@ fn serve(
 /// Every route and its handler.
 fn router(app: App) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/{*file}", get(dashboard::asset))
         .route("/metrics", get(metrics::metrics))
+        .route("/status", get(status::status))
         .route("/health/liveness", get(health::liveness))
         .route("/health/readiness", get(health::readiness))
         .route("/symbols", get(symbols::symbols))

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use hermes_shm::follow::ShmFollower;
+use hermes_shm::follow::{Opened, ShmFollower};
 use hermes_shm::ShmReader;
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -43,6 +43,8 @@ pub(super) struct AppState {
     pub(super) stats: HttpStats,
     /// The shm file at `cfg.shm_path`, reopened when a new writer replaces it.
     shm: Mutex<ShmFollower>,
+    /// The last writer restart seen: the generation replaced, and when it was noticed.
+    replaced: Mutex<Option<(u64, Instant)>>,
     /// The slots as the poller last saw them, for the SSE clients.
     pub(super) board: watch::Receiver<Board>,
     /// When the server started (for the uptime metric).
@@ -57,6 +59,7 @@ impl AppState {
     pub(super) fn new(cfg: HttpConfig, board: watch::Receiver<Board>) -> AppState {
         AppState {
             shm: Mutex::new(ShmFollower::new(&cfg.shm_path)),
+            replaced: Mutex::new(None),
             cfg,
             stats: HttpStats::default(),
             board,
@@ -69,9 +72,27 @@ impl AppState {
     pub(super) fn with_reader<T>(&self, f: impl FnOnce(&ShmReader) -> T) -> Result<T, String> {
         let mut shm = self.shm.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: Hermes writers never truncate a published shm file; we only read.
-        let (reader, _) =
+        let (reader, opened) =
             unsafe { shm.reader() }.map_err(|e| format!("shm file unavailable: {e}"))?;
+        if let Opened::Replaced { old_generation } = opened {
+            tracing::info!(
+                "a new writer replaced {} (generation {old_generation} → {}); following it",
+                self.cfg.shm_path.display(),
+                reader.generation()
+            );
+            *self.replaced.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((old_generation, Instant::now()));
+        }
         Ok(f(reader))
+    }
+
+    /// The last writer restart this server followed: the generation it replaced and how
+    /// long ago it was noticed.
+    pub(super) fn last_replaced(&self) -> Option<(u64, std::time::Duration)> {
+        self.replaced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(g, at)| (g, at.elapsed()))
     }
 
     /// Counts a request to a public read and checks its `x-api-key` (when one is

@@ -47,6 +47,7 @@ pub(super) fn detail(i: &Instrument, t: &TopOfBook) -> Value {
             json!(t.flags & hermes_shm::FLAG_CROSSED != 0),
         );
         o.insert("trades".into(), json!(t.trades));
+        o.insert("kernels".into(), kernels_json(i, t));
         if t.trades > 0 {
             let side = ["unknown", "buy", "sell"]
                 .get(t.last_trade_side as usize)
@@ -64,6 +65,46 @@ pub(super) fn detail(i: &Instrument, t: &TopOfBook) -> Value {
         }
     }
     v
+}
+
+/// The slot's analytics kernels: prices and sizes as exact decimal strings (`null` when
+/// the kernel had no value), ratios as decimal strings of a fraction of 1, the windows in
+/// nanoseconds. Definitions: `hermes_book::kernels` and `shm/LAYOUT.md`.
+fn kernels_json(i: &Instrument, t: &TopOfBook) -> Value {
+    let k = &t.kernels;
+    let dec = |m: i64, d: u8| {
+        if d > 18 {
+            Value::Null
+        } else {
+            json!(hermes_book::Decimal::new(m, d).to_string())
+        }
+    };
+    let opt = |v: Option<i64>, d: u8| v.map_or(Value::Null, |m| dec(m, d));
+    let (p, s, kp) = (i.price_decimals, i.size_decimals, k.price_decimals);
+    json!({
+        "time_ns": k.time_ns,
+        "spread": opt(k.spread_ticks, p),
+        "spread_bps": opt(k.spread_bps_x100, 2),
+        "mid": opt(k.mid_px, kp),
+        "microprice": opt(k.microprice_px, kp),
+        "levels": k.levels,
+        "bid_depth": dec(k.bid_depth, s),
+        "ask_depth": dec(k.ask_depth, s),
+        "imbalance": opt(k.imbalance_ppm, 6),
+        "vwap_qty": dec(k.vwap_qty, s),
+        "vwap_buy": opt(k.vwap_buy_px, kp),
+        "vwap_sell": opt(k.vwap_sell_px, kp),
+        "volatility_bps": k.volatility_bps,
+        "vol_half_life_ns": k.vol_half_life_ns,
+        "trade_window_ns": k.trade_window_ns,
+        "trade_buy_qty": dec(k.trade_buy_qty, s),
+        "trade_sell_qty": dec(k.trade_sell_qty, s),
+        "trade_imbalance": opt(k.trade_imbalance_ppm, 6),
+        "ofi_window": dec(k.ofi_window, s),
+        "ofi_total": dec(k.ofi_total, s),
+        "updates_per_s": dec(k.updates_per_s_x100.min(i64::MAX as u64) as i64, 2),
+        "rate_window_ns": k.rate_window_ns,
+    })
 }
 
 /// Finds an instrument by `venue:SYMBOL` or a bare symbol (if unique).

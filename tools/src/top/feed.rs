@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use hermes_book::clock::unix_ns;
 use hermes_shm::follow::{Opened, ShmFollower};
+use hermes_shm::ReaderOptions;
 use hermes_shm::{ShmReader, SlotIndex, TopOfBook, WriterStatus};
 
 use super::rows::{row_view, RowView};
@@ -50,9 +51,9 @@ const READ_ATTEMPTS: u32 = 256;
 
 impl Feed {
     /// A feed over `path`; a heartbeat older than `max_age` means STALLED.
-    pub(super) fn new(path: &Path, max_age: Duration) -> Feed {
+    pub(super) fn new(path: &Path, max_age: Duration, opts: ReaderOptions) -> Feed {
         Feed {
-            shm: ShmFollower::new(path),
+            shm: ShmFollower::with_options(path, opts),
             max_age,
             last: Vec::new(),
             note: None,

@@ -57,7 +57,7 @@ impl Drop for TerminalGuard {
 /// STALLED.
 pub(super) fn run(args: &TopArgs, max_age: Duration) -> Result<()> {
     let refresh = Duration::from_millis(args.refresh_ms);
-    let mut feed = Feed::new(&args.shm, max_age);
+    let mut feed = Feed::new(&args.shm, max_age, args.reader_options());
     let mut snap = feed.snapshot();
     let mut st = ViewState::default();
     let _guard = TerminalGuard::enter()?;

@@ -48,6 +48,19 @@ pub struct TopArgs {
     /// A writer whose heartbeat is older than this (ms) is shown as STALLED.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_ms: u64,
+    /// Read a shm file that belongs to another user (refused by default: anyone can
+    /// create a file in a shared directory such as /dev/shm).
+    #[arg(long)]
+    pub allow_other_owner: bool,
+}
+
+impl TopArgs {
+    /// How the shm file is opened.
+    pub fn reader_options(&self) -> hermes_shm::ReaderOptions {
+        hermes_shm::ReaderOptions {
+            allow_other_owner: self.allow_other_owner,
+        }
+    }
 }
 
 /// Runs `hermes top`.
@@ -55,7 +68,7 @@ pub fn run(args: &TopArgs) -> Result<()> {
     let max_age = Duration::from_millis(args.stall_ms);
     if args.once {
         let mut out = io::stdout().lock();
-        return once::print_once(&args.shm, max_age, &mut out);
+        return once::print_once(&args.shm, max_age, args.reader_options(), &mut out);
     }
     if !io::stdout().is_terminal() {
         bail!("hermes top needs a terminal (stdout is not one); use `hermes top --once` for a plain-text table");

@@ -34,8 +34,13 @@ fn header_line(path: &Path, snap: &Snapshot, rows: &[&RowView]) -> String {
 
 /// Prints one plain-text table of the file at `path` to `out`: a header line, the column
 /// titles, one row per instrument. No escape codes.
-pub(super) fn print_once(path: &Path, max_age: Duration, out: &mut impl Write) -> Result<()> {
-    let mut feed = Feed::new(path, max_age);
+pub(super) fn print_once(
+    path: &Path,
+    max_age: Duration,
+    opts: hermes_shm::ReaderOptions,
+    out: &mut impl Write,
+) -> Result<()> {
+    let mut feed = Feed::new(path, max_age, opts);
     let snap = feed.snapshot();
     if let Some(e) = &snap.error {
         bail!(

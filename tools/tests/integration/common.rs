@@ -63,6 +63,7 @@ pub fn require(tool: &str, why: &str) -> bool {
     let package = match tool {
         "cc" => "gcc",
         "c++" => "g++",
+        "node" => "nodejs",
         t => t,
     };
     let test = std::thread::current().name().unwrap_or("?").to_string();
@@ -72,6 +73,25 @@ pub fn require(tool: &str, why: &str) -> bool {
     }
     eprintln!(
         "note: `{tool}` is missing, so {test} skips {why}; {install}, \
+         and {REQUIRE_ALL}=1 makes its absence a failure"
+    );
+    false
+}
+
+/// Whether `path` exists, for a test that needs something installed there (an npm
+/// package, say) rather than a tool on the PATH: the same policy as [`require`] (fails
+/// under `HERMES_REQUIRE_ALL=1`, else a note and `false`). `install` says what puts it there.
+pub fn require_installed(path: &Path, install: &str, why: &str) -> bool {
+    if path.exists() {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let what = path.display();
+    if std::env::var(REQUIRE_ALL).is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!("{REQUIRE_ALL}=1: {what} is missing, and {test} needs it for {why}; {install}");
+    }
+    eprintln!(
+        "note: {what} is missing, so {test} skips {why}; {install}, \
          and {REQUIRE_ALL}=1 makes its absence a failure"
     );
     false

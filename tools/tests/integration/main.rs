@@ -3,6 +3,8 @@
 //!
 //! * [`cli`]: replay into a real shm file, read back by other processes and checked
 //!   against the Python reference in `tests/reference/`; malformed input, gaps, torn tails.
+//! * [`dashboard`]: `hermes serve` and the web dashboard in headless chromium.
+//! * [`export`]: `hermes export` read back with pyarrow and DuckDB; `--parquet` after kill -9.
 //! * [`http`]: the HTTP face of `hermes run` on a loopback port.
 //! * [`live`]: `hermes run` and `hermes record` against `hermes sim`, with faults.
 //! * [`persist`]: PostgreSQL: kill -9 and rerun, SIGINT, `db migrate`, `demo`.
@@ -17,6 +19,8 @@
 mod common;
 
 mod cli;
+mod dashboard;
+mod export;
 mod http;
 mod live;
 mod persist;

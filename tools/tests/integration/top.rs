@@ -46,6 +46,7 @@ impl Fixture {
             WriterOptions {
                 slots: 8,
                 group_readable: false,
+                replace_foreign: false,
             },
         )
         .unwrap();

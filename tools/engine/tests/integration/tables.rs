@@ -154,9 +154,15 @@ fn top_of_book_rows_equal_the_shm_slot() {
         );
         assert_eq!(got, want, "row {key:?}");
         from_ticker += usize::from(got.8);
-        assert_eq!(t.kernels.levels, 3, "the kernel settings reached the book thread");
+        assert_eq!(
+            t.kernels.levels, 3,
+            "the kernel settings reached the book thread"
+        );
     }
     // Both sources of best bid/ask were compared: the book and the venue quote.
-    assert!(from_ticker > 0 && from_ticker < rows.len(), "{from_ticker} rows from a ticker");
+    assert!(
+        from_ticker > 0 && from_ticker < rows.len(),
+        "{from_ticker} rows from a ticker"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
