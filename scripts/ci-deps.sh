@@ -25,7 +25,9 @@ have_postgres() {
 missing_packages() {
     local m=()
     runs tmux -V || m+=(tmux)
-    runs python3 --version || m+=(python3)
+    runs python3 --version || m+=(python3 python3-venv)
+    # Debian splits venv (and the pip it seeds) out of python3.
+    { runs python3 --version && ! runs python3 -c 'import ensurepip, venv'; } && m+=(python3-venv)
     runs cc --version || m+=(gcc)
     runs c++ --version || m+=(g++)
     have_postgres || m+=(postgresql)
