@@ -67,6 +67,14 @@ mountfs sysfs "$root/sys"
 mountfs tmpfs "$root/dev/shm" mode=1777
 mountfs devpts "$root/dev/pts" newinstance,ptmxmode=0666
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# A host whose network goes through a TLS-intercepting proxy trusts an extra CA: carry the
+# host's local CAs (and proxy variables) into the root, as its own admin would install
+# them. On an ordinary network there are none and nothing changes.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+    mkdir -p "$root/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null 2>&1 || true
+fi
 bind "$rustup_home" "$root/opt/rustup" ro
 # cargo's binaries from the host, its registry cache in the root (written by the build).
 bind "$cargo_home/bin" "$root/opt/cargo-bin" ro
@@ -84,6 +92,12 @@ export RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo RUSTUP_TOOLCHAIN=$toolcha
 export PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
 unset DATABASE_URL
+$(for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    if [ -n "${!v:-}" ]; then printf 'export %s=%q\n' "$v" "${!v}"; fi
+done)
+$(if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+    echo 'export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt CARGO_HTTP_CAINFO=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt'
+fi)
 cd /work/hermes
 EOF
 
