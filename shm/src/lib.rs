@@ -39,6 +39,8 @@ pub mod seqlock;
 mod sync;
 
 #[cfg(not(loom))]
+mod path_checks;
+#[cfg(not(loom))]
 mod region;
 #[cfg(not(loom))]
 pub use region::{ReaderOptions, ShmReader, ShmWriter, WriterOptions, WriterStatus, MAX_SLOTS};
