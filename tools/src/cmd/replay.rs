@@ -225,6 +225,14 @@ pub fn cmd_replay(a: ReplayArgs) -> Result<()> {
     if let Some(p) = &r.persist {
         report_persist(p)?;
     }
+    if s.interrupted {
+        bail!(
+            "interrupted by a signal after {} frames: the rest of {} was not replayed (what was replayed is in shm{})",
+            s.decode.frames,
+            a.file.display(),
+            if r.persist.is_some() { " and, as the line above says, persisted" } else { "" }
+        );
+    }
     Ok(())
 }
 

@@ -57,7 +57,7 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
             engine: None,
             persist: None,
             database_url: a.database_url.filter(|u| !u.is_empty()),
-            api_key: a.api_key.filter(|k| !k.is_empty()),
+            api_key: crate::flags::api_key(a.api_key)?,
             ingest_auth: None,
             ticks: None,
             sse_max_hz: a.sse_max_hz,

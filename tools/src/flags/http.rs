@@ -73,7 +73,7 @@ impl HttpArgs {
                 engine: Some(eng.metrics.clone()),
                 persist,
                 database_url,
-                api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+                api_key: api_key(self.api_key.clone())?,
                 ticks: if ingest_auth.is_some() { ticks } else { None },
                 ingest_auth,
                 sse_max_hz: self.sse_max_hz,
@@ -93,5 +93,15 @@ impl HttpArgs {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// `API_KEY` / `--api-key`: set but empty is an error, never a silent "no key".
+pub fn api_key(key: Option<String>) -> Result<Option<String>> {
+    match key {
+        Some(k) if k.trim().is_empty() => bail!(
+            "API_KEY (--api-key) is set but empty: unset it to serve without a key, or give a key"
+        ),
+        k => Ok(k),
     }
 }

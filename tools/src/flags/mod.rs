@@ -16,7 +16,7 @@ use clap::ValueEnum;
 use hermes_book::Venue;
 
 pub use engine::{EngineArgs, ScaleArgs};
-pub use http::HttpArgs;
+pub use http::{api_key, HttpArgs};
 pub use kernels::KernelArgs;
 pub use parquet::{
     finish_parquet, start_persistence, ParquetArgs, TableArgs, EXPORT_MAX_INSTRUMENTS,

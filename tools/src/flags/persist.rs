@@ -53,6 +53,7 @@ impl PersistArgs {
         let Some(url) = &self.database_url else {
             return Ok(None);
         };
+        check_database_url(url)?;
         let journal = self
             .journal
             .clone()
@@ -131,4 +132,19 @@ pub fn start_persister(
     let (tap, p) = hermes_persist::start(o)
         .with_context(|| format!("starting the persister (journal {})", journal.display()))?;
     Ok((Some(tap), Some(p)))
+}
+
+/// Refuses a database URL that can never work (retrying it would look like an outage):
+/// empty, or a URL whose scheme is not `postgres://` / `postgresql://`. libpq key=value
+/// strings (`host=/run/postgresql dbname=hermes`) pass.
+pub fn check_database_url(url: &str) -> Result<()> {
+    if url.trim().is_empty() {
+        bail!("DATABASE_URL (--database-url) is set but empty: unset it, or name a database");
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        if !matches!(scheme, "postgres" | "postgresql") {
+            bail!("DATABASE_URL (--database-url) {scheme:?}:// is not a PostgreSQL URL: use postgresql://USER@HOST/DB or a libpq string such as \"host=/run/postgresql dbname=hermes\"");
+        }
+    }
+    Ok(())
 }

@@ -370,3 +370,39 @@ fn paced_replay_and_demo_run() {
     assert_eq!(fin.len(), 6);
     // The demo (which starts a private PostgreSQL) is tested in the `persist` module.
 }
+
+#[test]
+fn settings_that_can_never_work_are_refused_at_once() {
+    let dir = TempDir::new("refused");
+    let cap = dir.path("s.hcap");
+    run_ok(
+        hermes()
+            .args(["generate", "--frames", "100", "--out"])
+            .arg(&cap),
+    );
+    let err = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A database URL of another scheme would be retried forever as if the server were down.
+    let e = err(hermes()
+        .arg("replay")
+        .arg(&cap)
+        .args(["--database-url", "mysql://u@h/db", "--shm"])
+        .arg(dir.path("shm")));
+    assert!(e.contains("is not a PostgreSQL URL"), "{e}");
+    // An empty API key would silently serve without one.
+    let e = err(hermes()
+        .env("API_KEY", "")
+        .args(["serve", "--http", "127.0.0.1:0", "--shm"])
+        .arg(dir.path("shm")));
+    assert!(e.contains("API_KEY (--api-key) is set but empty"), "{e}");
+    // Zero slots is an error that names the flag, not a silent one-slot file.
+    let e = err(hermes()
+        .arg("replay")
+        .arg(&cap)
+        .args(["--shm-slots", "0", "--shm"])
+        .arg(dir.path("shm")));
+    assert!(e.contains("--shm-slots"), "{e}");
+}
