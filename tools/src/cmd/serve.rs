@@ -33,6 +33,13 @@ pub struct ServeArgs {
     /// A writer whose heartbeat is older than this (ms) is stalled (liveness fails).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_ms: u64,
+    /// Most HTTP connections open at once; past it a new one gets a 503 and is closed.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub http_max_connections: u64,
+    /// Close a connection that has not sent a whole request head within this many ms of
+    /// opening (or of its last response): idle sockets cannot hold the descriptors.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub http_header_timeout_ms: u64,
 }
 
 /// Runs `hermes serve` until SIGINT or SIGTERM.
@@ -63,6 +70,8 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
             sse_max_hz: a.sse_max_hz,
             max_persist_lag: Duration::from_secs(5),
             writer_stall: Duration::from_millis(a.stall_ms),
+            max_connections: a.http_max_connections as usize,
+            header_timeout: Duration::from_millis(a.http_header_timeout_ms),
         },
     )?;
     // The first line of stdout is the dashboard's URL (scripts and tests read it).

@@ -30,6 +30,13 @@ pub struct HttpArgs {
     /// Readiness fails when the persister lags more than this many seconds.
     #[arg(long, default_value_t = 5)]
     pub ready_max_lag_secs: u64,
+    /// Most HTTP connections open at once; past it a new one gets a 503 and is closed.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub http_max_connections: u64,
+    /// Close a connection that has not sent a whole request head within this many ms of
+    /// opening (or of its last response): idle sockets cannot hold the descriptors.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub http_header_timeout_ms: u64,
 }
 
 impl HttpArgs {
@@ -79,6 +86,8 @@ impl HttpArgs {
                 sse_max_hz: self.sse_max_hz,
                 max_persist_lag: Duration::from_secs(self.ready_max_lag_secs),
                 writer_stall: crate::http::WRITER_STALL,
+                max_connections: self.http_max_connections as usize,
+                header_timeout: Duration::from_millis(self.http_header_timeout_ms),
             },
         );
         match server {

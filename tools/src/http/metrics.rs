@@ -451,6 +451,20 @@ fn server_metrics(s: &mut String, h: &HttpStats, started: Instant) {
     metric(
         s,
         "gauge",
+        "hermes_http_connections",
+        "TCP connections open to the HTTP face.",
+        &[("", count(&h.connections))],
+    );
+    metric(
+        s,
+        "counter",
+        "hermes_http_connections_refused_total",
+        "Connections refused (503) because the connection cap was reached.",
+        &[("", count(&h.connections_refused))],
+    );
+    metric(
+        s,
+        "gauge",
         "hermes_sse_clients",
         "SSE clients connected.",
         &[("", count(&h.sse_clients))],

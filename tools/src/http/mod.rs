@@ -80,6 +80,11 @@ pub struct HttpConfig {
     pub max_persist_lag: Duration,
     /// A writer whose shm heartbeat is older than this is stalled.
     pub writer_stall: Duration,
+    /// Most connections open at once; past it a new one gets a 503 and is closed.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head this long after it opened (or
+    /// after its last response) is closed: idle sockets cannot hold the descriptors.
+    pub header_timeout: Duration,
 }
 
 /// A running server; stops when dropped.
@@ -160,20 +165,68 @@ fn serve(
             return;
         };
         let router = router(app.clone());
-        tokio::spawn(stream::poll_board(app, board_tx, stop.clone()));
-        let shutdown = async move {
+        tokio::spawn(stream::poll_board(app.clone(), board_tx, stop.clone()));
+        let stopped = async move {
             // Relaxed: a stop request.
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("HTTP server: {e}");
+        tokio::select! {
+            () = accept_loop(listener, router, app) => {}
+            () = stopped => {}
         }
     });
+}
+
+/// Accepts connections up to the cap, each served by hyper's HTTP/1 with a header-read
+/// timeout; past the cap a connection gets a short 503 and is closed.
+async fn accept_loop(listener: tokio::net::TcpListener, router: Router, app: App) {
+    let cap = app.cfg.max_connections.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(cap));
+    loop {
+        let (sock, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, say: wait a little rather than spin.
+                tracing::warn!("HTTP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Relaxed (all counters here): statistics for /metrics.
+            app.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(refuse(sock));
+            continue;
+        };
+        app.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let (router, app, timeout) = (router.clone(), app.clone(), app.cfg.header_timeout);
+        tokio::spawn(async move {
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), service);
+            // A client that goes away or times out ends its connection; nothing to report.
+            let _ = conn.await;
+            app.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// The answer to a connection past the cap.
+async fn refuse(mut sock: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "{\"error\":\"too many connections; retry\"}";
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(head.as_bytes())).await;
 }
 
 /// Every route and its handler.

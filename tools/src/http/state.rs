@@ -33,6 +33,10 @@ pub(super) struct HttpStats {
     pub(super) ticks_duplicate: AtomicU64,
     /// Webhook ticks refused (auth, validation).
     pub(super) ticks_rejected: AtomicU64,
+    /// TCP connections open now.
+    pub(super) connections: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    pub(super) connections_refused: AtomicU64,
 }
 
 /// The state behind every handler.

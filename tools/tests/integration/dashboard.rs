@@ -748,3 +748,66 @@ fn serve_answers_rest_metrics_and_health_from_the_file_alone() {
     assert!(one["kernels"]["mid"].is_string(), "{one}");
     assert!(one["kernels"]["spread_bps"].is_string(), "{one}");
 }
+
+/// Idle sockets cannot hold the server: past the connection cap a new connection gets a
+/// 503, and a connection that sends no request head is closed after the header timeout,
+/// after which the server answers again.
+#[test]
+fn idle_connections_are_capped_and_timed_out() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let dir = TempDir::new("dash-idle");
+    let cap = generate(&dir, "m.hcap", &["--instruments", "1", "--frames", "500"]);
+    let shm = dir.path("shm");
+    run_ok(hermes().arg("replay").arg(&cap).arg("--shm").arg(&shm));
+    let (_serve, url) = serve(
+        &shm,
+        "127.0.0.1:0",
+        &[
+            "--http-max-connections",
+            "4",
+            "--http-header-timeout-ms",
+            "300",
+        ],
+    );
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // The fifth connection, with four silent ones open, is refused with a 503.
+    let refused = poll(10, "a 503 past the cap", || {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET /health/liveness HTTP/1.1\r\nhost: x\r\n\r\n");
+        let mut head = String::new();
+        let _ = s.read_to_string(&mut head);
+        head.starts_with("HTTP/1.1 503").then_some(head)
+    });
+    assert!(refused.contains("too many connections"), "{refused}");
+    // Each silent connection is closed by the server: a read sees the end of the stream.
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s
+            .read(&mut buf)
+            .expect("closed by the server, not timed out here");
+        assert_eq!(
+            n, 0,
+            "the server closed the idle connection without an answer"
+        );
+    }
+    // With the slots free again, requests are served.
+    let ok = poll(10, "liveness after the idle ones closed", || {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.starts_with("HTTP/1.1 200").then_some(body)
+    });
+    let refused: f64 = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("hermes_http_connections_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no refused-connections counter in /metrics: {ok}"));
+    assert!(refused >= 1.0, "{refused} refused connections counted");
+}
