@@ -119,6 +119,20 @@ pub fn live_run(
     };
     let webhook = a.http.ingest_username.is_some() && !a.no_http;
     cfg.require_feed(webhook)?;
+    // The venues' instruments and the webhook's own allowance must fit the shm directory
+    // together: webhook symbols can then never take a venue's slot.
+    let venues = cfg.coinbase_products.len() + cfg.binance_symbols.len();
+    let webhook_slots = if webhook {
+        a.http.webhook_max_symbols
+    } else {
+        0
+    };
+    if venues + webhook_slots > a.engine.shm_slots as usize {
+        bail!(
+            "{venues} configured instruments and {webhook_slots} webhook symbols (--webhook-max-symbols) do not fit {} shm slots (--shm-slots)",
+            a.engine.shm_slots
+        );
+    }
     let limits = hermes_live::RunLimits {
         duration: secs(a.duration, "duration")?,
         until_idle: secs(a.until_idle, "until-idle")?,

@@ -71,6 +71,7 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
             max_persist_lag: Duration::from_secs(5),
             writer_stall: Duration::from_millis(a.stall_ms),
             max_connections: a.http_max_connections as usize,
+            webhook_max_symbols: 0,
             header_timeout: Duration::from_millis(a.http_header_timeout_ms),
         },
     )?;

@@ -30,6 +30,10 @@ pub struct HttpArgs {
     /// Readiness fails when the persister lags more than this many seconds.
     #[arg(long, default_value_t = 5)]
     pub ready_max_lag_secs: u64,
+    /// Most distinct symbols webhook ticks may bring (each takes an shm slot; the venues'
+    /// instruments must fit beside them); a new symbol past it gets a 429.
+    #[arg(long, env = "HERMES_WEBHOOK_MAX_SYMBOLS", default_value_t = 32)]
+    pub webhook_max_symbols: usize,
     /// Most HTTP connections open at once; past it a new one gets a 503 and is closed.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub http_max_connections: u64,
@@ -87,6 +91,7 @@ impl HttpArgs {
                 max_persist_lag: Duration::from_secs(self.ready_max_lag_secs),
                 writer_stall: crate::http::WRITER_STALL,
                 max_connections: self.http_max_connections as usize,
+                webhook_max_symbols: self.webhook_max_symbols,
                 header_timeout: Duration::from_millis(self.http_header_timeout_ms),
             },
         );

@@ -83,6 +83,13 @@ fn unready(app: &AppState) -> Vec<String> {
             Err(e) => why.push(e),
         }
     }
+    if let Ok((n, slots)) = app.with_reader(|r| (r.instruments().len(), r.slot_count())) {
+        if n as u64 >= u64::from(slots) {
+            why.push(format!(
+                "shm directory full ({n} of {slots} slots): new instruments are refused; restart with more --shm-slots"
+            ));
+        }
+    }
     if let Some(live) = &app.cfg.live {
         for v in &app.cfg.venues {
             let (name, vs) = match v {

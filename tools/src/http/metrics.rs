@@ -450,6 +450,13 @@ fn server_metrics(s: &mut String, h: &HttpStats, started: Instant) {
     );
     metric(
         s,
+        "counter",
+        "hermes_webhook_symbol_limit_total",
+        "Webhook ticks refused (429) because the webhook symbol limit was reached.",
+        &[("", count(&h.ticks_symbol_limit))],
+    );
+    metric(
+        s,
         "gauge",
         "hermes_http_connections",
         "TCP connections open to the HTTP face.",

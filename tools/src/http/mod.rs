@@ -82,6 +82,9 @@ pub struct HttpConfig {
     pub writer_stall: Duration,
     /// Most connections open at once; past it a new one gets a 503 and is closed.
     pub max_connections: usize,
+    /// Most distinct webhook symbols: their instruments are kept apart from the venues'
+    /// (which the engine checks fit beside them), and a new symbol past it gets a 429.
+    pub webhook_max_symbols: usize,
     /// A connection that has not sent a whole request head this long after it opened (or
     /// after its last response) is closed: idle sockets cannot hold the descriptors.
     pub header_timeout: Duration,

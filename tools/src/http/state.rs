@@ -33,6 +33,8 @@ pub(super) struct HttpStats {
     pub(super) ticks_duplicate: AtomicU64,
     /// Webhook ticks refused (auth, validation).
     pub(super) ticks_rejected: AtomicU64,
+    /// Webhook ticks refused because the webhook symbol limit was reached.
+    pub(super) ticks_symbol_limit: AtomicU64,
     /// TCP connections open now.
     pub(super) connections: AtomicU64,
     /// Connections refused because `max_connections` were open.
@@ -45,6 +47,8 @@ pub(super) struct AppState {
     pub(super) cfg: HttpConfig,
     /// The server's counters.
     pub(super) stats: HttpStats,
+    /// Webhook symbols seen so far (at most `cfg.webhook_max_symbols`).
+    pub(super) webhook_symbols: Mutex<std::collections::HashSet<String>>,
     /// The shm file at `cfg.shm_path`, reopened when a new writer replaces it.
     shm: Mutex<ShmFollower>,
     /// The last writer restart seen: the generation replaced, and when it was noticed.
@@ -66,6 +70,7 @@ impl AppState {
             replaced: Mutex::new(None),
             cfg,
             stats: HttpStats::default(),
+            webhook_symbols: Mutex::default(),
             board,
             started: Instant::now(),
         }

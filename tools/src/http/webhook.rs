@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::json_error;
 use super::state::App;
+use super::state::AppState;
 
 /// A JSON field's raw text exactly as sent (numbers as written, strings unquoted).
 fn raw_field(body: &[u8], key: &str) -> Option<String> {
@@ -32,7 +33,7 @@ fn raw_field(body: &[u8], key: &str) -> Option<String> {
 }
 
 /// Validates a webhook body and builds the canonical frame.
-fn validate_tick(body: &[u8]) -> Result<(Vec<u8>, String), String> {
+fn validate_tick(body: &[u8]) -> Result<(Vec<u8>, String, String), String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let o = v.as_object().ok_or("body must be a JSON object")?;
     for k in ["symbol", "price", "volume", "source", "ts", "event_id"] {
@@ -91,7 +92,25 @@ fn validate_tick(body: &[u8]) -> Result<(Vec<u8>, String), String> {
     let frame = json!({
         "symbol": symbol, "price": price, "volume": volume, "source": source, "ts_ns": ts_ns, "event_id": event_id,
     });
-    Ok((frame.to_string().into_bytes(), event_id))
+    Ok((frame.to_string().into_bytes(), event_id, symbol.to_string()))
+}
+
+/// Admits `symbol` among the webhook's symbols, or `Err(limit)` when it is new and the
+/// limit is reached: webhook ticks can never take the shm slots the venues need.
+fn admit_symbol(app: &AppState, symbol: &str) -> Result<(), usize> {
+    let limit = app.cfg.webhook_max_symbols;
+    let mut seen = app
+        .webhook_symbols
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if seen.contains(symbol) {
+        return Ok(());
+    }
+    if seen.len() >= limit {
+        return Err(limit);
+    }
+    seen.insert(symbol.to_string());
+    Ok(())
 }
 
 /// Whether `headers` carry HTTP Basic credentials equal to `user:pass`.
@@ -134,13 +153,20 @@ pub(super) async fn tick(State(app): State<App>, headers: HeaderMap, body: Bytes
         )
             .into_response();
     }
-    let (frame, event_id) = match validate_tick(&body) {
+    let (frame, event_id, symbol) = match validate_tick(&body) {
         Ok(v) => v,
         Err(e) => {
             app.stats.ticks_rejected.fetch_add(1, Ordering::Relaxed);
             return json_error(StatusCode::UNPROCESSABLE_ENTITY, e);
         }
     };
+    if let Err(limit) = admit_symbol(&app, &symbol) {
+        app.stats.ticks_symbol_limit.fetch_add(1, Ordering::Relaxed);
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("webhook symbol {symbol:?} refused: the limit of {limit} webhook symbols is reached (--webhook-max-symbols); ticks of the symbols already seen are still taken"),
+        );
+    }
     let Some(tx) = &app.cfg.ticks else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -405,4 +405,13 @@ fn settings_that_can_never_work_are_refused_at_once() {
         .args(["--shm-slots", "0", "--shm"])
         .arg(dir.path("shm")));
     assert!(e.contains("--shm-slots"), "{e}");
+    // Webhook symbols must fit beside the venues' instruments, so they can never take
+    // a venue's slot.
+    let e = err(hermes()
+        .args(["run", "--shm-slots", "4", "--http", "127.0.0.1:0", "--shm"])
+        .arg(dir.path("shm"))
+        .env("COINBASE_PRODUCTS", "A-USD,B-USD,C-USD")
+        .env("INGEST_USERNAME", "u")
+        .env("INGEST_PASSWORD", "p"));
+    assert!(e.contains("do not fit 4 shm slots"), "{e}");
 }

@@ -690,7 +690,14 @@ fn serve_answers_rest_metrics_and_health_from_the_file_alone() {
     let dir = TempDir::new("dash-serve");
     let cap = generate(&dir, "m.hcap", &["--instruments", "2", "--frames", "5000"]);
     let shm = dir.path("shm");
-    run_ok(hermes().arg("replay").arg(&cap).arg("--shm").arg(&shm));
+    // Exactly as many slots as instruments: the directory is full.
+    run_ok(
+        hermes()
+            .arg("replay")
+            .arg(&cap)
+            .args(["--shm-slots", "4", "--shm"])
+            .arg(&shm),
+    );
     let (_serve, url) = serve(&shm, "127.0.0.1:0", &[]);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -740,7 +747,12 @@ fn serve_answers_rest_metrics_and_health_from_the_file_alone() {
     let (s, _, live) = get("health/liveness");
     assert_eq!(s, 503);
     assert!(live.contains("closed"), "{live}");
-    assert_eq!(get("health/readiness").0, 503);
+    let (s, _, ready) = get("health/readiness");
+    assert_eq!(s, 503);
+    assert!(
+        ready.contains("shm directory full (4 of 4 slots)"),
+        "{ready}"
+    );
     // The detail carries the kernels the dashboard shows.
     let (s, _, one) = get("symbols/coinbase:SYN0-USD");
     assert_eq!(s, 200);

@@ -317,6 +317,7 @@ fn webhook_auth_validation_idempotency_and_api_key() {
             ("INGEST_USERNAME", "feeder"),
             ("INGEST_PASSWORD", "s3cret"),
             ("API_KEY", "k-123"),
+            ("HERMES_WEBHOOK_MAX_SYMBOLS", "2"),
         ],
     );
     let base = format!("http://{}", eng.base);
@@ -387,6 +388,21 @@ fn webhook_auth_validation_idempotency_and_api_key() {
     let m = parse_metrics(&get(&format!("{base}/metrics"), &[]).1);
     assert_eq!(m["hermes_webhook_ticks_total{outcome=\"accepted\"}"], 1.0);
     assert_eq!(m["hermes_webhook_ticks_total{outcome=\"duplicate\"}"], 1.0);
+
+    // Webhook symbols have their own allowance (2 here): a third symbol gets a 429, the
+    // symbols already seen still get through, and the venues' slots are never touched.
+    let tick_of = |sym: &str, id: &str| {
+        format!(
+            r#"{{"symbol":"{sym}","price":"1","volume":1,"source":"desk","ts":1786309548000,"event_id":"{id}"}}"#
+        )
+    };
+    assert_eq!(post(&url, &tick_of("B-USD", "t-2"), &auth).0, 202);
+    let (st, resp) = post(&url, &tick_of("C-USD", "t-3"), &auth);
+    assert_eq!(st, 429, "{resp}");
+    assert!(resp.contains("limit of 2 webhook symbols"), "{resp}");
+    assert_eq!(post(&url, &tick_of("ACME-USD", "t-4"), &auth).0, 202);
+    let m = parse_metrics(&get(&format!("{base}/metrics"), &[]).1);
+    assert_eq!(m["hermes_webhook_symbol_limit_total"], 1.0);
     drop(eng);
 }
 
