@@ -219,7 +219,8 @@ mod tests {
     #[test]
     fn tick_validation() {
         let ok = br#"{"symbol":"BTC-USD","price":65000.5,"volume":"0.25","source":"desk","ts":"2026-08-09T21:05:48.5Z","event_id":"e-1"}"#;
-        let (frame, id) = validate_tick(ok).unwrap();
+        let (frame, id, symbol) = validate_tick(ok).unwrap();
+        assert_eq!(symbol, "BTC-USD");
         assert_eq!(id, "e-1");
         let f: Value = serde_json::from_slice(&frame).unwrap();
         assert_eq!(f["price"], "65000.5");
