@@ -50,6 +50,18 @@ enum Plan {
     Gap,
 }
 
+/// A diff's sync decision, taken while its frame is parsed and applied only once the
+/// whole frame is known good: a frame refused after its payload (trailing garbage, a bad
+/// envelope field) must not move the book's sync state, or the next diff would be applied
+/// on top of levels that never were.
+#[derive(Clone, Copy, Debug)]
+struct DepthOutcome {
+    inst: InstId,
+    plan: Plan,
+    last_id: u64,
+    exch_ts_ns: i64,
+}
+
 /// Per-symbol diff-depth sync state.
 #[derive(Debug, Default)]
 pub(crate) struct BinanceState {
@@ -151,11 +163,17 @@ impl Decoder {
         s.object_begin()?;
         let mut first = true;
         let mut saw_data = false;
+        let mut outcome = None;
         let mut foreign = false;
         while let Some(k) = s.key(&mut first)? {
             match k {
                 b"data" => {
-                    self.binance_payload(&mut s, frame)?;
+                    if saw_data {
+                        // One frame, one payload: a second would be decided against the
+                        // sync state the first has not yet moved.
+                        return Err(DecodeError::new(ErrorKind::BadValue, "data", s.offset()));
+                    }
+                    outcome = self.binance_payload(&mut s, frame)?;
                     saw_data = true;
                 }
                 b"stream" => {
@@ -169,6 +187,9 @@ impl Decoder {
         }
         s.end()?;
         if saw_data {
+            if let Some(o) = outcome {
+                self.depth_outcome(o, frame);
+            }
             return Ok(());
         }
         if foreign {
@@ -186,17 +207,22 @@ impl Decoder {
                 self.sh.stats.ignored += 1;
                 return Ok(());
             }
-            // A bare (non-combined) payload.
-            return self.binance_payload(&mut Scanner::new(data), frame);
+            // A bare (non-combined) payload: the whole frame was checked above.
+            if let Some(o) = self.binance_payload(&mut Scanner::new(data), frame)? {
+                self.depth_outcome(o, frame);
+            }
+            return Ok(());
         }
         Err(DecodeError::new(ErrorKind::Missing, "data", 0))
     }
 
+    /// Parses one payload object into pending events. A depth diff's effect on the sync
+    /// state is returned, for the caller to apply once the whole frame has parsed.
     fn binance_payload(
         &mut self,
         s: &mut Scanner<'_>,
         frame: &Frame<'_>,
-    ) -> Result<(), DecodeError> {
+    ) -> Result<Option<DepthOutcome>, DecodeError> {
         s.object_begin()?;
         let mut first = true;
         let mut f = Fields::default();
@@ -311,8 +337,12 @@ impl Decoder {
                 if p != Plan::Apply {
                     self.sh.pending.truncate(keep);
                 }
-                self.depth_outcome(inst, p, li, ms_to_ns(f.event_ms), frame);
-                Ok(())
+                Ok(Some(DepthOutcome {
+                    inst,
+                    plan: p,
+                    last_id: li,
+                    exch_ts_ns: ms_to_ns(f.event_ms),
+                }))
             }
             Some(b"trade") | Some(b"aggTrade") => {
                 let inst =
@@ -339,7 +369,7 @@ impl Decoder {
                     qty: Qty(dec(q, scale.size_decimals, "q", qat)?),
                     ts_ns: ms_to_ns(f.trade_ms.or(f.event_ms)),
                 });
-                Ok(())
+                Ok(None)
             }
             None if f.last_id.is_some() && f.bid.is_some() && f.ask.is_some() => {
                 let inst =
@@ -360,25 +390,24 @@ impl Decoder {
                     ask_qty: Qty(dec(aq, scale.size_decimals, "A", aqat)?),
                     recv_ts_ns: frame.recv_ts_ns,
                 });
-                Ok(())
+                Ok(None)
             }
             Some(b"24hrTicker" | b"24hrMiniTicker" | b"kline" | b"avgPrice") => {
                 self.sh.stats.ignored += 1;
-                Ok(())
+                Ok(None)
             }
             _ => Err(DecodeError::new(ErrorKind::UnknownType, "e", 0)),
         }
     }
 
-    /// Applies the sync decision for a fully parsed diff.
-    fn depth_outcome(
-        &mut self,
-        inst: InstId,
-        plan: Plan,
-        last_id: u64,
-        exch_ts_ns: i64,
-        frame: &Frame<'_>,
-    ) {
+    /// Applies the sync decision of a diff whose whole frame parsed.
+    fn depth_outcome(&mut self, o: DepthOutcome, frame: &Frame<'_>) {
+        let DepthOutcome {
+            inst,
+            plan,
+            last_id,
+            exch_ts_ns,
+        } = o;
         match plan {
             Plan::Apply => {
                 *self.bn.book(inst) = Sync::Synced { last_u: last_id };
@@ -561,4 +590,93 @@ fn covered(data: &[u8], l: u64) -> bool {
         .ok()
         .and_then(|v| v.as_raw_str().parse::<u64>().ok());
     matches!(last, Some(u) if u <= l)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{DecodeError, Decoder, Event, Frame, FrameKind, Venue};
+
+    fn ws(dec: &mut Decoder, data: &str, out: &mut Vec<Event>) -> Result<(), DecodeError> {
+        out.clear();
+        let f = Frame {
+            venue: Venue::Binance,
+            kind: FrameKind::Ws,
+            conn: 0,
+            recv_ts_ns: 1,
+            data: data.as_bytes(),
+        };
+        dec.decode(&f, out)
+    }
+
+    /// A decoder whose BTCUSDT book is synced at update id 100.
+    fn synced() -> Decoder {
+        let mut dec = Decoder::default();
+        let mut out = Vec::new();
+        let snapshot = Frame {
+            venue: Venue::Binance,
+            kind: FrameKind::RestDepth { symbol: b"BTCUSDT" },
+            conn: 0,
+            recv_ts_ns: 0,
+            data: br#"{"lastUpdateId":100,"bids":[["1.0","1"]],"asks":[["2.0","1"]]}"#,
+        };
+        dec.decode(&snapshot, &mut out).unwrap();
+        dec
+    }
+
+    fn diff(first: u64, last: u64) -> String {
+        format!(
+            r#"{{"stream":"btcusdt@depth","data":{{"e":"depthUpdate","s":"BTCUSDT","U":{first},"u":{last},"b":[["1.5","3"]],"a":[]}}}}"#
+        )
+    }
+
+    fn levels(out: &[Event]) -> usize {
+        out.iter()
+            .filter(|e| matches!(e, Event::Level { .. }))
+            .count()
+    }
+
+    /// Found by the `binance` fuzz target: a diff whose frame was refused after its
+    /// payload had parsed (bytes after the payload's `}`) still moved the book's sync
+    /// state to its `u`, so the next diff was applied on top of levels that never were.
+    #[test]
+    fn a_frame_refused_after_its_payload_moves_no_sync_state() {
+        let mut dec = synced();
+        let mut out = Vec::new();
+        let torn = diff(101, 102).replace("}}", "}\u{ff}}");
+        assert!(ws(&mut dec, &torn, &mut out).is_err());
+        assert!(out.is_empty(), "{out:?}");
+        // 103 does not follow 100: a gap, the book goes stale and nothing is applied.
+        ws(&mut dec, &diff(103, 104), &mut out).unwrap();
+        assert_eq!(levels(&out), 0, "{out:?}");
+        assert!(out.contains(&Event::Stale {
+            inst: crate::InstId(0),
+            stale: true
+        }));
+        assert_eq!(dec.stats().gaps, 1);
+
+        // A refused frame that would have been a gap leaves the book synced, not
+        // silently buffering.
+        let mut dec = synced();
+        let torn = diff(105, 106) + " x";
+        assert!(ws(&mut dec, &torn, &mut out).is_err());
+        ws(&mut dec, &diff(101, 102), &mut out).unwrap();
+        assert_eq!(levels(&out), 1, "{out:?}");
+        assert_eq!(dec.stats().gaps, 0);
+    }
+
+    /// One frame carries one payload: a second `data` would be decided against a sync
+    /// state the first has not moved yet.
+    #[test]
+    fn a_second_payload_is_refused() {
+        let mut dec = synced();
+        let mut out = Vec::new();
+        let two = diff(101, 102).replace(
+            "}}",
+            r#"},"data":{"e":"depthUpdate","s":"BTCUSDT","U":103,"u":104,"b":[],"a":[]}}"#,
+        );
+        let e = ws(&mut dec, &two, &mut out).unwrap_err();
+        assert_eq!(e.field, "data");
+        ws(&mut dec, &diff(101, 102), &mut out).unwrap();
+        assert_eq!(levels(&out), 1, "{out:?}");
+    }
 }

@@ -197,18 +197,19 @@ fn open_reader(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
 }
 
 /// Parses a timestamp token: decimal seconds (`1617566591.326123`), or an integer in
-/// s, ms, µs or ns judged by its magnitude.
+/// s, ms, µs or ns judged by its magnitude. `None` when it is not a number, or its
+/// nanoseconds do not fit an `i64` (past the year 2262).
 fn parse_ts(tok: &[u8]) -> Option<i64> {
     if tok.contains(&b'.') {
         return hermes_book::parse_decimal(tok, 9).ok();
     }
     let v: i64 = std::str::from_utf8(tok).ok()?.parse().ok()?;
-    Some(match v {
-        v if v >= 100_000_000_000_000_000 => v,
-        v if v >= 100_000_000_000_000 => v * 1_000,
-        v if v >= 100_000_000_000 => v * 1_000_000,
-        v => v * 1_000_000_000,
-    })
+    match v {
+        v if v >= 100_000_000_000_000_000 => Some(v),
+        v if v >= 100_000_000_000_000 => v.checked_mul(1_000),
+        v if v >= 100_000_000_000 => v.checked_mul(1_000_000),
+        v => v.checked_mul(1_000_000_000),
+    }
 }
 
 fn detect_venue(frame: &[u8]) -> Option<Venue> {
@@ -340,7 +341,9 @@ impl LineSource {
                     .position(|&c| c == b' ' || c == b':')
                     .unwrap_or(b.len());
                 let Some(ts) = parse_ts(&b[..sep]) else {
-                    return Line::Bad("leading timestamp is not a number".into());
+                    return Line::Bad(
+                        "leading timestamp is not a number of s, ms, µs or ns before 2262".into(),
+                    );
                 };
                 let mut j = sep;
                 while j < b.len() && (b[j] == b' ' || b[j] == b':') {
@@ -584,6 +587,13 @@ mod tests {
         assert_eq!(parse_ts(b"1723161255343"), Some(1_723_161_255_343_000_000));
         assert_eq!(parse_ts(b"1723161255"), Some(1_723_161_255_000_000_000));
         assert_eq!(parse_ts(b"x"), None);
+        // Found by the `capture` fuzz target: a number in the seconds (or ms, µs)
+        // range whose nanoseconds overflow an i64 panicked ("attempt to multiply with
+        // overflow") instead of being a bad line.
+        assert_eq!(parse_ts(b"17863095309548002"), None);
+        assert_eq!(parse_ts(b"99999999999"), None);
+        assert_eq!(parse_ts(b"-9999999999"), None);
+        assert_eq!(parse_ts(b"9223372036854"), Some(9_223_372_036_854_000_000));
     }
 
     #[test]

@@ -507,13 +507,18 @@ impl ShmReader {
             return WriterStatus::Closed;
         }
         let pid = self.writer_pid();
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        // A pid of 0, or one past i32::MAX (a negative pid_t), would make `kill` ask about
+        // a process group: a damaged or forged header, not a live writer.
+        let exists = (1..=i32::MAX as u32).contains(&pid) && {
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+            r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        };
         if !exists {
             return WriterStatus::Dead { pid };
         }
-        let age_ns = (unix_ns() - self.heartbeat_ns()).max(0) as u64;
+        // Saturating: a forged heartbeat (i64::MIN) must not overflow the subtraction.
+        let age_ns = unix_ns().saturating_sub(self.heartbeat_ns()).max(0) as u64;
         let heartbeat_age = Duration::from_nanos(age_ns);
         if heartbeat_age > max_age {
             WriterStatus::Stalled { heartbeat_age }
@@ -853,6 +858,43 @@ mod tests {
         w.add_instrument(Venue::Binance, "A", 8, 8).unwrap();
         let e = w.add_instrument(Venue::Binance, "B", 8, 8).unwrap_err();
         assert!(e.to_string().contains("all 1 slots"), "{e}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+    /// Found by the `shm` fuzz target: a header whose writer looks alive but whose
+    /// heartbeat is `i64::MIN` made `writer_status` overflow ("attempt to subtract with
+    /// overflow"), and a writer pid of 0 (or one past `i32::MAX`) was reported alive,
+    /// since `kill(0, 0)` asks about the caller's own process group.
+    #[test]
+    fn forged_heartbeat_and_pid_are_no_live_writer() {
+        use std::os::unix::fs::FileExt;
+        let path = tmp("forged");
+        let w = ShmWriter::create(
+            &path,
+            WriterOptions {
+                slots: 1,
+                group_readable: false,
+                replace_foreign: false,
+            },
+        )
+        .unwrap();
+        // SAFETY: test-owned file, never truncated.
+        let r = unsafe { ShmReader::open(&path) }.unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_at(&i64::MIN.to_le_bytes(), header::HEARTBEAT_NS as u64)
+            .unwrap();
+        assert!(matches!(
+            r.writer_status(Duration::from_secs(1)),
+            WriterStatus::Stalled { .. }
+        ));
+        for pid in [0u32, 1 << 31, u32::MAX] {
+            f.write_at(&pid.to_le_bytes(), header::WRITER_PID as u64)
+                .unwrap();
+            assert_eq!(
+                r.writer_status(Duration::from_secs(1)),
+                WriterStatus::Dead { pid }
+            );
+        }
+        drop(w);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }
