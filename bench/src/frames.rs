@@ -1,4 +1,4 @@
-//! Benchmark inputs: the project's synthetic market (`hermes::synth`), a Binance depth
+//! Benchmark inputs: the project's synthetic market (`hermes_sim::synth`), a Binance depth
 //! stream shaped like the real one (≈1.3 KB frames, ~20 levels a side, 8-decimal
 //! strings), and any capture file given by path.
 

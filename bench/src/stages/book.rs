@@ -193,7 +193,7 @@ pub fn run(cfg: &Config, timer_ns: f64) -> Result<Stage> {
         ),
         (
             "synthetic",
-            "synthetic market (hermes::synth: 50 levels a side, 1-4 changes per frame)",
+            "synthetic market (hermes_sim::synth: 50 levels a side, 1-4 changes per frame)",
             frames::synthetic(cfg.size(200_000, 40_000)),
         ),
     ];

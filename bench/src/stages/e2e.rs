@@ -241,7 +241,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
     let mut metrics = Vec::new();
     let mut notes = vec![
         "engine: ingest thread (pinned core 0) → rtrb ring → book thread (pinned core 1) → shm; the reader process is unpinned (2 cores: it shares them with the engine) and yields the core after 10 idle polls; the sender yields while it waits for a frame's due time".to_string(),
-        "frames: hermes::synth (both venues, 3 instruments each); latency counted for publications that carry a new receive stamp (level-2 commits and quotes; trades and heartbeats do not restamp the slot)".to_string(),
+        "frames: hermes_sim::synth (both venues, 3 instruments each); latency counted for publications that carry a new receive stamp (level-2 commits and quotes; trades and heartbeats do not restamp the slot)".to_string(),
     ];
     let main_idle = IdleStrategy::SpinYield;
     for (rate, secs) in rates {

@@ -719,7 +719,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
     let m = measure(&synth, "synthetic", &opts, &dir, cfg.size(4, 2))?;
     rate_metrics(
         "synth",
-        &format!("{n} hermes::synth frames (both venues, 3 instruments each)"),
+        &format!("{n} hermes_sim::synth frames (both venues, 3 instruments each)"),
         &m,
         &mut out,
     );
