@@ -1,5 +1,5 @@
 //! The analytics kernels of every publication, checked against a straightforward
-//! reference implementation over a replay of generated data (`hermes::synth`).
+//! reference implementation over a replay of generated data (`hermes_sim::synth`).
 //!
 //! The engine side is the real book thread state ([`Publisher`]): events decoded from
 //! synthetic Coinbase and Binance frames are applied one by one, and after each
