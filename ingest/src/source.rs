@@ -398,7 +398,13 @@ impl LineSource {
     }
 
     fn format2(&mut self, start: usize, end: usize) -> Line {
-        let rec: Format2<'_> = match sonic_rs::from_slice(&self.buf[start..end]) {
+        // UTF-8 first: sonic-rs makes a `LazyValue`'s text (`ts`) without checking it (a
+        // debug assertion, `from_utf8_unchecked` in release) before it validates the line.
+        let text = match std::str::from_utf8(&self.buf[start..end]) {
+            Ok(t) => t,
+            Err(e) => return Line::Bad(format!("cryptofeed format 2 line is not UTF-8: {e}")),
+        };
+        let rec: Format2<'_> = match sonic_rs::from_str(text) {
             Ok(r) => r,
             Err(e) => return Line::Bad(format!("cryptofeed format 2 line: {e}")),
         };
@@ -594,6 +600,33 @@ mod tests {
         assert_eq!(parse_ts(b"99999999999"), None);
         assert_eq!(parse_ts(b"-9999999999"), None);
         assert_eq!(parse_ts(b"9223372036854"), Some(9_223_372_036_854_000_000));
+    }
+
+    /// Found by the `capture` fuzz target: a cryptofeed format 2 line with a byte that is
+    /// not UTF-8 in its `ts` string panicked inside sonic-rs ("invalid utf-8 in as_str",
+    /// a debug assertion over an unchecked `str`) instead of being a bad line.
+    #[test]
+    fn a_format2_line_that_is_not_utf8_is_a_bad_line() {
+        let dir = std::env::temp_dir().join(format!("hermes-src-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("cf2.txt");
+        let mut text = b"{\"t\":\"recv\",\"ts\":\"\xb4\",\"data\":\"{}\"}\n".to_vec();
+        text.extend_from_slice(b"{\"t\":\"recv\",\"ts\":1.5,\"data\":\"{\\\"e\\\":1}\"}\n");
+        std::fs::write(&p, &text).unwrap();
+        let opts = SourceOptions {
+            venue: Some(Venue::Binance),
+            ..SourceOptions::default()
+        };
+        let mut s = Source::open(&p, &opts).unwrap();
+        let e = s.next_frame().err().unwrap();
+        assert!(
+            e.to_string()
+                .contains(":1: cryptofeed format 2 line is not UTF-8"),
+            "{e}"
+        );
+        let f = s.next_frame().unwrap().unwrap();
+        assert_eq!((f.recv_ts_ns, f.data), (1_500_000_000, &b"{\"e\":1}"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
