@@ -50,6 +50,22 @@ pub struct Record<'a> {
     pub data: &'a [u8],
 }
 
+impl<'a> Record<'a> {
+    /// The record as the frame it journals, for the decoder.
+    pub fn frame(&self) -> crate::Frame<'a> {
+        crate::Frame {
+            venue: self.venue,
+            kind: match self.kind {
+                RecordKind::Ws => crate::FrameKind::Ws,
+                RecordKind::RestDepth => crate::FrameKind::RestDepth { symbol: self.tag },
+            },
+            conn: self.conn,
+            recv_ts_ns: self.recv_ts_ns,
+            data: self.data,
+        }
+    }
+}
+
 /// Capture file errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

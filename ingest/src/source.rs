@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use crate::capture::{self, CaptureError, CaptureReader, RecordKind, TornTail};
+use crate::capture::{self, CaptureError, CaptureReader, TornTail};
 use crate::decoder::{Frame, FrameKind};
 use crate::event::Venue;
 
@@ -126,16 +126,7 @@ impl Source {
     /// The next frame, `None` at the end.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
         match self {
-            Source::Native(r) => Ok(r.next_record()?.map(|rec| Frame {
-                venue: rec.venue,
-                kind: match rec.kind {
-                    RecordKind::Ws => FrameKind::Ws,
-                    RecordKind::RestDepth => FrameKind::RestDepth { symbol: rec.tag },
-                },
-                conn: rec.conn,
-                recv_ts_ns: rec.recv_ts_ns,
-                data: rec.data,
-            })),
+            Source::Native(r) => Ok(r.next_record()?.map(|rec| rec.frame())),
             Source::Lines(l) => l.next_frame(),
         }
     }

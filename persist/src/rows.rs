@@ -20,7 +20,7 @@ use hermes_book::market::{Instrument, Market};
 use hermes_book::{InstId, Side};
 use hermes_ingest::capture::{Record, RecordKind};
 use hermes_ingest::json::{parse_rfc3339_ns, Scanner};
-use hermes_ingest::{Decoder, DecoderOptions, Event, Frame, FrameKind, Venue};
+use hermes_ingest::{Decoder, DecoderOptions, Event, Venue};
 
 use crate::copy::CopyBuffer;
 
@@ -347,17 +347,7 @@ impl Projector {
             batch.row_offsets[0].push(pos.offset);
             batch.day(rec.recv_ts_ns);
         }
-        let kind = match rec.kind {
-            RecordKind::Ws => FrameKind::Ws,
-            RecordKind::RestDepth => FrameKind::RestDepth { symbol: rec.tag },
-        };
-        let frame = Frame {
-            venue: rec.venue,
-            kind,
-            conn: rec.conn,
-            recv_ts_ns: rec.recv_ts_ns,
-            data: rec.data,
-        };
+        let frame = rec.frame();
         self.events.clear();
         // A frame the decoder refuses has no events but its raw_events row; the engine
         // counted and reported the same error when it received the frame.

@@ -55,15 +55,18 @@ pub(crate) fn existing(path: &Path) -> Result<Existing, ShmError> {
     let generation = get_u64(&b, header::GENERATION);
     let closed = get_u32(&b, header::FLAGS) & layout::FLAG_CLOSED != 0;
     let pid = get_u32(&b, header::WRITER_PID);
-    let live_pid = (!closed && pid != 0 && process_exists(pid)).then_some(pid);
+    let live_pid = (!closed && process_exists(pid)).then_some(pid);
     Ok(Existing::Hermes {
         generation,
         live_pid,
     })
 }
 
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+/// Whether process `pid` exists. A pid of 0, or one past `i32::MAX` (a negative
+/// `pid_t`), would make `kill` ask about a process group: a damaged or forged header,
+/// never a live writer.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Some(pid) = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0) else {
         return false;
     };
     // SAFETY: kill with signal 0 only checks that the process exists.

@@ -13,7 +13,9 @@ use crate::layout::{
 };
 use hermes_book::clock::unix_ns;
 
-use crate::path_checks::{check_directory, create_temp, existing, file_kind, Existing};
+use crate::path_checks::{
+    check_directory, create_temp, existing, file_kind, process_exists, Existing,
+};
 use crate::{seqlock, Bbo, Instrument, ShmError, SlotIndex, TopOfBook, Venue};
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ShmError + '_ {
@@ -507,14 +509,7 @@ impl ShmReader {
             return WriterStatus::Closed;
         }
         let pid = self.writer_pid();
-        // A pid of 0, or one past i32::MAX (a negative pid_t), would make `kill` ask about
-        // a process group: a damaged or forged header, not a live writer.
-        let exists = (1..=i32::MAX as u32).contains(&pid) && {
-            // SAFETY: kill with signal 0 only checks that the process exists.
-            let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-            r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-        };
-        if !exists {
+        if !process_exists(pid) {
             return WriterStatus::Dead { pid };
         }
         // Saturating: a forged heartbeat (i64::MIN) must not overflow the subtraction.

@@ -32,8 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hermes_ingest::capture::{CaptureReader, RecordKind, FILE_HEADER_LEN};
-use hermes_ingest::{Frame, FrameKind};
+use hermes_ingest::capture::{CaptureReader, FILE_HEADER_LEN};
 use hermes_persist::JournalFollower;
 
 use crate::dataset::{sync_dir, Dataset, DatasetOptions};
@@ -489,17 +488,7 @@ impl SinkReader {
                 }
                 bucket = Some(b);
             }
-            let kind = match rec.kind {
-                RecordKind::Ws => FrameKind::Ws,
-                RecordKind::RestDepth => FrameKind::RestDepth { symbol: rec.tag },
-            };
-            let frame = Frame {
-                venue: rec.venue,
-                kind,
-                conn: rec.conn,
-                recv_ts_ns: rec.recv_ts_ns,
-                data: rec.data,
-            };
+            let frame = rec.frame();
             let errors = ex.decode_errors();
             ex.frame(&frame, emit, &mut ds);
             Counter::add(&self.stats.decode_errors, ex.decode_errors() - errors);
