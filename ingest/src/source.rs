@@ -9,11 +9,13 @@
 //!   `wss://… <-> ts`, REST lines `https://…depth?symbol=X… -> ts: {…}`) and format 2
 //!   (JSON objects with `t` = header/http/connect/send/recv);
 //!
-//! any of them gzip- (`.gz`) or zstd-compressed (`.zst`). The venue is given or detected
-//! from the first frame.
+//! any of them gzip- or zstd-compressed, told by the file's first bytes (not its name).
+//! The input may be a regular file, a FIFO or any other stream: it is read once, front to
+//! back (a JSON-lines file whose REST lines name no symbol is scanned ahead only when it
+//! is a regular file). The venue is given or detected from the first frame.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::capture::{self, CaptureError, CaptureReader, TornTail};
@@ -41,7 +43,14 @@ pub struct SourceOptions {
     /// Symbol for REST snapshot lines that do not name one; detected from the file's
     /// frames when `None`.
     pub symbol: Option<String>,
+    /// Longest JSON line accepted, bytes; a longer line is skipped without being held in
+    /// memory (a [`SourceError::BadLine`]).
+    pub max_line_bytes: usize,
 }
+
+/// The default [`SourceOptions::max_line_bytes`]: 64 MiB, ten times the largest real
+/// frame seen (a Coinbase level2 snapshot, about 5 MB).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;
 
 impl Default for SourceOptions {
     fn default() -> Self {
@@ -49,6 +58,7 @@ impl Default for SourceOptions {
             format: Format::Auto,
             venue: None,
             symbol: None,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
 }
@@ -108,18 +118,83 @@ pub enum Source {
     Lines(Box<LineSource>),
 }
 
+/// What an input turned out to be, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain.
+    None,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+}
+
+/// Reads up to `n` bytes from the front of `input` and gives back a reader that still
+/// yields them: a look at a stream (a FIFO) without losing what was looked at.
+fn peek(mut input: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    let again = io::Cursor::new(head.clone()).chain(input);
+    Ok((head, Box::new(again)))
+}
+
+/// Opens `path` and undoes its compression, told by its first bytes. Returns the reader,
+/// the compression, and whether the file is regular (can be read again).
+fn open_input(path: &Path) -> io::Result<(Box<dyn Read + Send>, Compression, bool)> {
+    let f = File::open(path)?;
+    let regular = f.metadata()?.is_file();
+    let (head, input) = peek(Box::new(f), 4)?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        (
+            Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(input))),
+            Compression::Gzip,
+            regular,
+        )
+    } else if head == [0x28, 0xb5, 0x2f, 0xfd] {
+        let d = ruzstd::decoding::StreamingDecoder::new(BufReader::new(input))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
+        (Box::new(d), Compression::Zstd, regular)
+    } else {
+        (input, Compression::None, regular)
+    })
+}
+
 impl Source {
-    /// Opens `path`.
+    /// Opens `path`: a file, a FIFO or another stream, compressed or not. It is read
+    /// once from the front (nothing is read twice, so a FIFO loses nothing).
     pub fn open(path: &Path, opts: &SourceOptions) -> Result<Source, SourceError> {
+        let io_err = |source| SourceError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let (input, compression, regular) = open_input(path).map_err(io_err)?;
+        let (head, input) = peek(input, capture::MAGIC.len()).map_err(io_err)?;
         let native = match opts.format {
             Format::Native => true,
             Format::Jsonl => false,
-            Format::Auto => capture::is_capture(path),
+            Format::Auto => head == capture::MAGIC,
         };
         if native {
-            Ok(Source::Native(CaptureReader::open(path)?))
+            if regular && compression == Compression::None {
+                // A plain file: its length bounds the reading, for exact tail reports.
+                drop(input);
+                Ok(Source::Native(CaptureReader::open(path)?))
+            } else {
+                Ok(Source::Native(CaptureReader::from_reader(input, path)?))
+            }
         } else {
-            Ok(Source::Lines(Box::new(LineSource::open(path, opts)?)))
+            Ok(Source::Lines(Box::new(LineSource::new(
+                input, path, regular, opts,
+            ))))
         }
     }
 
@@ -147,6 +222,15 @@ impl Source {
         }
     }
 
+    /// Damaged regions of a native capture skipped so far (the first
+    /// [`capture::MAX_DAMAGE_KEPT`]), with their totals (regions, bytes).
+    pub fn damage(&self) -> (&[capture::Damage], u64, u64) {
+        match self {
+            Source::Native(r) => (r.damage(), r.damaged_regions(), r.damaged_bytes()),
+            Source::Lines(_) => (&[], 0, 0),
+        }
+    }
+
     /// Lines skipped as metadata (connection, header, sent-message lines).
     pub fn meta_lines(&self) -> u64 {
         match self {
@@ -168,23 +252,14 @@ pub struct LineSource {
     venue: Option<Venue>,
     file_symbol: Option<Vec<u8>>,
     meta: u64,
+    /// A regular file: it may be read again to find the file's symbol.
+    rereadable: bool,
+    max_line: usize,
 }
 
 fn open_reader(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    let f = File::open(path)?;
-    let name = path.to_string_lossy();
-    Ok(if name.ends_with(".gz") {
-        Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::read::MultiGzDecoder::new(BufReader::new(f)),
-        ))
-    } else if name.ends_with(".zst") {
-        let d = ruzstd::decoding::StreamingDecoder::new(BufReader::new(f))
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}")))?;
-        Box::new(BufReader::with_capacity(1 << 20, d))
-    } else {
-        Box::new(BufReader::with_capacity(1 << 20, f))
-    })
+    let (input, _, _) = open_input(path)?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, input)))
 }
 
 /// Parses a timestamp token: decimal seconds (`1617566591.326123`), or an integer in
@@ -274,13 +349,14 @@ enum RestSym {
 }
 
 impl LineSource {
-    fn open(path: &Path, opts: &SourceOptions) -> Result<LineSource, SourceError> {
-        let input = open_reader(path).map_err(|source| SourceError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(LineSource {
-            input,
+    fn new(
+        input: Box<dyn Read + Send>,
+        path: &Path,
+        rereadable: bool,
+        opts: &SourceOptions,
+    ) -> LineSource {
+        LineSource {
+            input: Box::new(BufReader::with_capacity(1 << 20, input)),
             path: path.to_path_buf(),
             line: 0,
             buf: Vec::with_capacity(1 << 16),
@@ -289,7 +365,46 @@ impl LineSource {
             venue: opts.venue,
             file_symbol: opts.symbol.clone().map(String::into_bytes),
             meta: 0,
-        })
+            rereadable,
+            max_line: opts.max_line_bytes.max(1),
+        }
+    }
+
+    /// Reads the next line into `buf` (newline included), holding at most `max_line`
+    /// bytes: a longer line is consumed to its end and dropped. Returns (bytes consumed,
+    /// too long).
+    fn read_line(&mut self) -> io::Result<(usize, bool)> {
+        self.buf.clear();
+        let (mut total, mut too_long) = (0usize, false);
+        loop {
+            let avail = match self.input.fill_buf() {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if avail.is_empty() {
+                break;
+            }
+            let (take, done) = match memchr::memchr(b'\n', avail) {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            if !too_long {
+                if self.buf.len() + take > self.max_line {
+                    too_long = true;
+                    self.buf.clear();
+                    self.buf.shrink_to(1 << 16);
+                } else {
+                    self.buf.extend_from_slice(&avail[..take]);
+                }
+            }
+            self.input.consume(take);
+            total += take;
+            if done {
+                break;
+            }
+        }
+        Ok((total, too_long))
     }
 
     fn bad(&self, reason: impl Into<String>) -> SourceError {
@@ -456,6 +571,12 @@ impl LineSource {
 
     /// Finds the single Binance symbol a file's frames name, for REST lines without one.
     fn find_file_symbol(&self) -> Result<Vec<u8>, String> {
+        if !self.rereadable {
+            return Err(
+                "the input is not a regular file (a pipe?), so it cannot be scanned ahead for the symbol; pass --symbol"
+                    .into(),
+            );
+        }
         let input = open_reader(&self.path).map_err(|e| e.to_string())?;
         let mut found: Option<Vec<u8>> = None;
         for line in input.split(b'\n').take(200_000) {
@@ -486,18 +607,20 @@ impl LineSource {
 
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
         loop {
-            self.buf.clear();
-            let n = self
-                .input
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|source| SourceError::Io {
-                    path: self.path.display().to_string(),
-                    source,
-                })?;
+            let (n, too_long) = self.read_line().map_err(|source| SourceError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
             if n == 0 {
                 return Ok(None);
             }
             self.line += 1;
+            if too_long {
+                return Err(self.bad(format!(
+                    "a {n}-byte line is longer than the {}-byte limit (--max-line-bytes); skipped",
+                    self.max_line
+                )));
+            }
             let (ts, range, rest, conn) = match self.classify() {
                 Line::Meta => {
                     self.meta += 1;

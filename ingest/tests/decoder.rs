@@ -2077,6 +2077,131 @@ mod sources {
         assert_eq!(replay(&plain).0, frames);
     }
 
+    /// Writes `bytes` into a new FIFO at `path` from another thread (the writer blocks
+    /// in `open` until the reader opens it).
+    fn fifo_with(path: &Path, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+        let st = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfifo");
+        let p = path.to_path_buf();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            // In pieces, as a producer would write.
+            for chunk in bytes.chunks(777) {
+                f.write_all(chunk).unwrap();
+            }
+        })
+    }
+
+    fn native_capture(path: &Path) -> Vec<u8> {
+        use hermes_ingest::capture::{CaptureWriter, Record, RecordKind};
+        let mut w = CaptureWriter::create(path).unwrap();
+        for (i, line) in coinbase_lines().iter().enumerate() {
+            w.append(&Record {
+                recv_ts_ns: 1_700_000_000_000_000_000 + i as i64,
+                venue: Venue::Coinbase,
+                kind: RecordKind::Ws,
+                conn: 0,
+                tag: b"",
+                data: line.as_bytes(),
+            })
+            .unwrap();
+        }
+        w.flush().unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    /// Issue 11 item 11: a compressed native capture was read as JSON lines, and a FIFO
+    /// lost its first bytes to the format check.
+    #[test]
+    fn a_native_capture_reads_the_same_plain_gzip_zstd_and_through_a_fifo() {
+        let dir = TempDir::new("native-forms");
+        let plain = dir.0.join("c.hcap");
+        let bytes = native_capture(&plain);
+        let (want, errors, _, _) = replay(&plain);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(want.len(), 3);
+        // gzip, named without .gz: the content tells.
+        let gz = dir.0.join("c-gzip.bin");
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(&bytes).unwrap();
+        enc.finish().unwrap();
+        let zst = dir.0.join("c.hcap.zst");
+        std::fs::write(
+            &zst,
+            ruzstd::encoding::compress_to_vec(
+                &bytes[..],
+                ruzstd::encoding::CompressionLevel::Fastest,
+            ),
+        )
+        .unwrap();
+        for p in [&gz, &zst] {
+            let (got, errors, _, _) = replay(p);
+            assert!(errors.is_empty(), "{}: {errors:?}", p.display());
+            assert_eq!(got, want, "{}", p.display());
+        }
+        let fifo = dir.0.join("c.fifo");
+        let w = fifo_with(&fifo, bytes);
+        let (got, errors, _, _) = replay(&fifo);
+        w.join().unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn json_lines_through_a_fifo_lose_no_line() {
+        let dir = TempDir::new("jsonl-fifo");
+        let text = format!("{}\n", coinbase_lines().join("\n"));
+        let want = replay(&dir.file("c.jsonl", &text)).0;
+        let fifo = dir.0.join("c.fifo");
+        let w = fifo_with(&fifo, text.into_bytes());
+        let (got, errors, _, _) = replay(&fifo);
+        w.join().unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 3);
+    }
+
+    /// Issue 11 item 11: a 2 GB line took 3.2 GB of memory. A line over the cap is
+    /// skipped (a bad line with its number) and never held whole.
+    #[test]
+    fn a_line_over_the_cap_is_a_bad_line_and_the_next_lines_come() {
+        let dir = TempDir::new("long-line");
+        let lines = coinbase_lines();
+        let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(1 << 20));
+        let text = format!("{}\n{long}\n{}\n{}\n", lines[0], lines[1], lines[2]);
+        let p = dir.file("long.jsonl", &text);
+        let mut src = Source::open(
+            &p,
+            &SourceOptions {
+                max_line_bytes: 64 << 10,
+                ..SourceOptions::default()
+            },
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut bad = Vec::new();
+        loop {
+            match src.next_frame() {
+                Ok(Some(f)) => got.push(f.data.to_vec()),
+                Ok(None) => break,
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].contains("long.jsonl:2:") && bad[0].contains("--max-line-bytes"),
+            "{}",
+            bad[0]
+        );
+    }
+
     #[test]
     fn bad_line_is_reported_with_its_number_and_later_lines_still_come() {
         let dir = TempDir::new("bad");

@@ -40,6 +40,10 @@ pub struct PersistStats {
     pub retries: AtomicU64,
     /// Torn journal tails cut at start.
     pub torn_tails: AtomicU64,
+    /// Damaged journal regions skipped (at start and while reading).
+    pub damaged_regions: AtomicU64,
+    /// Bytes in those regions.
+    pub damaged_bytes: AtomicU64,
     /// Connected to PostgreSQL with the schema in place.
     pub connected: AtomicBool,
     /// Stopped writing because of a row the database refuses (see `last_error`); the
@@ -67,6 +71,8 @@ impl Default for PersistStats {
             lag_ms: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             torn_tails: AtomicU64::new(0),
+            damaged_regions: AtomicU64::new(0),
+            damaged_bytes: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             last_error: Mutex::new(None),

@@ -52,7 +52,13 @@ struct Cursor {
     projector: Projector,
     /// Offset committed in the database when the cursor was opened (warm-up below it).
     resume_at: u64,
+    /// Records committed below `resume_at`: the number of the first record written.
+    resume_records: i64,
+    /// `frame_no` was set from `resume_records` (at the first record written).
+    numbered: bool,
     frame_no: i64,
+    /// Damaged regions of the segment already reported.
+    damage_seen: u64,
 }
 
 enum Failure {
@@ -261,7 +267,10 @@ impl DbWriter {
                 sync,
                 projector: Projector::new(self.opts.projection.clone()),
                 resume_at: committed,
+                resume_records: records,
+                numbered: false,
                 frame_no: 0,
+                damage_seen: 0,
             });
             self.batch_end = committed;
             self.batch_records = records;
@@ -297,6 +306,17 @@ impl DbWriter {
                 break;
             };
             let emit = offset >= cur.resume_at;
+            if emit && !cur.numbered {
+                // Number the first record written by what the database holds, not by
+                // the warm-up's count: a region damaged since it was committed must not
+                // shift the numbers (the raw_events keys) of the records after it.
+                cur.numbered = true;
+                cur.frame_no = cur.resume_records.max(if offset == cur.resume_at {
+                    0
+                } else {
+                    cur.frame_no
+                });
+            }
             let pos = Position {
                 journal: &name,
                 stream: &stream,
@@ -324,6 +344,26 @@ impl DbWriter {
                 self.batch_end = cur.reader.offset();
                 self.batch_records = cur.frame_no;
             }
+        }
+        if cur.reader.damaged_regions() > cur.damage_seen {
+            let new = (cur.reader.damaged_regions() - cur.damage_seen) as usize;
+            let kept = cur.reader.damage();
+            for d in kept.iter().skip(kept.len().saturating_sub(new)) {
+                let aside =
+                    hermes_ingest::capture::keep_aside(&self.segments[seg].path, d.offset, d.len)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|e| format!("(could not be copied: {e})"));
+                tracing::info!(
+                    journal = %name,
+                    "damaged region at bytes {}..{} ({} bytes; {}): skipped, the records after it are written; the bytes are kept in {aside}",
+                    d.offset, d.offset + d.len, d.len, d.reason
+                );
+                if d.offset + d.len > cur.resume_at {
+                    PersistStats::add(&self.stats.damaged_regions, 1);
+                    PersistStats::add(&self.stats.damaged_bytes, d.len);
+                }
+            }
+            cur.damage_seen = cur.reader.damaged_regions();
         }
         if let Some(t) = cur.reader.torn() {
             // Only an old segment can end torn (its tail was cut at start, so this is a

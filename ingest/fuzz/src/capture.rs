@@ -100,6 +100,7 @@ pub fn run(input: &[u8]) {
             _ => None,
         },
         symbol: (sel & 0x10 != 0).then(|| "SYN0USDT".to_string()),
+        ..SourceOptions::default()
     };
     let name = match (sel >> 5) & 3 {
         1 => "capture.gz",
@@ -112,9 +113,20 @@ pub fn run(input: &[u8]) {
     };
     let native = matches!(src, Source::Native(_));
     let (frames, ended) = read_all(&mut src, native);
-    if !native {
+    // Compression is told by content: the byte accounting below is for plain files.
+    let compressed = body.starts_with(&[0x1f, 0x8b]) || body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    if !native || compressed {
         return;
     }
+    // Damaged regions are in order, apart, and inside the file.
+    let (damage, regions, bytes) = src.damage();
+    let mut prev_end = 0u64;
+    for d in damage {
+        assert!(d.len > 0 && d.offset >= prev_end, "damage out of order: {damage:?}");
+        prev_end = d.offset + d.len;
+    }
+    assert!(prev_end <= body.len() as u64, "damage past the end: {damage:?}");
+    assert!(regions as usize >= damage.len() && bytes >= damage.iter().map(|d| d.len).sum::<u64>());
     let Position::Byte(offset) = src.position() else {
         panic!("a native source reports a line");
     };

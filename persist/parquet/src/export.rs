@@ -27,6 +27,9 @@ pub struct InputReport {
     pub bad_lines: u64,
     /// A native capture's torn tail.
     pub torn: Option<TornTail>,
+    /// A native capture's damaged regions skipped (count, bytes); the records around
+    /// them were exported.
+    pub damaged: (u64, u64),
     /// Rows per table.
     pub rows: RowCounts,
 }
@@ -189,6 +192,10 @@ pub fn export_files(
             decode_errors: ex.decode_errors(),
             bad_lines,
             torn: src.torn().cloned(),
+            damaged: {
+                let (_, regions, bytes) = src.damage();
+                (regions, bytes)
+            },
             rows: ex.rows(),
         });
     }

@@ -54,6 +54,11 @@ pub struct ReplaySummary {
     pub errors: Vec<String>,
     /// Where a native capture's tail was torn.
     pub torn: Option<TornTail>,
+    /// Damaged regions of a native capture that were skipped (the first
+    /// [`hermes_ingest::capture::MAX_DAMAGE_KEPT`]); the records after each were replayed.
+    pub damage: Vec<hermes_ingest::capture::Damage>,
+    /// All damaged regions skipped, and their bytes.
+    pub damaged: (u64, u64),
     /// Metadata lines skipped.
     pub meta_lines: u64,
     /// Frames without a receive time (no pacing possible for them).
@@ -153,6 +158,9 @@ pub fn replay<S: EventSink>(
     }
     sum.decode = decoder.stats();
     sum.torn = source.torn().cloned();
+    let (damage, regions, bytes) = source.damage();
+    sum.damage = damage.to_vec();
+    sum.damaged = (regions, bytes);
     sum.meta_lines = source.meta_lines();
     let names: Vec<String> = decoder
         .instruments()

@@ -131,7 +131,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         DemoDb::Skipped { .. } => None,
     };
     if persist.journal.is_none() {
-        persist.journal = Some(dir.join("journal"));
+        persist.journal = Some(dir.join("journal").join("demo"));
     }
     let opts = persist.options(Some(&sample), &a.engine)?;
     eprintln!(

@@ -42,6 +42,7 @@ pub fn cmd_export(a: ExportArgs) -> Result<()> {
         format: a.format.into(),
         venue: a.input_venue.map(Venue::from),
         symbol: a.symbol.clone(),
+        ..SourceOptions::default()
     };
     let opts = a
         .tables
@@ -50,6 +51,14 @@ pub fn cmd_export(a: ExportArgs) -> Result<()> {
     let r = hermes_parquet::export_files(&a.files, &src, &opts, &ds)
         .with_context(|| format!("exporting into {}", a.out.display()))?;
     for i in &r.inputs {
+        if i.damaged.0 > 0 {
+            eprintln!(
+                "hermes: {}: {} damaged regions ({} bytes) skipped; every valid record around them was exported",
+                i.path.display(),
+                i.damaged.0,
+                i.damaged.1
+            );
+        }
         if let Some(t) = &i.torn {
             eprintln!(
                 "hermes: {}: torn or corrupt tail at byte {} ({}); everything before it was exported",

@@ -19,8 +19,9 @@ use crate::flags::{
 /// `hermes replay` arguments.
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// Capture file: native, or JSON lines (optionally `<timestamp> ` prefixed, cryptofeed
-    /// recorder formats), optionally .gz or .zst.
+    /// Capture: native, or JSON lines (optionally `<timestamp> ` prefixed, cryptofeed
+    /// recorder formats), optionally gzip- or zstd-compressed (told by content); a file,
+    /// or a FIFO / process substitution (read once).
     pub file: PathBuf,
     /// Venue of JSON-lines frames (detected from the first frame when absent).
     #[arg(long, value_enum)]
@@ -31,6 +32,10 @@ pub struct ReplayArgs {
     /// Symbol of REST snapshot lines that do not name one (detected when the file has one).
     #[arg(long)]
     pub symbol: Option<String>,
+    /// Longest JSON line accepted, bytes; longer lines are skipped (counted as bad
+    /// lines) without being held in memory.
+    #[arg(long, default_value_t = hermes_ingest::source::DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
     /// Pacing: max, realtime, or a factor such as 10x.
     #[arg(long, default_value = "max")]
     pub speed: Speed,
@@ -173,6 +178,7 @@ pub fn cmd_replay(a: ReplayArgs) -> Result<()> {
         format: a.format.into(),
         venue: a.venue.map(Venue::from),
         symbol: a.symbol.clone(),
+        max_line_bytes: a.max_line_bytes,
     };
     let persist = a.persist.options(Some(&a.file), &a.engine)?;
     let r = run_replay_with(
@@ -191,6 +197,24 @@ pub fn cmd_replay(a: ReplayArgs) -> Result<()> {
         }
     }
     let s = &r.summary;
+    for d in &s.damage {
+        eprintln!(
+            "hermes: {}: damaged region at bytes {}..{} ({} bytes; {}): skipped, replay resumed at the next valid record",
+            a.file.display(),
+            d.offset,
+            d.offset + d.len,
+            d.len,
+            d.reason
+        );
+    }
+    if s.damaged.0 > 0 {
+        eprintln!(
+            "hermes: {}: {} damaged regions ({} bytes) skipped in all; every valid record around them was replayed",
+            a.file.display(),
+            s.damaged.0,
+            s.damaged.1
+        );
+    }
     if let Some(t) = &s.torn {
         eprintln!(
             "hermes: {}: torn or corrupt tail at byte {} ({}; {} trailing bytes ignored); everything before it was replayed",

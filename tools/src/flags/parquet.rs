@@ -10,7 +10,7 @@ use clap::Args;
 use hermes_book::Venue;
 use hermes_parquet::{DatasetOptions, ExportOptions, Table};
 
-use super::{data_dir, EngineArgs, PersistArgs, VenueArg};
+use super::{EngineArgs, PersistArgs, VenueArg};
 
 /// Instruments the decoder of an export accepts: `--shm-slots`' default, so an export
 /// defines the instruments a default engine publishes.
@@ -204,13 +204,11 @@ pub fn start_persistence(
             let dir = persist_args
                 .journal
                 .clone()
-                .unwrap_or_else(|| data_dir().join("journal"));
+                .unwrap_or_else(|| super::persist::default_journal(None));
             let mut jo = hermes_persist::JournalOptions::new(&dir);
             if let Some(f) = input {
-                jo.stream = Some(
-                    hermes_persist::stream_id_for_file(f)
-                        .with_context(|| format!("reading {}", f.display()))?,
-                );
+                jo.stream = hermes_persist::stream_id_for_file(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
             }
             let (tap, j) = hermes_persist::start_journal(jo)
                 .with_context(|| format!("starting the journal ({})", dir.display()))?;

@@ -17,7 +17,9 @@ pub struct PersistArgs {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Journal directory: every frame is kept there before it goes to PostgreSQL
-    /// [default: $XDG_DATA_HOME/hermes/journal or ~/.local/share/hermes/journal].
+    /// [default: one per database, $XDG_DATA_HOME/hermes/journal/<database>@<host>-<hash>
+    /// or under ~/.local/share/hermes/journal]. A journal belongs to one database: its
+    /// frames are never written into another.
     #[arg(long)]
     pub journal: Option<PathBuf>,
     /// Flush a COPY batch at this many rows...
@@ -57,13 +59,17 @@ impl PersistArgs {
         let journal = self
             .journal
             .clone()
-            .unwrap_or_else(|| data_dir().join("journal"));
+            .unwrap_or_else(|| default_journal(Some(url)));
         let mut o = hermes_persist::PersistOptions::new(url.clone(), journal);
         if let Some(f) = input {
-            o.stream = Some(
-                hermes_persist::stream_id_for_file(f)
-                    .with_context(|| format!("reading {}", f.display()))?,
-            );
+            o.stream = hermes_persist::stream_id_for_file(f)
+                .with_context(|| format!("reading {}", f.display()))?;
+            if o.stream.is_none() {
+                eprintln!(
+                    "hermes: {} is not a regular file: its frames are persisted as a new stream (replaying the same data again from a pipe adds its raw_events rows again)",
+                    f.display()
+                );
+            }
         }
         if self.batch_rows == 0 || self.batch_age_ms == 0 {
             bail!("--batch-rows and --batch-age-ms must be at least 1");
@@ -80,11 +86,60 @@ impl PersistArgs {
     }
 }
 
+/// The default journal directory of a database URL (`None`: a journal without a
+/// database, for the Parquet sink): one per database, so one database's unwritten frames
+/// never reach another. Named for what the URL says (database, host) plus a hash of the
+/// whole URL.
+pub fn default_journal(url: Option<&str>) -> PathBuf {
+    let root = data_dir().join("journal");
+    let Some(url) = url else {
+        return root.join("no-database");
+    };
+    let (db, host) = match url.parse::<postgres::Config>() {
+        Ok(c) => {
+            let host = match c.get_hosts().first() {
+                Some(postgres::config::Host::Tcp(h)) => h.clone(),
+                Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+                None => "default".into(),
+            };
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            (
+                c.get_dbname()
+                    .or(c.get_user())
+                    .unwrap_or("postgres")
+                    .to_string(),
+                format!("{host}:{port}"),
+            )
+        }
+        Err(_) => ("unknown".into(), "unknown".into()),
+    };
+    // FNV-1a of the URL: tells apart URLs that name the same database differently
+    // (that is harmless: the journal checks the database's identity itself).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in url.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    let name: String = format!("{db}@{host}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    root.join(format!("{name}-{:08x}", h as u32))
+}
+
 /// What the persister did in a run.
 pub struct PersistOutcome {
     pub stats: std::sync::Arc<hermes_persist::PersistStats>,
     pub segment: PathBuf,
     pub torn: Vec<(String, hermes_ingest::capture::TornTail)>,
+    pub damage: Vec<(String, hermes_ingest::capture::Damage)>,
+    pub kept_aside: Vec<PathBuf>,
     pub result: std::result::Result<(), hermes_persist::PersistError>,
 }
 
@@ -93,11 +148,15 @@ pub fn finish_persister(p: hermes_persist::Persister) -> PersistOutcome {
     let stats = p.stats();
     let segment = p.recovery().segment.clone();
     let torn = p.recovery().torn.clone();
+    let damage = p.recovery().damage.clone();
+    let kept_aside = p.recovery().kept_aside.clone();
     let result = p.finish().map(|_| ());
     PersistOutcome {
         stats,
         segment,
         torn,
+        damage,
+        kept_aside,
         result,
     }
 }
@@ -109,6 +168,18 @@ pub fn report_persist(p: &PersistOutcome) -> Result<()> {
             "hermes: journal {seg}: torn tail at byte {} ({}; {} trailing bytes) cut at start; everything before it was kept and written",
             t.offset, t.reason, t.trailing_bytes
         );
+    }
+    for (seg, d) in &p.damage {
+        eprintln!(
+            "hermes: journal {seg}: damaged region at bytes {}..{} ({} bytes; {}) skipped; every valid record after it was written",
+            d.offset,
+            d.offset + d.len,
+            d.len,
+            d.reason
+        );
+    }
+    for f in &p.kept_aside {
+        eprintln!("hermes: damaged journal bytes kept in {}", f.display());
     }
     eprintln!("persisted ({}): {}", p.segment.display(), p.stats.summary());
     if let Err(e) = &p.result {

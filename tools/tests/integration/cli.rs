@@ -329,6 +329,95 @@ fn a_torn_capture_tail_is_reported_and_the_rest_replayed() {
     assert_eq!(fin, whole);
 }
 
+/// Issue 11 item 2: 4 bytes of 0xff in the middle of a 20,000-frame capture replayed
+/// 9,925 frames and exited 0. Now the reader resynchronizes at the next valid record:
+/// one record is lost, reported with its offsets, and the rest is replayed.
+#[test]
+fn damage_in_the_middle_of_a_capture_is_skipped_and_the_rest_replayed() {
+    let dir = TempDir::new("damage");
+    let cap = generate(&dir, "s.hcap", &["--frames", "20000"]);
+    let mut offsets = Vec::new();
+    let mut r = hermes_ingest::capture::CaptureReader::open(&cap).unwrap();
+    loop {
+        let at = r.offset();
+        if r.next_record().unwrap().is_none() {
+            break;
+        }
+        offsets.push(at);
+    }
+    assert_eq!(offsets.len(), 20_000);
+    let (at, next) = (offsets[10_000], offsets[10_001]);
+    let mut bytes = std::fs::read(&cap).unwrap();
+    bytes[at as usize + 30..at as usize + 34].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&cap, &bytes).unwrap();
+    let (_, stderr) = replay(&cap, &dir.path("shm"), &[]);
+    assert!(
+        stderr.contains(&format!(
+            "damaged region at bytes {at}..{next} ({} bytes; checksum mismatch)",
+            next - at
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": 19999 frames,"), "{stderr}");
+    assert!(!stderr.contains("torn"), "{stderr}");
+}
+
+/// Writes `bytes` into a new FIFO from another thread.
+fn fifo_with(path: &Path, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    run_ok(std::process::Command::new("mkfifo").arg(path));
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        for chunk in bytes.chunks(4093) {
+            if f.write_all(chunk).is_err() {
+                return; // the reader went away: the test reports it
+            }
+        }
+    })
+}
+
+/// Issue 11 item 11: replay from a FIFO read nothing and exited 0 (`--format auto`
+/// consumed the header). Native and JSON-lines inputs through a FIFO give the books of
+/// the file, and a gzip-compressed native capture is read as one.
+#[test]
+fn a_fifo_and_a_compressed_capture_replay_like_the_file() {
+    let dir = TempDir::new("fifo");
+    let cap = generate(&dir, "s.hcap", &["--frames", "8000"]);
+    let (want, _) = replay(&cap, &dir.path("shm"), &[]);
+    assert!(!want.is_empty());
+    let fifo = dir.path("in.fifo");
+    let w = fifo_with(&fifo, std::fs::read(&cap).unwrap());
+    let (got, stderr) = replay(&fifo, &dir.path("shm"), &[]);
+    w.join().unwrap();
+    assert_eq!(got, want, "{stderr}");
+    assert!(stderr.contains(": 8000 frames,"), "{stderr}");
+
+    let gz = dir.path("s.hcap.gz");
+    let out = run_ok(
+        std::process::Command::new("gzip")
+            .args(["-k", "-c"])
+            .arg(&cap),
+    );
+    std::fs::write(&gz, &out.stdout).unwrap();
+    let (got, stderr) = replay(&gz, &dir.path("shm"), &[]);
+    assert_eq!(got, want, "{stderr}");
+
+    // JSON lines through a FIFO, the format told from the first bytes.
+    let jsonl = generate(
+        &dir,
+        "s.jsonl",
+        &["--frames", "3000", "--jsonl", "--venues", "coinbase"],
+    );
+    let (want, _) = replay(&jsonl, &dir.path("shm"), &[]);
+    let fifo = dir.path("lines.fifo");
+    let w = fifo_with(&fifo, std::fs::read(&jsonl).unwrap());
+    let (got, stderr) = replay(&fifo, &dir.path("shm"), &[]);
+    w.join().unwrap();
+    assert_eq!(got, want, "{stderr}");
+    assert!(stderr.contains(": 3000 frames,"), "{stderr}");
+}
+
 #[test]
 fn clear_errors_for_bad_paths_and_files() {
     let dir = TempDir::new("paths");
