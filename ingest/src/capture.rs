@@ -450,6 +450,9 @@ impl CaptureReader {
             damaged_bytes: 0,
             damaged_regions: 0,
         };
+        // The header alone: nothing past it is read before the caller says how far
+        // the file may be read (`set_end`; a journal's writer may still cut its tail).
+        r.end = end.min(FILE_HEADER_LEN as u64);
         if r.fill(FILE_HEADER_LEN)? < FILE_HEADER_LEN {
             return Err(CaptureError::BadMagic {
                 path: path.display().to_string(),
@@ -458,6 +461,7 @@ impl CaptureReader {
         check_header(path, &r.buf[..FILE_HEADER_LEN])?;
         r.pos = FILE_HEADER_LEN;
         r.offset = FILE_HEADER_LEN as u64;
+        r.end = end;
         Ok(r)
     }
 
@@ -471,8 +475,13 @@ impl CaptureReader {
     /// ([`CaptureWriter::offset`] after [`CaptureWriter::flush`]). Records past `end`
     /// become readable after a later call with a larger `end`. (The persister reads its
     /// journal this way while the journal thread appends.) Bytes past `end` are never
-    /// read, so a writer may still cut them.
+    /// read, so a writer may still cut them. `end` must not go below what an earlier
+    /// `end` let the reader take in.
     pub fn set_end(&mut self, end: u64) {
+        debug_assert!(
+            end >= self.offset + (self.filled - self.pos) as u64 || self.torn.is_some(),
+            "set_end below bytes already read"
+        );
         self.end = end;
     }
 

@@ -108,6 +108,21 @@ pub enum PersistError {
     /// A persister thread panicked or could not start.
     #[error("persister thread: {0}")]
     Thread(String),
+    /// Frames reached the persister but could not be journaled (the journal's disk was
+    /// full or failing): they were published to shm, but are not in the database.
+    #[error("{frames} frames were NOT kept: the journal {dir} could not be written ({by_venue}); they were published to shm but are not in the journal or the database. Free space on that disk or use another --journal")]
+    NotKept {
+        /// The journal directory.
+        dir: String,
+        /// Frames not journaled.
+        frames: u64,
+        /// Per venue, as text.
+        by_venue: String,
+    },
+    /// The journal holds frames of another database, or the database could not say who
+    /// it is.
+    #[error("{0}")]
+    Identity(String),
 }
 
 fn pg_message(e: &postgres::Error) -> String {
@@ -178,6 +193,32 @@ pub struct PersistOptions {
     pub drain_timeout: Duration,
     /// Row sampling.
     pub projection: ProjectionOptions,
+    /// Journal segments and their retention.
+    pub segments: SegmentOptions,
+}
+
+/// How journal segments rotate and how long committed ones are kept.
+#[derive(Clone, Debug)]
+pub struct SegmentOptions {
+    /// A live stream's segment is sealed and a new one begun past this many bytes...
+    pub rotate_bytes: u64,
+    /// ...or this long after it began. (A replayed file is one segment.)
+    pub rotate_age: Duration,
+    /// A sealed segment that every reader of the run has finished with (committed to
+    /// PostgreSQL, written to Parquet) is deleted this long after its last write; zero
+    /// deletes it as soon as it is committed.
+    pub retention: Duration,
+}
+
+impl Default for SegmentOptions {
+    /// 256 MiB or 10 minutes a segment; committed segments kept 1 hour.
+    fn default() -> Self {
+        SegmentOptions {
+            rotate_bytes: 256 << 20,
+            rotate_age: Duration::from_secs(600),
+            retention: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl PersistOptions {
@@ -195,6 +236,7 @@ impl PersistOptions {
             retry_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             projection: ProjectionOptions::default(),
+            segments: SegmentOptions::default(),
         }
     }
 }
@@ -221,6 +263,8 @@ pub struct Persister {
     stats: Arc<PersistStats>,
     recovery: Recovery,
     follower: JournalFollower,
+    retention: Duration,
+    dir: PathBuf,
     _lock: File,
 }
 
@@ -251,7 +295,8 @@ impl Persister {
 
     /// Waits until the tap is dropped, everything journaled is in PostgreSQL (or the
     /// drain timeout passed with the database unreachable), and both threads ended.
-    /// Drop the [`PersistTap`] first, or this waits for it.
+    /// Drop the [`PersistTap`] first, or this waits for it. An error when frames could
+    /// not be journaled ([`PersistError::NotKept`]), after everything journaled is written.
     pub fn finish(self) -> Result<PersistReport, PersistError> {
         let j = self
             .journal
@@ -263,6 +308,11 @@ impl Persister {
             .map_err(|_| PersistError::Thread("the database thread panicked".into()))?;
         j?;
         d?;
+        // The database thread committed what it could: retention may delete now.
+        tap::prune(&self.follower.shared, &self.stats, self.retention, None);
+        if let Some(e) = not_kept_error(&self.dir, &self.stats) {
+            return Err(e);
+        }
         Ok(PersistReport {
             stats: self.stats,
             recovery: self.recovery,
@@ -372,13 +422,18 @@ struct OpenedJournal {
     kept_aside: Vec<PathBuf>,
     path: PathBuf,
     writer: CaptureWriter,
-    segments: Vec<writer::Segment>,
+    number: u64,
+    rotation: tap::Rotation,
     shared: Arc<tap::JournalShared>,
 }
 
 /// Locks and recovers the journal directory (cuts a torn tail left by a crash) and
 /// creates this start's segment.
-fn open_journal(dir: &Path, stream: Option<&str>) -> Result<OpenedJournal, PersistError> {
+fn open_journal(
+    dir: &Path,
+    stream: Option<&str>,
+    seg: &SegmentOptions,
+) -> Result<OpenedJournal, PersistError> {
     std::fs::create_dir_all(dir).map_err(|source| PersistError::Io {
         path: dir.display().to_string(),
         source,
@@ -422,6 +477,7 @@ fn open_journal(dir: &Path, stream: Option<&str>) -> Result<OpenedJournal, Persi
         }
     }
     let seq = existing.last().map_or(1, |(n, _, _)| n + 1);
+    let rotate = stream.is_none();
     let stream = match stream {
         Some(s) => s
             .chars()
@@ -438,29 +494,34 @@ fn open_journal(dir: &Path, stream: Option<&str>) -> Result<OpenedJournal, Persi
     let name = format!("{seq:08}.{stream}.hcap");
     let path = dir.join(&name);
     let writer = CaptureWriter::create(&path)?;
-    let mut segments: Vec<writer::Segment> = existing
+    let mut segments: Vec<JournalSegment> = existing
         .into_iter()
-        .map(|(_, s, p)| writer::Segment {
+        .map(|(number, s, p)| JournalSegment {
+            number,
             name: p
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             path: p,
             stream: s,
-            current: false,
+            foreign: false,
         })
         .collect();
-    segments.push(writer::Segment {
+    segments.push(JournalSegment {
+        number: seq,
         name,
         path: path.clone(),
         stream,
-        current: true,
+        foreign: false,
     });
-    let shared = Arc::new(tap::JournalShared::default());
-    shared.end.store(
-        hermes_ingest::capture::FILE_HEADER_LEN as u64,
-        std::sync::atomic::Ordering::Release,
-    );
+    let shared = Arc::new(tap::JournalShared {
+        end: std::sync::atomic::AtomicU64::new(tap::pack(
+            seq,
+            hermes_ingest::capture::FILE_HEADER_LEN as u64,
+        )),
+        segments: std::sync::Mutex::new(segments),
+        ..Default::default()
+    });
     Ok(OpenedJournal {
         lock,
         stats,
@@ -469,54 +530,65 @@ fn open_journal(dir: &Path, stream: Option<&str>) -> Result<OpenedJournal, Persi
         kept_aside,
         path,
         writer,
-        segments,
+        number: seq,
+        rotation: tap::Rotation {
+            dir: dir.to_path_buf(),
+            rotate,
+            max_bytes: seg.rotate_bytes.max(1 << 16),
+            max_age: seg.rotate_age.max(Duration::from_secs(1)),
+            retention: seg.retention,
+        },
         shared,
     })
 }
 
 fn spawn_journal_thread(
     ring_bytes: usize,
-    writer: CaptureWriter,
+    j: &mut Option<(CaptureWriter, u64, tap::Rotation)>,
     shared: &Arc<tap::JournalShared>,
     stats: &Arc<PersistStats>,
 ) -> Result<(PersistTap, JoinHandle<Result<(), PersistError>>), PersistError> {
     let (tx, rx) = rtrb::RingBuffer::<u8>::new(ring_bytes.max(4096));
+    let (writer, number, rotation) = j
+        .take()
+        .ok_or_else(|| PersistError::Thread("journal writer taken twice".into()))?;
     let journal = {
         let (shared, stats) = (shared.clone(), stats.clone());
         std::thread::Builder::new()
             .name("hermes-journal".into())
-            .spawn(move || tap::journal_thread(rx, writer, shared, stats))
+            .spawn(move || tap::journal_thread(rx, writer, number, rotation, shared, stats))
             .map_err(|e| PersistError::Thread(e.to_string()))?
     };
     Ok((PersistTap::new(tx, stats.clone()), journal))
 }
 
-fn follower_of(segments: &[writer::Segment], shared: &Arc<tap::JournalShared>) -> JournalFollower {
-    JournalFollower {
-        segments: segments
-            .iter()
-            .map(|s| JournalSegment {
-                number: s.name.get(..8).and_then(|n| n.parse().ok()).unwrap_or(0),
-                name: s.name.clone(),
-                path: s.path.clone(),
-                stream: s.stream.clone(),
-                current: s.current,
-            })
-            .collect::<Vec<_>>()
-            .into(),
-        shared: shared.clone(),
-    }
+/// The error a run ends with when frames could not be journaled.
+fn not_kept_error(dir: &Path, stats: &PersistStats) -> Option<PersistError> {
+    let n = stats.not_kept();
+    (n > 0).then(|| PersistError::NotKept {
+        dir: dir.display().to_string(),
+        frames: n,
+        by_venue: stats.not_kept_by_venue(),
+    })
 }
 
 /// Starts a persister: recovers the journal directory (cuts a torn tail left by a
 /// crash), opens a new segment, and starts the journal and database threads. The
 /// database may be down: frames are journaled and written once it is reachable.
 pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistError> {
-    let j = open_journal(&opts.journal_dir, opts.stream.as_deref())?;
-    let (tap, journal) = spawn_journal_thread(opts.ring_bytes, j.writer, &j.shared, &j.stats)?;
-    let follower = follower_of(&j.segments, &j.shared);
+    let j = open_journal(&opts.journal_dir, opts.stream.as_deref(), &opts.segments)?;
+    let mut w = Some((j.writer, j.number, j.rotation.clone()));
+    let follower = JournalFollower {
+        shared: j.shared.clone(),
+    };
+    // The database thread is a reader retention waits for: registered before the
+    // journal thread can prune anything.
+    let mark = follower.register_reader();
+    let (tap, journal) = spawn_journal_thread(opts.ring_bytes, &mut w, &j.shared, &j.stats)?;
+    let retention = j.rotation.retention;
+    let dir = opts.journal_dir.clone();
     let db = {
-        let w = writer::DbWriter::new(opts, j.segments, j.shared, j.stats.clone());
+        let w = writer::DbWriter::new(opts, j.number, j.shared.clone(), mark, j.stats.clone());
         std::thread::Builder::new()
             .name("hermes-persist-db".into())
             .spawn(move || w.run())
@@ -535,6 +607,8 @@ pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistErr
                 segment: j.path,
             },
             follower,
+            retention,
+            dir,
             _lock: j.lock,
         },
     ))
@@ -549,15 +623,18 @@ pub struct JournalOptions {
     pub stream: Option<String>,
     /// Capacity of the byte ring between the tap and the journal thread.
     pub ring_bytes: usize,
+    /// Journal segments and their retention.
+    pub segments: SegmentOptions,
 }
 
 impl JournalOptions {
-    /// Defaults: a new stream per start, a 64 MiB ring.
+    /// Defaults: a new stream per start, a 64 MiB ring, [`SegmentOptions::default`].
     pub fn new(journal_dir: impl Into<PathBuf>) -> JournalOptions {
         JournalOptions {
             journal_dir: journal_dir.into(),
             stream: None,
             ring_bytes: 64 << 20,
+            segments: SegmentOptions::default(),
         }
     }
 }
@@ -565,9 +642,13 @@ impl JournalOptions {
 /// Starts the journal alone, for readers other than PostgreSQL (the Parquet sink): the
 /// same recovery, segment and tap as [`start`], without the database thread.
 pub fn start_journal(opts: JournalOptions) -> Result<(PersistTap, Journal), PersistError> {
-    let j = open_journal(&opts.journal_dir, opts.stream.as_deref())?;
-    let (tap, journal) = spawn_journal_thread(opts.ring_bytes, j.writer, &j.shared, &j.stats)?;
-    let follower = follower_of(&j.segments, &j.shared);
+    let j = open_journal(&opts.journal_dir, opts.stream.as_deref(), &opts.segments)?;
+    let mut w = Some((j.writer, j.number, j.rotation.clone()));
+    let (tap, journal) = spawn_journal_thread(opts.ring_bytes, &mut w, &j.shared, &j.stats)?;
+    let follower = JournalFollower {
+        shared: j.shared.clone(),
+    };
+    let retention = j.rotation.retention;
     Ok((
         tap,
         Journal {
@@ -580,6 +661,8 @@ pub fn start_journal(opts: JournalOptions) -> Result<(PersistTap, Journal), Pers
                 segment: j.path,
             },
             follower,
+            retention,
+            dir: opts.journal_dir.clone(),
             _lock: j.lock,
         },
     ))
@@ -592,6 +675,8 @@ pub struct Journal {
     stats: Arc<PersistStats>,
     recovery: Recovery,
     follower: JournalFollower,
+    retention: Duration,
+    dir: PathBuf,
     _lock: File,
 }
 
@@ -612,11 +697,17 @@ impl Journal {
     }
 
     /// Waits until the tap is dropped and everything it took is in the journal. Drop the
-    /// [`PersistTap`] first, or this waits for it.
+    /// [`PersistTap`] first, or this waits for it. Call it after the journal's readers
+    /// finished (the Parquet sink): retention then deletes what they are done with. An
+    /// error when frames could not be journaled ([`PersistError::NotKept`]).
     pub fn finish(self) -> Result<Recovery, PersistError> {
         self.journal
             .join()
             .map_err(|_| PersistError::Thread("the journal thread panicked".into()))??;
+        tap::prune(&self.follower.shared, &self.stats, self.retention, None);
+        if let Some(e) = not_kept_error(&self.dir, &self.stats) {
+            return Err(e);
+        }
         Ok(self.recovery)
     }
 }
@@ -632,45 +723,114 @@ pub struct JournalSegment {
     pub path: PathBuf,
     /// Stream id.
     pub stream: String,
-    /// `true` for the segment this start appends to.
-    pub current: bool,
+    /// Another database's segment, moved aside (`other-databases/`): the database
+    /// thread does not write it, retention does not delete it.
+    pub foreign: bool,
 }
 
-/// A reader's view of a running journal: its segments, and how far the segment being
-/// written may be read. Each reader (the database thread, the Parquet sink, …) keeps its
-/// own committed position and reads behind the journal thread.
+/// How far a segment may be read now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Readable {
+    /// Records up to this offset are whole and in the file.
+    pub end: u64,
+    /// No more records will come: an older segment, or the last one once the journal
+    /// ended.
+    pub sealed: bool,
+}
+
+/// A reader's view of a running journal: its segments (new ones appear as live segments
+/// rotate), and how far each may be read. Each reader (the database thread, the Parquet
+/// sink, …) keeps its own committed position and reads behind the journal thread.
 #[derive(Clone, Debug)]
 pub struct JournalFollower {
-    segments: Arc<[JournalSegment]>,
     shared: Arc<tap::JournalShared>,
 }
 
+/// A reader's mark for retention ([`JournalFollower::register_reader`]).
+#[derive(Clone, Debug)]
+pub struct ReaderMark(Arc<std::sync::atomic::AtomicU64>);
+
+impl ReaderMark {
+    /// Says the reader finished (committed) every segment up to number `n`.
+    pub fn finished_through(&self, n: u64) {
+        // Release: pairs with the journal thread's Acquire load before it deletes; the
+        // reader's commit happened before.
+        self.0.fetch_max(n, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl JournalFollower {
-    /// The segments, oldest first; the last one is the one being written.
-    pub fn segments(&self) -> &[JournalSegment] {
-        &self.segments
+    /// The segments now, oldest first; the last one is the one being written.
+    pub fn segments(&self) -> Vec<JournalSegment> {
+        self.shared.segments()
     }
 
-    /// The byte offset up to which segment `k` holds whole records now: the journal
-    /// thread's published end for the current segment, the file's length for an older
-    /// one.
-    pub fn readable_end(&self, k: usize) -> u64 {
-        let s = &self.segments[k];
-        if s.current {
-            // Acquire: pairs with the journal thread's Release store after its flush, so
-            // the bytes below this offset are in the file before a reader reads them.
-            self.shared.end.load(std::sync::atomic::Ordering::Acquire)
+    /// The first segment numbered above `after` (`None`: the first of all), if any yet.
+    pub fn next_segment(&self, after: Option<u64>) -> Option<JournalSegment> {
+        let segs = self.shared.segments.lock().ok()?;
+        segs.iter()
+            .find(|s| after.is_none_or(|a| s.number > a))
+            .cloned()
+    }
+
+    /// How far segment `seg` may be read now.
+    pub fn readable(&self, seg: &JournalSegment) -> Readable {
+        // Acquire: pairs with the journal thread's Release stores of `done` (after its
+        // last store of `end`) and of `end` (after its flush, or after a rotation).
+        let done = self.shared.done.load(std::sync::atomic::Ordering::Acquire);
+        let (number, offset) =
+            tap::unpack(self.shared.end.load(std::sync::atomic::Ordering::Acquire));
+        if seg.number == number {
+            Readable {
+                end: offset,
+                sealed: done,
+            }
         } else {
-            std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)
+            Readable {
+                end: std::fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0),
+                sealed: true,
+            }
         }
     }
 
-    /// `true` once the tap was dropped and the journal thread wrote everything: the
-    /// current segment's [`readable_end`](Self::readable_end) is final.
+    /// `true` once the tap was dropped and the journal thread wrote everything.
     pub fn is_done(&self) -> bool {
-        // Acquire: pairs with the journal thread's Release store of `done`, made after
-        // its last store of `end`.
+        // Acquire: pairs with the journal thread's Release store of `done`.
         self.shared.done.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Registers a reader that retention must wait for: a segment is deleted only once
+    /// every registered reader said it [`finished_through`](ReaderMark::finished_through)
+    /// it. Register before reading.
+    pub fn register_reader(&self) -> ReaderMark {
+        let m = ReaderMark(Arc::new(std::sync::atomic::AtomicU64::new(0)));
+        if let Ok(mut r) = self.shared.readers.lock() {
+            r.push(m.0.clone());
+        }
+        m
+    }
+}
+
+/// Tries the database once: an error when it can never work (the database does not
+/// exist, the credentials are refused, the URL is malformed); `Ok(Some(reason))` when it
+/// is unreachable now (the persister journals and retries); `Ok(None)` when it answers.
+pub fn check_database(database_url: &str) -> Result<Option<String>, PersistError> {
+    let mut cfg: postgres::Config = database_url
+        .parse()
+        .map_err(|e| PersistError::Url(format!("{e}")))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    match cfg.connect(postgres::NoTls) {
+        Ok(_) => Ok(None),
+        Err(e) => {
+            let e = PersistError::Postgres(e);
+            if writer::is_permanent(&e) {
+                Err(e)
+            } else {
+                Ok(Some(e.to_string()))
+            }
+        }
     }
 }
 

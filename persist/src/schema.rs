@@ -136,6 +136,17 @@ COMMENT ON COLUMN top_of_book.microprice IS 'Size-weighted mid (bid x ask_qty + 
 COMMENT ON COLUMN top_of_book.imbalance IS 'Depth imbalance (bid_depth - ask_depth) / (bid_depth + ask_depth) over the top N levels, as the shm slot imbalance_ppm / 1e6 (hermes_book::kernels).';
 "#;
 
+const V3_DATABASE_ID: &str = r#"
+CREATE TABLE hermes_database (
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    id          text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO hermes_database (id)
+    VALUES (md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text || current_database()));
+COMMENT ON TABLE hermes_database IS 'This database''s identity for Hermes: a random id made with the schema. A journal records the identity of the database it belongs to and never writes its frames into another.';
+"#;
+
 /// The migrations, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -148,7 +159,37 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "top_of_book microprice and imbalance from the market model's kernels",
         sql: V2_TOB_KERNELS,
     },
+    Migration {
+        version: 3,
+        name: "hermes_database: the database's identity for journals",
+        sql: V3_DATABASE_ID,
+    },
 ];
+
+/// The database's identity: `<cluster system identifier>/<database name>/<random id
+/// made with the schema>` (the system identifier is `?` where `pg_control_system()` is
+/// not allowed). A new cluster, a new database, or a dropped and recreated one each
+/// has another identity.
+pub fn identity<C: GenericClient>(client: &mut C) -> Result<String, PersistError> {
+    let sysid = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .map(|r| r.get::<_, String>(0))
+        .unwrap_or_else(|_| "?".into());
+    let r = client.query_one(
+        "SELECT current_database()::text, (SELECT id FROM hermes_database)",
+        &[],
+    )?;
+    let (db, id): (String, Option<String>) = (r.get(0), r.get(1));
+    let id = id.ok_or_else(|| {
+        PersistError::Identity(format!(
+            "database {db}: table hermes_database is empty; run `hermes db migrate` or restore its row"
+        ))
+    })?;
+    Ok(format!("{sysid}/{db}/{id}"))
+}
 
 /// Lock id that serialises concurrent migrators (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x4845_524d_4553_0001;

@@ -7,6 +7,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use hermes_book::event::Venue;
+
 /// The tables rows go to, in [`PersistStats::rows`] order.
 pub const TABLES: [&str; 4] = ["raw_events", "trades", "book_snapshots", "top_of_book"];
 
@@ -21,6 +23,19 @@ pub struct PersistStats {
     pub journal_records: AtomicU64,
     /// Size of the journal segment this run appends to, bytes (header included).
     pub journal_bytes: AtomicU64,
+    /// Bytes of every segment in the journal directory (what retention keeps).
+    pub journal_dir_bytes: AtomicU64,
+    /// Segments in the journal directory.
+    pub journal_segments: AtomicU64,
+    /// Committed segments deleted by retention.
+    pub segments_deleted: AtomicU64,
+    /// Frames that reached the persister but could not be journaled (a full disk, an I/O
+    /// error, an oversized frame), per venue in [`hermes_book::event::Venue::ALL`]
+    /// order: they are in shm but never reach PostgreSQL.
+    pub frames_not_kept: [AtomicU64; Venue::ALL.len()],
+    /// Journal writes are failing now (frames are being counted as not kept); cleared
+    /// once a write succeeds again.
+    pub journal_failing: AtomicBool,
     /// Rows inserted per table ([`TABLES`] order); rows already present (a replay of the
     /// same data) are not counted here but in [`PersistStats::duplicate_rows`].
     pub rows: [AtomicU64; 4],
@@ -62,6 +77,11 @@ impl Default for PersistStats {
             ring_full_waits: AtomicU64::new(0),
             journal_records: AtomicU64::new(0),
             journal_bytes: AtomicU64::new(0),
+            journal_dir_bytes: AtomicU64::new(0),
+            journal_segments: AtomicU64::new(0),
+            segments_deleted: AtomicU64::new(0),
+            frames_not_kept: Default::default(),
+            journal_failing: AtomicBool::new(false),
             rows: Default::default(),
             duplicate_rows: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -91,11 +111,36 @@ impl PersistStats {
         self.rows[table].load(Relaxed)
     }
 
-    /// Ready: connected, not halted, and less than `max_lag_ms` behind.
+    /// Ready: connected, not halted, journaling, and less than `max_lag_ms` behind.
     pub fn ready(&self, max_lag_ms: u64) -> bool {
         self.connected.load(Relaxed)
             && !self.halted.load(Relaxed)
+            && !self.journal_failing.load(Relaxed)
             && self.lag_ms.load(Relaxed) < max_lag_ms
+    }
+
+    /// Frames not journaled, in all.
+    pub fn not_kept(&self) -> u64 {
+        self.frames_not_kept.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Frames not journaled per venue, for messages: `coinbase 12, binance 3`.
+    pub fn not_kept_by_venue(&self) -> String {
+        Venue::ALL
+            .iter()
+            .zip(&self.frames_not_kept)
+            .filter_map(|(v, c)| {
+                let n = c.load(Relaxed);
+                (n > 0).then(|| format!("{} {n}", v.name()))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub(crate) fn count_not_kept(&self, venue: Venue, n: u64) {
+        if let Some(k) = Venue::ALL.iter().position(|v| *v == venue) {
+            self.frames_not_kept[k].fetch_add(n, Relaxed);
+        }
     }
 
     /// The last error message, if any.
@@ -141,7 +186,7 @@ impl PersistStats {
     pub fn summary(&self) -> String {
         let (p50, p99, _, max) = self.batch_latency_percentiles();
         format!(
-            "rows: raw_events {}, trades {}, book_snapshots {}, top_of_book {} ({} already present); {} batches, batch write p50 {} µs, p99 {} µs, max {} µs; lag {} bytes, {} ms; {} retries{}",
+            "rows: raw_events {}, trades {}, book_snapshots {}, top_of_book {} ({} already present); {} batches, batch write p50 {} µs, p99 {} µs, max {} µs; lag {} bytes, {} ms; {} retries{}{}",
             self.rows_of(0),
             self.rows_of(1),
             self.rows_of(2),
@@ -155,6 +200,10 @@ impl PersistStats {
             self.lag_ms.load(Relaxed),
             self.retries.load(Relaxed),
             if self.halted.load(Relaxed) { "; HALTED" } else { "" },
+            match self.not_kept() {
+                0 => String::new(),
+                n => format!("; {n} FRAMES NOT JOURNALED ({})", self.not_kept_by_venue()),
+            },
         )
     }
 }

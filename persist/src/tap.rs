@@ -10,8 +10,8 @@
 //! The tap allocates nothing and makes no system call unless it has to wait.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hermes_ingest::capture::{CaptureWriter, Record, RecordKind};
 use hermes_ingest::{Frame, FrameKind, FrameTap, Venue};
@@ -20,15 +20,63 @@ use crate::stats::PersistStats;
 
 const HDR: usize = 24;
 
-/// What the journal thread shares with the database thread.
+/// Bits of [`JournalShared::end`] that hold the offset; the segment number is above.
+pub(crate) const OFFSET_BITS: u32 = 40;
+
+/// `(segment number, offset)` packed into one word.
+pub(crate) fn pack(number: u64, offset: u64) -> u64 {
+    (number << OFFSET_BITS) | (offset & ((1 << OFFSET_BITS) - 1))
+}
+
+/// The inverse of [`pack`].
+pub(crate) fn unpack(end: u64) -> (u64, u64) {
+    (end >> OFFSET_BITS, end & ((1 << OFFSET_BITS) - 1))
+}
+
+/// What the journal thread shares with the journal's readers (the database thread, the
+/// Parquet sink).
 #[derive(Debug, Default)]
 pub(crate) struct JournalShared {
-    /// Offset in the current segment up to which records are written to the file (a
-    /// record boundary). Release-stored by the journal thread after the bytes are handed
-    /// to the kernel; Acquire-loaded by the database thread before reading up to it.
+    /// [`pack`]`(number, offset)`: the segment being written, and the offset up to which
+    /// its records are written to the file (a record boundary). Release-stored by the
+    /// journal thread after the bytes are handed to the kernel (and, at a rotation, after
+    /// the new segment is in `segments`); Acquire-loaded by readers before reading up to
+    /// it. A segment with a smaller number is sealed: its file length is final.
     pub(crate) end: AtomicU64,
     /// Set (Release) once the ring was abandoned and drained: `end` is final.
     pub(crate) done: AtomicBool,
+    /// Every segment of the journal, oldest first: the journal thread appends at a
+    /// rotation and removes what retention deletes; the database thread moves another
+    /// database's segments aside (their path changes, `foreign` is set).
+    pub(crate) segments: Mutex<Vec<crate::JournalSegment>>,
+    /// One mark per reader of this run: the number of the newest segment it has
+    /// finished with (every older one too). Retention deletes only segments at or below
+    /// every mark. Each mark is Release-stored by its reader after its commit and
+    /// Acquire-loaded by the journal thread before it deletes.
+    pub(crate) readers: Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+impl JournalShared {
+    /// A copy of the segment list.
+    pub(crate) fn segments(&self) -> Vec<crate::JournalSegment> {
+        self.segments.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// How the journal thread rotates and prunes segments.
+#[derive(Clone, Debug)]
+pub(crate) struct Rotation {
+    /// The journal directory.
+    pub(crate) dir: std::path::PathBuf,
+    /// `Some` for a per-run stream (live ingest): segments may rotate. A replayed file
+    /// is one segment (its records are numbered from its start).
+    pub(crate) rotate: bool,
+    /// Start a new segment past this many bytes...
+    pub(crate) max_bytes: u64,
+    /// ...or this long after the segment began.
+    pub(crate) max_age: Duration,
+    /// Delete a sealed segment every reader finished this long after its last write.
+    pub(crate) retention: Duration,
 }
 
 /// The persister's [`FrameTap`]: give it to the ingest loop (e.g. `replay::replay`).
@@ -136,10 +184,261 @@ impl Drop for PersistTap {
     }
 }
 
+/// The journal thread's writer and what it has to account for.
+struct JournalWriter {
+    w: Option<CaptureWriter>,
+    number: u64,
+    path: std::path::PathBuf,
+    started: Instant,
+    /// Offset published last: everything below it is in the file.
+    published: u64,
+    /// Records appended since the last publish, per venue: not kept if the flush fails.
+    pending: [u64; Venue::ALL.len()],
+    unflushed: usize,
+    /// When the writer failed (frames are being dropped since), and when to try again.
+    failed: Option<(Instant, Instant, String)>,
+    shared: Arc<JournalShared>,
+    stats: Arc<PersistStats>,
+    rot: Rotation,
+    last_janitor: Instant,
+}
+
+impl JournalWriter {
+    fn venue_index(v: Venue) -> usize {
+        Venue::ALL.iter().position(|x| *x == v).unwrap_or(0)
+    }
+
+    fn append(&mut self, rec: &Record<'_>) {
+        let Some(w) = self.w.as_mut() else {
+            self.stats.count_not_kept(rec.venue, 1);
+            return;
+        };
+        match w.append(rec) {
+            Ok(_) => {
+                PersistStats::add(&self.stats.journal_records, 1);
+                self.pending[Self::venue_index(rec.venue)] += 1;
+                self.unflushed += HDR + rec.tag.len() + rec.data.len();
+            }
+            Err(hermes_ingest::capture::CaptureError::TooLarge { len }) => {
+                let msg = format!(
+                    "a {len}-byte {} frame exceeds the journal's record limit and was not journaled",
+                    rec.venue.name()
+                );
+                tracing::error!("{msg}");
+                self.stats.set_error(msg);
+                self.stats.count_not_kept(rec.venue, 1);
+            }
+            Err(e) => {
+                self.stats.count_not_kept(rec.venue, 1);
+                self.fail(&e.to_string());
+            }
+        }
+    }
+
+    /// A write failed: the records since the last publish are lost (their bytes are cut
+    /// when writing resumes), and frames are counted as not kept until then.
+    fn fail(&mut self, err: &str) {
+        if let Some(w) = self.w.take() {
+            w.abandon();
+        }
+        for (k, n) in self.pending.iter_mut().enumerate() {
+            if *n > 0 {
+                self.stats.count_not_kept(Venue::ALL[k], *n);
+                *n = 0;
+            }
+        }
+        self.unflushed = 0;
+        let msg = format!(
+            "journal {}: write failed ({err}): frames are NOT being kept (they are in shm, but will never reach the database); retrying every second",
+            self.rot.dir.display()
+        );
+        if self.failed.is_none() {
+            tracing::error!("{msg}");
+        }
+        self.stats.set_error(msg.clone());
+        self.stats.journal_failing.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        let since = self.failed.as_ref().map_or(now, |f| f.0);
+        self.failed = Some((since, now + Duration::from_secs(1), msg));
+    }
+
+    /// Cuts the segment at the last published offset and appends again.
+    fn try_resume(&mut self) {
+        let Some((since, next, _)) = &self.failed else {
+            return;
+        };
+        if Instant::now() < *next {
+            return;
+        }
+        let since = *since;
+        match CaptureWriter::resume_at(&self.path, self.published) {
+            Ok(w) => {
+                self.w = Some(w);
+                self.failed = None;
+                self.stats.journal_failing.store(false, Ordering::Relaxed);
+                let msg = format!(
+                    "journal {}: writing again after {:.1} s; {} frames were not kept in all ({})",
+                    self.rot.dir.display(),
+                    since.elapsed().as_secs_f64(),
+                    self.stats.not_kept(),
+                    self.stats.not_kept_by_venue()
+                );
+                tracing::warn!("{msg}");
+                self.stats.set_error(msg);
+            }
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    /// Flushes and publishes the new end.
+    fn publish(&mut self) {
+        let Some(w) = self.w.as_mut() else {
+            return;
+        };
+        if let Err(e) = w.flush() {
+            self.fail(&e.to_string());
+            return;
+        }
+        self.published = w.offset();
+        self.pending = [0; Venue::ALL.len()];
+        self.unflushed = 0;
+        // Release: pairs with the readers' Acquire load; the bytes up to here were
+        // written to the file (flush returned) before the offset is published.
+        self.shared
+            .end
+            .store(pack(self.number, self.published), Ordering::Release);
+        PersistStats::set(&self.stats.journal_bytes, self.published);
+        if self.rot.rotate
+            && (self.published >= self.rot.max_bytes || self.started.elapsed() >= self.rot.max_age)
+        {
+            self.rotate();
+        }
+    }
+
+    /// Seals the segment (synced) and starts the next one.
+    fn rotate(&mut self) {
+        let Some(w) = self.w.as_mut() else {
+            return;
+        };
+        if let Err(e) = w.sync() {
+            self.fail(&e.to_string());
+            return;
+        }
+        let number = self.number + 1;
+        let stream = format!("run-{number}-{}", crate::unix_ns() / 1_000_000);
+        let name = format!("{number:08}.{stream}.hcap");
+        let path = self.rot.dir.join(&name);
+        let next = match CaptureWriter::create(&path) {
+            Ok(w) => w,
+            Err(e) => {
+                // Stay on this segment; the next publish tries again.
+                tracing::warn!("journal: could not start segment {name}: {e}");
+                self.started = Instant::now();
+                return;
+            }
+        };
+        if let Ok(mut segs) = self.shared.segments.lock() {
+            segs.push(crate::JournalSegment {
+                number,
+                name,
+                path: path.clone(),
+                stream,
+                foreign: false,
+            });
+        }
+        self.w = Some(next);
+        self.number = number;
+        self.path = path;
+        self.started = Instant::now();
+        self.published = hermes_ingest::capture::FILE_HEADER_LEN as u64;
+        // Release: pairs with the readers' Acquire load; the new segment is in the list
+        // before its number is published, and the old one is sealed (synced).
+        self.shared
+            .end
+            .store(pack(number, self.published), Ordering::Release);
+    }
+
+    /// Deletes what retention allows and refreshes the journal size, once a second.
+    fn janitor(&mut self, force: bool) {
+        if !force && self.last_janitor.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_janitor = Instant::now();
+        prune(
+            &self.shared,
+            &self.stats,
+            self.rot.retention,
+            Some(self.number),
+        );
+    }
+}
+
+/// Retention: deletes sealed segments (older than `current`, or every segment when
+/// `None`: the journal thread has ended) that every reader of this run finished with,
+/// once `retention` has passed since their last write; then refreshes the journal's
+/// size. Another database's segments (moved aside) are never deleted.
+pub(crate) fn prune(
+    shared: &JournalShared,
+    stats: &PersistStats,
+    retention: Duration,
+    current: Option<u64>,
+) {
+    let finished = shared.readers.lock().ok().and_then(|r| {
+        // Acquire: pairs with each reader's Release store after its commit.
+        r.iter().map(|m| m.load(Ordering::Acquire)).min()
+    });
+    let Ok(mut segs) = shared.segments.lock() else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut total = 0u64;
+    let mut deleted = Vec::new();
+    segs.retain(|s| {
+        let meta = std::fs::metadata(&s.path).ok();
+        let len = meta.as_ref().map_or(0, |m| m.len());
+        let old_enough = meta
+            .and_then(|m| m.modified().ok())
+            .map(|t| now.duration_since(t).unwrap_or_default())
+            .is_some_and(|age| age >= retention);
+        let sealed = current.is_none_or(|c| s.number < c);
+        let delete = sealed && !s.foreign && finished.is_some_and(|f| s.number <= f) && old_enough;
+        if delete && std::fs::remove_file(&s.path).is_ok() {
+            deleted.push(s.name.clone());
+            return false;
+        }
+        if !s.foreign {
+            total += len;
+        }
+        true
+    });
+    PersistStats::set(&stats.journal_dir_bytes, total);
+    PersistStats::set(
+        &stats.journal_segments,
+        segs.iter().filter(|s| !s.foreign).count() as u64,
+    );
+    drop(segs);
+    if !deleted.is_empty() {
+        PersistStats::add(&stats.segments_deleted, deleted.len() as u64);
+        tracing::info!(
+            "journal retention: deleted {} committed segment(s): {}",
+            deleted.len(),
+            deleted.join(", ")
+        );
+    }
+}
+
 /// Drains the ring into the journal until the tap is dropped and the ring is empty.
+///
+/// A failed write (a full disk) never stops the thread and never blocks the tap: the
+/// frames go on being drained and are counted as not kept, per venue, while the thread
+/// retries every second; once a write succeeds again, journaling resumes at the last
+/// flushed record. Segments of a live stream rotate by size and age, and sealed
+/// segments every reader finished are deleted after the retention time.
 pub(crate) fn journal_thread(
     mut rx: rtrb::Consumer<u8>,
-    mut w: CaptureWriter,
+    w: CaptureWriter,
+    number: u64,
+    rot: Rotation,
     shared: Arc<JournalShared>,
     stats: Arc<PersistStats>,
 ) -> Result<(), crate::PersistError> {
@@ -148,17 +447,23 @@ pub(crate) fn journal_thread(
     let mut payload: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut payload_fill = 0usize;
     let mut in_payload = false;
-    let mut unflushed = 0usize;
     let mut idle = 0u32;
-    let publish = |w: &mut CaptureWriter| -> Result<(), crate::PersistError> {
-        w.flush()?;
-        // Release: pairs with the database thread's Acquire load; the bytes up to here
-        // were written to the file (flush returned) before the offset is published.
-        shared.end.store(w.offset(), Ordering::Release);
-        PersistStats::set(&stats.journal_bytes, w.offset());
-        Ok(())
+    let mut jw = JournalWriter {
+        published: w.offset(),
+        path: w.path().to_path_buf(),
+        w: Some(w),
+        number,
+        started: Instant::now(),
+        pending: [0; Venue::ALL.len()],
+        unflushed: 0,
+        failed: None,
+        shared: shared.clone(),
+        stats: stats.clone(),
+        rot,
+        last_janitor: Instant::now(),
     };
-    let result = loop {
+    jw.janitor(true);
+    loop {
         let mut progressed = false;
         if !in_payload {
             let (done, _) = rx.pop_partial_slice(&mut hdr[hdr_fill..]);
@@ -198,41 +503,28 @@ pub(crate) fn journal_thread(
                     tag: &payload[..tag_len],
                     data: &payload[tag_len..],
                 };
-                match w.append(&rec) {
-                    Ok(_) => {
-                        PersistStats::add(&stats.journal_records, 1);
-                        unflushed += HDR + payload.len();
-                    }
-                    Err(hermes_ingest::capture::CaptureError::TooLarge { len }) => {
-                        let msg = format!(
-                            "a {len}-byte frame exceeds the journal's record limit and was not journaled"
-                        );
-                        tracing::error!("{msg}");
-                        stats.set_error(msg);
-                    }
-                    Err(e) => break Err(e.into()),
-                }
-                if unflushed >= 256 << 10 {
-                    if let Err(e) = publish(&mut w) {
-                        break Err(e);
-                    }
-                    unflushed = 0;
+                jw.append(&rec);
+                if jw.unflushed >= 256 << 10
+                    || (jw.rot.rotate && jw.published + jw.unflushed as u64 >= jw.rot.max_bytes)
+                {
+                    jw.publish();
                 }
             }
+        }
+        if jw.w.is_none() {
+            jw.try_resume();
         }
         if progressed {
             idle = 0;
             continue;
         }
-        if unflushed > 0 {
-            if let Err(e) = publish(&mut w) {
-                break Err(e);
-            }
-            unflushed = 0;
+        if jw.unflushed > 0 {
+            jw.publish();
         }
+        jw.janitor(false);
         if rx.is_abandoned() && rx.is_empty() {
             // The tap is gone and everything it pushed was popped.
-            break Ok(());
+            break;
         }
         idle += 1;
         if idle < 64 {
@@ -242,14 +534,14 @@ pub(crate) fn journal_thread(
         } else {
             std::thread::sleep(Duration::from_micros(50 << (idle - 128).min(4)));
         }
-    };
-    let result = result.and_then(|()| publish(&mut w));
-    if let Err(e) = &result {
-        let msg = format!("journal write failed, frames are no longer kept: {e}");
-        tracing::error!("{msg}");
-        stats.set_error(msg);
     }
-    // Release: pairs with the database thread's Acquire load of `done`; `end` is final.
+    jw.publish();
+    if let Some(w) = jw.w.as_mut() {
+        if let Err(e) = w.sync() {
+            jw.fail(&e.to_string());
+        }
+    }
+    // Release: pairs with the readers' Acquire load of `done`; `end` is final.
     shared.done.store(true, Ordering::Release);
-    result
+    Ok(())
 }

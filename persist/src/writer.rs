@@ -21,7 +21,6 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,21 +31,11 @@ use postgres::{Client, NoTls};
 use crate::copy::copy_batch;
 use crate::rows::{Batch, Position, Projector};
 use crate::stats::{PersistStats, TABLES};
-use crate::tap::JournalShared;
-use crate::{BadRow, PersistError, PersistOptions};
-
-/// One journal segment (a capture file), in processing order.
-#[derive(Debug, Clone)]
-pub(crate) struct Segment {
-    pub(crate) name: String,
-    pub(crate) path: PathBuf,
-    pub(crate) stream: String,
-    /// The segment the journal thread appends to.
-    pub(crate) current: bool,
-}
+use crate::tap::{unpack, JournalShared};
+use crate::{BadRow, JournalFollower, JournalSegment, PersistError, PersistOptions, ReaderMark};
 
 struct Cursor {
-    seg: usize,
+    seg: JournalSegment,
     reader: CaptureReader,
     sync: File,
     projector: Projector,
@@ -63,7 +52,12 @@ struct Cursor {
 
 enum Failure {
     Transient(postgres::Error),
-    Data { table: usize, err: postgres::Error },
+    /// The journal could not be synced to disk.
+    Sync(String),
+    Data {
+        table: usize,
+        err: postgres::Error,
+    },
     Other(PersistError),
 }
 
@@ -72,6 +66,19 @@ fn is_data_error(e: &postgres::Error) -> bool {
         e.code().map(|c| &c.code()[..2]),
         Some("22") | Some("23") | Some("54")
     )
+}
+
+/// An error that retrying cannot fix: the database does not exist, or the server refuses
+/// these credentials (SQLSTATE 3D000, class 28).
+pub(crate) fn is_permanent(e: &PersistError) -> bool {
+    match e {
+        PersistError::Postgres(e) => matches!(
+            e.code().map(|c| c.code()),
+            Some(c) if c == "3D000" || c.starts_with("28")
+        ),
+        PersistError::Url(_) => true,
+        _ => false,
+    }
 }
 
 fn classify(e: postgres::Error, table: usize) -> Failure {
@@ -84,14 +91,22 @@ fn classify(e: postgres::Error, table: usize) -> Failure {
 
 pub(crate) struct DbWriter {
     opts: PersistOptions,
-    segments: Vec<Segment>,
+    /// The segments, as last seen in the shared list.
+    segments: Vec<JournalSegment>,
+    /// The number of this run's first segment: older ones were journaled before.
+    first_number: u64,
+    /// Every segment up to this number is committed to its end.
+    done_through: Option<u64>,
+    follower: JournalFollower,
+    mark: ReaderMark,
+    /// The journal's database, not yet recorded in its directory (a full disk).
+    owner_pending: Option<String>,
     shared: Arc<JournalShared>,
     stats: Arc<PersistStats>,
     client: Option<Client>,
     offsets: Option<std::collections::HashMap<String, (u64, i64)>>,
     partitions: HashSet<i32>,
     partitions_native: bool,
-    next_seg: usize,
     cursor: Option<Cursor>,
     batch: Batch,
     /// The batch covers records up to this offset of the cursor's segment.
@@ -113,21 +128,28 @@ pub(crate) struct DbWriter {
 impl DbWriter {
     pub(crate) fn new(
         opts: PersistOptions,
-        segments: Vec<Segment>,
+        first_number: u64,
         shared: Arc<JournalShared>,
+        mark: ReaderMark,
         stats: Arc<PersistStats>,
     ) -> DbWriter {
         let now = Instant::now();
         DbWriter {
             opts,
-            segments,
+            segments: shared.segments(),
+            first_number,
+            done_through: None,
+            follower: JournalFollower {
+                shared: shared.clone(),
+            },
+            mark,
+            owner_pending: None,
             shared,
             stats,
             client: None,
             offsets: None,
             partitions: HashSet::new(),
             partitions_native: true,
-            next_seg: 0,
             cursor: None,
             batch: Batch::default(),
             batch_end: 0,
@@ -202,6 +224,8 @@ impl DbWriter {
             }
         }
         if self.offsets.is_none() {
+            let identity = crate::schema::identity(&mut c)?;
+            self.claim_journal(&identity)?;
             let names: Vec<String> = self.segments.iter().map(|s| s.name.clone()).collect();
             let rows = c.query(
                 "SELECT journal, \"offset\", records FROM ingest_offsets WHERE journal = ANY($1)",
@@ -219,38 +243,128 @@ impl DbWriter {
         Ok(())
     }
 
-    fn committed(&self, seg: usize) -> (u64, i64) {
-        self.offsets
-            .as_ref()
-            .and_then(|o| o.get(&self.segments[seg].name).copied())
-            .unwrap_or((FILE_HEADER_LEN as u64, 0))
+    /// Makes the journal this database's: the journal directory records the identity
+    /// of the database its frames belong to (file `database`). A journal of another
+    /// database has its older segments (those not of this run) moved to
+    /// `other-databases/<identity>/`, where `hermes db flush --journal` can write them
+    /// into their own database; they are never written here.
+    fn claim_journal(&mut self, identity: &str) -> Result<(), PersistError> {
+        let dir = self.opts.journal_dir.clone();
+        let io = |p: &std::path::Path, source| PersistError::Io {
+            path: p.display().to_string(),
+            source,
+        };
+        let file = dir.join("database");
+        let owner = match std::fs::read_to_string(&file) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&file, e)),
+        };
+        if owner.as_deref() == Some(identity) {
+            return Ok(());
+        }
+        if let Some(old) = owner {
+            let safe: String = old
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let aside = dir.join("other-databases").join(safe);
+            std::fs::create_dir_all(&aside).map_err(|e| io(&aside, e))?;
+            write_atomic(&aside.join("database"), &old)?;
+            let mut moved = Vec::new();
+            if let Ok(mut segs) = self.shared.segments.lock() {
+                for s in segs.iter_mut() {
+                    if s.number >= self.first_number || s.foreign {
+                        continue;
+                    }
+                    let to = aside.join(&s.name);
+                    std::fs::rename(&s.path, &to).map_err(|e| io(&s.path, e))?;
+                    s.path = to;
+                    s.foreign = true;
+                    moved.push(s.name.clone());
+                }
+            }
+            self.segments = self.shared.segments();
+            if !moved.is_empty() {
+                tracing::warn!(
+                    "journal {}: {} segment(s) belong to another database ({old}), not to this one ({identity}); moved to {} and NOT written here. To write them into their own database: hermes db flush --journal {} --database-url <that database>",
+                    dir.display(),
+                    moved.len(),
+                    aside.display(),
+                    aside.display()
+                );
+                self.stats.set_error(format!(
+                    "{} journal segment(s) of another database moved to {}",
+                    moved.len(),
+                    aside.display()
+                ));
+            }
+        }
+        self.write_owner(identity);
+        Ok(())
     }
 
-    /// End of what may be read in segment `seg` now.
-    fn limit(&self, seg: usize) -> u64 {
-        if self.segments[seg].current {
-            // Acquire: pairs with the journal thread's Release store after its flush.
-            self.shared.end.load(Ordering::Acquire)
-        } else {
-            std::fs::metadata(&self.segments[seg].path)
-                .map(|m| m.len())
-                .unwrap_or(0)
+    /// Records the journal's database in its directory. A full disk must not stop the
+    /// database thread (it would stop writing what is journaled): the claim then holds
+    /// in memory and is written again after each batch until it lands.
+    fn write_owner(&mut self, identity: &str) {
+        match write_atomic(&self.opts.journal_dir.join("database"), identity) {
+            Ok(()) => self.owner_pending = None,
+            Err(e) => {
+                if self.owner_pending.is_none() {
+                    tracing::warn!("journal: could not record its database yet ({e}); trying again after each batch");
+                }
+                self.owner_pending = Some(identity.to_string());
+            }
         }
     }
 
+    fn committed(&self, seg: &JournalSegment) -> (u64, i64) {
+        self.offsets
+            .as_ref()
+            .and_then(|o| o.get(&seg.name).copied())
+            .unwrap_or((FILE_HEADER_LEN as u64, 0))
+    }
+
+    /// Takes in segments the journal thread added (rotation) or retention removed.
+    fn refresh(&mut self) {
+        // Acquire: pairs with the journal thread's Release store of `end` after it
+        // added a segment to the list.
+        let (number, _) = unpack(self.shared.end.load(Ordering::Acquire));
+        if self.segments.last().is_none_or(|s| s.number != number) {
+            self.segments = self.shared.segments();
+        }
+    }
+
+    /// This reader finished segment `number` (committed to its end).
+    fn finished(&mut self, number: u64) {
+        self.done_through = Some(number);
+        self.mark.finished_through(number);
+    }
+
     fn open_cursor(&mut self) -> Result<bool, PersistError> {
-        while self.next_seg < self.segments.len() {
-            let seg = self.next_seg;
-            let (committed, records) = self.committed(seg);
-            let s = &self.segments[seg];
-            if !s.current && committed >= self.limit(seg) {
-                self.next_seg += 1;
+        self.refresh();
+        let pending: Vec<JournalSegment> = self
+            .segments
+            .iter()
+            .filter(|s| self.done_through.is_none_or(|d| s.number > d))
+            .cloned()
+            .collect();
+        for s in pending {
+            let (committed, records) = self.committed(&s);
+            let r = self.follower.readable(&s);
+            if s.foreign || (r.sealed && committed >= r.end) {
+                self.finished(s.number);
                 continue;
             }
             let mut reader = CaptureReader::open(&s.path)?;
-            if s.current {
-                reader.set_end(self.limit(seg));
-            }
+            reader.set_end(r.end);
             let sync = File::open(&s.path).map_err(|source| PersistError::Io {
                 path: s.path.display().to_string(),
                 source,
@@ -262,7 +376,7 @@ impl DbWriter {
                 );
             }
             self.cursor = Some(Cursor {
-                seg,
+                seg: s,
                 reader,
                 sync,
                 projector: Projector::new(self.opts.projection.clone()),
@@ -282,20 +396,14 @@ impl DbWriter {
     /// Reads records into the batch until it is full or the readable end is reached.
     /// Returns (progressed, at_end).
     fn fill(&mut self) -> Result<(bool, bool), PersistError> {
-        let Some(seg) = self.cursor.as_ref().map(|c| c.seg) else {
+        let Some(seg) = self.cursor.as_ref().map(|c| c.seg.clone()) else {
             return Ok((false, true));
         };
-        let limit = self.limit(seg);
-        let current = self.segments[seg].current;
-        let (name, stream) = (
-            self.segments[seg].name.clone(),
-            self.segments[seg].stream.clone(),
-        );
+        let limit = self.follower.readable(&seg).end;
+        let (name, stream) = (seg.name.clone(), seg.stream.clone());
         let max_rows = self.opts.batch_rows;
         let cur = self.cursor.as_mut().expect("checked");
-        if current {
-            cur.reader.set_end(limit);
-        }
+        cur.reader.set_end(limit);
         let mut progressed = false;
         loop {
             if self.batch.rows() >= max_rows {
@@ -349,10 +457,9 @@ impl DbWriter {
             let new = (cur.reader.damaged_regions() - cur.damage_seen) as usize;
             let kept = cur.reader.damage();
             for d in kept.iter().skip(kept.len().saturating_sub(new)) {
-                let aside =
-                    hermes_ingest::capture::keep_aside(&self.segments[seg].path, d.offset, d.len)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|e| format!("(could not be copied: {e})"));
+                let aside = hermes_ingest::capture::keep_aside(&seg.path, d.offset, d.len)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|e| format!("(could not be copied: {e})"));
                 tracing::info!(
                     journal = %name,
                     "damaged region at bytes {}..{} ({} bytes; {}): skipped, the records after it are written; the bytes are kept in {aside}",
@@ -377,14 +484,14 @@ impl DbWriter {
     /// few milliseconds; bytes of earlier runs count from this start).
     fn lag_age(&mut self, lag: u64) -> Duration {
         let now = Instant::now();
-        let pos = |seg: usize, off: u64| ((seg as u64) << 40) | off;
-        let last = self.segments.len() - 1;
+        // Positions order segments by number, then offsets: the packed `end` is one.
+        let pos = crate::tap::pack;
         // Acquire: pairs with the journal thread's Release store after its flush.
-        let end = pos(last, self.shared.end.load(Ordering::Acquire));
+        let end = self.shared.end.load(Ordering::Acquire);
         if self.end_samples.is_empty() {
             // Whatever older segments hold was journaled before this start at the latest.
             self.end_samples
-                .push_back((pos(last, FILE_HEADER_LEN as u64), now));
+                .push_back((pos(self.first_number, FILE_HEADER_LEN as u64), now));
         }
         if self
             .end_samples
@@ -398,8 +505,13 @@ impl DbWriter {
             self.end_samples.push_back((end, now));
             return Duration::ZERO;
         }
-        let seg = self.next_seg.min(last);
-        let committed = pos(seg, self.committed(seg).0);
+        let committed = match &self.cursor {
+            Some(c) => pos(c.seg.number, self.committed(&c.seg).0),
+            None => match self.done_through {
+                Some(d) => pos(d + 1, 0),
+                None => 0,
+            },
+        };
         while self.end_samples.len() > 1 && self.end_samples[1].0 <= committed {
             self.end_samples.pop_front();
         }
@@ -412,23 +524,28 @@ impl DbWriter {
     }
 
     fn lag(&self) -> u64 {
-        (self.next_seg..self.segments.len())
-            .map(|k| self.limit(k).saturating_sub(self.committed(k).0))
+        self.segments
+            .iter()
+            .filter(|s| !s.foreign && self.done_through.is_none_or(|d| s.number > d))
+            .map(|s| {
+                self.follower
+                    .readable(s)
+                    .end
+                    .saturating_sub(self.committed(s).0)
+            })
             .sum()
     }
 
     fn write_batch(&mut self) -> Result<(), Failure> {
-        let Some(seg) = self.cursor.as_ref().map(|c| c.seg) else {
+        let Some(seg) = self.cursor.as_ref().map(|c| c.seg.clone()) else {
             return Ok(());
         };
-        // The journal must be on disk before the database says it was written.
+        // The journal must be on disk before the database says it was written. A failed
+        // fsync (a failing disk) is retried like an outage: nothing is committed.
         if let Some(c) = &self.cursor {
-            c.sync.sync_data().map_err(|source| {
-                Failure::Other(PersistError::Io {
-                    path: self.segments[seg].path.display().to_string(),
-                    source,
-                })
-            })?;
+            if let Err(e) = c.sync.sync_data() {
+                return Err(Failure::Sync(format!("{}: {e}", seg.path.display())));
+            }
         }
         let client = match self.client.as_mut() {
             Some(c) => c,
@@ -478,7 +595,7 @@ impl DbWriter {
                 "batch table"
             );
         }
-        let s = &self.segments[seg];
+        let s = &seg;
         tx.execute(
             "INSERT INTO ingest_offsets (journal, stream, \"offset\", records, updated_at)
              VALUES ($1, $2, $3, $4, now())
@@ -510,6 +627,9 @@ impl DbWriter {
         }
         self.batch.clear();
         self.batch_since = None;
+        if let Some(id) = self.owner_pending.take() {
+            self.write_owner(&id);
+        }
         Ok(())
     }
 
@@ -560,8 +680,9 @@ impl DbWriter {
         }
         let bad = hi - 1;
         let offset = self.batch.row_offsets[table][bad];
-        let seg = self.cursor.as_ref().map_or(0, |c| c.seg);
-        let s = self.segments[seg].clone();
+        let Some(s) = self.cursor.as_ref().map(|c| c.seg.clone()) else {
+            return Ok(None);
+        };
         let record = read_record_at(&s.path, offset)
             .unwrap_or_else(|e| format!("(could not re-read the record: {e})"));
         let message = err
@@ -612,6 +733,17 @@ impl DbWriter {
                 let now = Instant::now();
                 if now >= self.next_try {
                     if let Err(e) = self.connect() {
+                        if is_permanent(&e) {
+                            // Retrying cannot fix it: stop writing (the journal keeps
+                            // every frame) and say so.
+                            let msg = format!(
+                                "persister stopped: {e}; the journal keeps every frame, fix the database URL (or create the database) and start again"
+                            );
+                            tracing::error!("{msg}");
+                            self.stats.set_error(msg);
+                            self.stats.halted.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
                         self.fail("connecting to PostgreSQL", &e);
                     }
                 }
@@ -637,8 +769,8 @@ impl DbWriter {
                     let raw_before = self.batch.row_offsets[0].len() as i64;
                     self.batch_end = b.offset;
                     self.batch_records = self.batch_first_frame + raw_before;
-                    if self.batch_end > self.committed(self.cursor.as_ref().map_or(0, |c| c.seg)).0
-                    {
+                    let committed = self.cursor.as_ref().map_or(0, |c| self.committed(&c.seg).0);
+                    if self.batch_end > committed {
                         if let Err(Failure::Transient(e)) = self.write_batch() {
                             tracing::warn!("persister: could not commit the rows before the refused record: {e}");
                         }
@@ -647,24 +779,26 @@ impl DbWriter {
                 }
                 Err(e) => return Err(e),
             };
-            let seg = self.cursor.as_ref().map_or(0, |c| c.seg);
-            let current = self.segments[seg].current;
-            let (committed, _) = self.committed(seg);
+            let Some(seg) = self.cursor.as_ref().map(|c| c.seg.clone()) else {
+                continue;
+            };
+            let sealed = self.follower.readable(&seg).sealed;
+            let (committed, _) = self.committed(&seg);
             let has_progress = self.batch_end > committed;
             let age_due = self
                 .batch_since
                 .is_some_and(|t| t.elapsed() >= self.opts.batch_age);
-            let segment_done = at_end && (!current || journal_done);
+            let segment_done = at_end && sealed;
             if has_progress
                 && (self.batch.rows() >= self.opts.batch_rows || age_due || segment_done)
             {
                 self.flush_pending = true;
                 continue;
             }
-            if at_end && !current && !has_progress {
-                // Old segment fully written: the next one starts with fresh state.
+            if segment_done && !has_progress {
+                // Sealed segment fully written: the next one starts with fresh state.
                 self.cursor = None;
-                self.next_seg = seg + 1;
+                self.finished(seg.number);
                 continue;
             }
             if !progressed {
@@ -683,6 +817,10 @@ impl DbWriter {
                 self.fail("writing a batch", &e);
                 Ok(())
             }
+            Err(Failure::Sync(e)) => {
+                self.fail("syncing the journal before a commit", &e);
+                Ok(())
+            }
             Err(Failure::Data { table, err }) => match self.isolate(table, &err) {
                 Ok(Some(report)) => Err(self.halt(report)),
                 Ok(None) => {
@@ -695,6 +833,10 @@ impl DbWriter {
                 }
                 Err(Failure::Data { err, .. }) => {
                     self.fail("isolating a refused row", &err);
+                    Ok(())
+                }
+                Err(Failure::Sync(e)) => {
+                    self.fail("syncing the journal before a commit", &e);
                     Ok(())
                 }
                 Err(Failure::Other(e)) => Err(e),
@@ -712,6 +854,22 @@ impl DbWriter {
         self.stats.halted.store(true, Ordering::Relaxed);
         e
     }
+}
+
+/// Writes `text` to `path` through a synced temporary and a rename.
+fn write_atomic(path: &std::path::Path, text: &str) -> Result<(), PersistError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |source| PersistError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.write_all(b"\n").map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
 }
 
 fn describe(rec: &hermes_ingest::capture::Record<'_>) -> String {

@@ -500,9 +500,20 @@ fn migrations_are_idempotent() {
     let Some(url) = db("migrate") else {
         return;
     };
-    assert_eq!(hermes_persist::migrate(&url).unwrap(), vec![1, 2]);
+    assert_eq!(hermes_persist::migrate(&url).unwrap(), vec![1, 2, 3]);
     assert!(hermes_persist::migrate(&url).unwrap().is_empty());
     let mut c = Client::connect(&url, NoTls).unwrap();
+    // The database's identity (what a journal records): stable for this database,
+    // another for the next one.
+    let id = hermes_persist::schema::identity(&mut c).unwrap();
+    assert_eq!(id, hermes_persist::schema::identity(&mut c).unwrap());
+    assert!(id.contains("/migrate"), "{id}");
+    let other = db("migrate_other").unwrap();
+    hermes_persist::migrate(&other).unwrap();
+    let mut c2 = Client::connect(&other, NoTls).unwrap();
+    let id2 = hermes_persist::schema::identity(&mut c2).unwrap();
+    assert_ne!(id, id2);
+    assert_eq!(id.split('/').next(), id2.split('/').next(), "one cluster");
     assert_eq!(
         strings(
             &mut c,
@@ -545,5 +556,287 @@ fn frames_larger_than_the_ring_pass_and_full_ring_waits_are_counted() {
             "SELECT count(*) FROM raw_events WHERE length(frame->'data'->>'pad') = 10000"
         ),
         200
+    );
+}
+
+/// A tmpfs of `kib` KiB mounted at `path` (this machine's tests run as root; without
+/// the right to mount, the test returns early with a note, or fails under
+/// `HERMES_REQUIRE_ALL=1`). Unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: PathBuf, kib: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let msg = "cannot mount a tmpfs here (needs root): the full-disk test did not run";
+            assert!(std::env::var_os("HERMES_REQUIRE_ALL").is_none(), "{msg}");
+            eprintln!("note: {msg}");
+            return None;
+        }
+        Some(Tmpfs(path))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn journal_records(dir: &std::path::Path) -> i64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "hcap") {
+            let mut r = hermes_ingest::capture::CaptureReader::open(&p).unwrap();
+            while r.next_record().unwrap().is_some() {
+                n += 1;
+            }
+            assert!(
+                r.damage().is_empty() && r.torn().is_none(),
+                "{:?} {:?}",
+                r.damage(),
+                r.torn()
+            );
+        }
+    }
+    n
+}
+
+/// Issue 11 item 1: a full journal disk lost frames silently (readiness stayed ready,
+/// lag 0). Now the loss is counted per venue, readiness is false with the reason while
+/// it lasts, journaling resumes when space returns, and the run ends with an error that
+/// names the directory and the count. Every frame is either a row or counted.
+#[test]
+fn a_full_journal_disk_is_loud_counted_and_journaling_resumes() {
+    let Some(url) = db("diskfull") else {
+        return;
+    };
+    let dir = TempDir::new("diskfull");
+    let Some(fs) = Tmpfs::mount(dir.0.join("small"), 1024) else {
+        return;
+    };
+    // Fill the disk but for about 200 KiB.
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![7u8; 820 << 10]).unwrap();
+    let mut o = opts(&url, &dir);
+    o.journal_dir = fs.0.join("journal");
+    o.stream = None;
+    let (mut tap, p) = start(o).unwrap();
+    let stats = p.stats();
+    let inp = input(4000); // about 2.7 MB of frames
+    let third = inp.frames.len() / 3;
+    feed(&mut tap, &inp.frames[..third], 0);
+    wait_for("the journal to fail", Duration::from_secs(30), || {
+        stats.journal_failing.load(Relaxed)
+    });
+    assert!(!stats.ready(u64::MAX), "not ready while frames are lost");
+    assert!(
+        stats.last_error().unwrap().contains("NOT being kept"),
+        "{:?}",
+        stats.last_error()
+    );
+    // More frames while the disk is full: drained and counted, never blocking the tap.
+    feed(&mut tap, &inp.frames[third..2 * third], third);
+    let lost_while_full = stats.not_kept();
+    assert!(lost_while_full > 0);
+    // Space returns: journaling resumes by itself.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("journaling to resume", Duration::from_secs(30), || {
+        !stats.journal_failing.load(Relaxed)
+    });
+    feed(&mut tap, &inp.frames[2 * third..], 2 * third);
+    let total = tap.frames();
+    drop(tap);
+    let journal = fs.0.join("journal");
+    match p.finish() {
+        Err(PersistError::NotKept {
+            dir,
+            frames,
+            by_venue,
+        }) => {
+            assert_eq!(dir, journal.display().to_string());
+            assert_eq!(frames, stats.not_kept());
+            assert!(by_venue.contains("binance"), "{by_venue}");
+        }
+        other => panic!("expected NotKept, got {other:?}"),
+    }
+    assert!(stats.summary().contains("FRAMES NOT JOURNALED"));
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    let rows = query_i64(&mut c, "SELECT count(*) FROM raw_events");
+    // Every frame is a row or counted as not kept, and every journaled one is a row.
+    let journaled = journal_records(&journal);
+    // Every frame is a row or counted as not kept, and every journaled one is a row.
+    assert_eq!(rows as u64 + stats.not_kept(), total);
+    assert_eq!(rows, journaled);
+    // The frames after the disk freed were all kept.
+    assert!(rows as usize >= inp.frames.len() - 2 * third, "{rows}");
+}
+
+/// Issue 11 item 2: one flipped byte a third into an unwritten journal segment made the
+/// restart cut two thirds of it. Now only that record is skipped (kept aside in a
+/// `.corrupt` file and reported with its offsets) and everything after it is written.
+#[test]
+fn a_corrupt_record_mid_journal_is_skipped_not_cut() {
+    let Some(url) = db("midcorrupt") else {
+        return;
+    };
+    let dir = TempDir::new("midcorrupt");
+    let inp = input(1500);
+    let mut o = opts(
+        "host=/nonexistent/socket port=1 user=postgres dbname=x",
+        &dir,
+    );
+    o.drain_timeout = Duration::from_millis(200);
+    let (mut tap, p) = start(o).unwrap();
+    feed(&mut tap, &inp.frames, 0);
+    drop(tap);
+    let seg = p.recovery().segment.clone();
+    assert!(matches!(p.finish(), Err(PersistError::Unfinished { .. })));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let len = bytes.len();
+    bytes[len / 3] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (tap, p) = start(opts(&url, &dir)).unwrap();
+    let rec = p.recovery().clone();
+    assert!(rec.torn.is_empty(), "{:?}", rec.torn);
+    assert_eq!(rec.damage.len(), 1, "{:?}", rec.damage);
+    let d = &rec.damage[0].1;
+    let flipped = (len / 3) as u64;
+    assert!(d.offset <= flipped && flipped < d.offset + d.len, "{d:?}");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        len as u64,
+        "nothing cut"
+    );
+    assert_eq!(
+        std::fs::read(&rec.kept_aside[0]).unwrap(),
+        &bytes[d.offset as usize..(d.offset + d.len) as usize]
+    );
+    drop(tap);
+    let rep = p.finish().unwrap();
+    assert_eq!(rep.stats.damaged_regions.load(Relaxed), 1);
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM raw_events"),
+        inp.frames.len() as i64 - 1
+    );
+}
+
+/// Issue 11 item 3: a fresh database received the unfinished frames of earlier runs
+/// against another database. A journal now belongs to one database: another database's
+/// segments are moved aside, never written into this one, and `flush` writes them into
+/// their own.
+#[test]
+fn a_journal_never_writes_one_databases_frames_into_another() {
+    let (Some(a), Some(b)) = (db("owner_a"), db("owner_b")) else {
+        return;
+    };
+    let dir = TempDir::new("owner");
+    let inp = input(300);
+    let n = inp.frames.len();
+    let mut o = opts(&a, &dir);
+    o.stream = None;
+    let (mut tap, p) = start(o).unwrap();
+    feed(&mut tap, &inp.frames[..100], 0);
+    drop(tap);
+    p.finish().unwrap();
+    // A's database goes away mid-life: these frames stay in the journal, A's.
+    let mut o = opts(
+        "host=/nonexistent/socket port=1 user=postgres dbname=x",
+        &dir,
+    );
+    o.stream = None;
+    o.drain_timeout = Duration::from_millis(200);
+    let (mut tap, p) = start(o).unwrap();
+    feed(&mut tap, &inp.frames[100..], 100);
+    drop(tap);
+    assert!(matches!(p.finish(), Err(PersistError::Unfinished { .. })));
+    // The same journal pointed at B: B gets only its own frames.
+    let mut o = opts(&b, &dir);
+    o.stream = None;
+    let (mut tap, p) = start(o).unwrap();
+    feed(&mut tap, &inp.frames[..50], 0);
+    drop(tap);
+    p.finish().unwrap();
+    let mut cb = Client::connect(&b, NoTls).unwrap();
+    assert_eq!(query_i64(&mut cb, "SELECT count(*) FROM raw_events"), 50);
+    let aside: Vec<PathBuf> = std::fs::read_dir(dir.0.join("journal/other-databases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    // Written into A from there: everything A was owed, once.
+    let mut o = opts(&a, &dir);
+    o.journal_dir = aside[0].clone();
+    let (tap, p) = start(o).unwrap();
+    drop(tap);
+    p.finish().unwrap();
+    let mut ca = Client::connect(&a, NoTls).unwrap();
+    assert_eq!(
+        query_i64(&mut ca, "SELECT count(*) FROM raw_events"),
+        n as i64
+    );
+    // And that directory refuses B: its segments are A's.
+    let mut o = opts(&b, &dir);
+    o.journal_dir = aside[0].clone();
+    let (tap, p) = start(o).unwrap();
+    drop(tap);
+    p.finish().unwrap();
+    assert_eq!(query_i64(&mut cb, "SELECT count(*) FROM raw_events"), 50);
+}
+
+/// Issue 11 item 4: the journal was never pruned. A live stream's segments rotate, and
+/// committed ones are deleted after the retention time (0 s: at once); a longer
+/// retention keeps them.
+#[test]
+fn committed_segments_rotate_and_are_deleted_after_the_retention() {
+    let Some(url) = db("retention") else {
+        return;
+    };
+    let dir = TempDir::new("retention");
+    let inp = input(2000);
+    for (retention, kept_all) in [(Duration::ZERO, false), (Duration::from_secs(3600), true)] {
+        let mut o = opts(&url, &dir);
+        o.journal_dir = dir.0.join(format!("j{}", retention.as_secs()));
+        o.stream = None;
+        o.segments.rotate_bytes = 64 << 10;
+        o.segments.retention = retention;
+        let (mut tap, p) = start(o.clone()).unwrap();
+        feed(&mut tap, &inp.frames, 0);
+        drop(tap);
+        let rep = p.finish().unwrap();
+        let segs: Vec<_> = std::fs::read_dir(&o.journal_dir)
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                p.extension().is_some_and(|x| x == "hcap").then_some(p)
+            })
+            .collect();
+        let deleted = rep.stats.segments_deleted.load(Relaxed) as usize;
+        if kept_all {
+            assert_eq!(deleted, 0);
+            assert!(segs.len() > 5, "{} segments", segs.len());
+        } else {
+            assert!(deleted > 5, "{deleted} deleted");
+            // The last segment is never deleted by the run that wrote it.
+            assert_eq!(segs.len(), 1, "{segs:?}");
+        }
+        assert_eq!(
+            rep.stats.journal_segments.load(Relaxed) as usize,
+            segs.len()
+        );
+    }
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    // Both runs' frames, each once: rotation keeps every record's identity.
+    assert_eq!(
+        query_i64(&mut c, "SELECT count(*) FROM raw_events"),
+        2 * inp.frames.len() as i64
     );
 }

@@ -331,8 +331,11 @@ pub fn start_sink(
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // Retention deletes no segment this sink has not finished.
+    let mark = journal.register_reader();
     let reader = SinkReader {
         journal,
+        mark,
         opts,
         ckpt,
         stats: stats.clone(),
@@ -372,6 +375,7 @@ impl Counter {
 
 struct SinkReader {
     journal: JournalFollower,
+    mark: hermes_persist::ReaderMark,
     opts: SinkOptions,
     ckpt: Checkpoint,
     stats: Arc<SinkStats>,
@@ -381,16 +385,22 @@ struct SinkReader {
 
 impl SinkReader {
     fn run(mut self) -> Result<(), ParquetError> {
-        for k in 0..self.journal.segments().len() {
-            let seg = self.journal.segments()[k].clone();
-            if self.ckpt.mark(&seg.name).finished {
+        let mut after = None;
+        loop {
+            let Some(seg) = self.journal.next_segment(after) else {
+                if self.journal.is_done() {
+                    return Ok(());
+                }
+                // Not published yet (a rotation under way).
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
-            }
-            if !self.segment(k, &seg)? {
+            };
+            if !self.ckpt.mark(&seg.name).finished && !self.segment(&seg)? {
                 return Ok(());
             }
+            self.mark.finished_through(seg.number);
+            after = Some(seg.number);
         }
-        Ok(())
     }
 
     /// Commits the open cycle of `segment` at journal offset `offset`.
@@ -418,11 +428,7 @@ impl SinkReader {
     }
 
     /// Reads segment `k` to its end. `false` when stopped.
-    fn segment(
-        &mut self,
-        k: usize,
-        seg: &hermes_persist::JournalSegment,
-    ) -> Result<bool, ParquetError> {
+    fn segment(&mut self, seg: &hermes_persist::JournalSegment) -> Result<bool, ParquetError> {
         let mark = self.ckpt.mark(&seg.name);
         let mut reader = CaptureReader::open(&seg.path)?;
         if mark.offset > FILE_HEADER_LEN as u64 {
@@ -448,14 +454,13 @@ impl SinkReader {
                 ds.abort();
                 return Ok(false);
             }
-            let done = seg.current && self.journal.is_done();
-            let end = self.journal.readable_end(k);
-            reader.set_end(end);
+            let readable = self.journal.readable(seg);
+            reader.set_end(readable.end);
             let offset = reader.offset();
             let rec = match reader.next_record()? {
                 Some(r) => r,
                 None => {
-                    if !seg.current || done {
+                    if readable.sealed {
                         if let Some(t) = reader.torn() {
                             tracing::warn!(journal = %seg.name, "journal segment ends at a bad record at byte {} ({})", t.offset, t.reason);
                         }

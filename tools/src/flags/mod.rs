@@ -21,7 +21,10 @@ pub use kernels::KernelArgs;
 pub use parquet::{
     finish_parquet, start_persistence, ParquetArgs, TableArgs, EXPORT_MAX_INSTRUMENTS,
 };
-pub use persist::{finish_persister, report_persist, start_persister, PersistArgs, PersistOutcome};
+pub use persist::{
+    check_database_url, finish_persister, report_persist, start_persister, PersistArgs,
+    PersistOutcome,
+};
 
 /// A venue the CLI accepts.
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -206,6 +206,7 @@ pub fn start_persistence(
                 .clone()
                 .unwrap_or_else(|| super::persist::default_journal(None));
             let mut jo = hermes_persist::JournalOptions::new(&dir);
+            jo.segments = persist_args.segments()?;
             if let Some(f) = input {
                 jo.stream = hermes_persist::stream_id_for_file(f)
                     .with_context(|| format!("reading {}", f.display()))?;

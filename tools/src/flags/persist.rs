@@ -41,6 +41,53 @@ pub struct PersistArgs {
     /// journal keeps the rest for the next start), seconds.
     #[arg(long, default_value_t = 30)]
     pub persist_drain_timeout: u64,
+    /// Delete a journal segment this long after it was sealed and everything read from
+    /// it was committed (PostgreSQL, the Parquet sink); `0s` deletes it at once. Keep
+    /// recordings with `hermes record`, not in the journal. Units s, m, h, d.
+    #[arg(long, default_value = "1h", value_parser = parse_span)]
+    pub journal_retention: Duration,
+    /// Seal a live journal segment and start a new one past this many MiB...
+    #[arg(long, default_value_t = 256)]
+    pub journal_segment_mib: u64,
+    /// ...or this long after it began (units s, m, h, d).
+    #[arg(long, default_value = "10m", value_parser = parse_span)]
+    pub journal_segment_age: Duration,
+}
+
+/// Parses a span such as `0s`, `90s`, `30m`, `1h`, `1.5h` or `7d`.
+pub fn parse_span(s: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("expected a duration such as 0s, 90s, 30m, 1h or 7d, got {s:?}");
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let secs: f64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return Err(bad()),
+    };
+    let v = secs * mult;
+    if !v.is_finite() || v > 1e10 {
+        return Err(format!("{s:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl PersistArgs {
+    /// The journal's segment and retention settings.
+    pub fn segments(&self) -> Result<hermes_persist::SegmentOptions> {
+        if self.journal_segment_mib == 0 || self.journal_segment_age.is_zero() {
+            bail!("--journal-segment-mib and --journal-segment-age must be above zero");
+        }
+        Ok(hermes_persist::SegmentOptions {
+            rotate_bytes: self.journal_segment_mib.saturating_mul(1 << 20),
+            rotate_age: self.journal_segment_age,
+            retention: self.journal_retention,
+        })
+    }
 }
 
 impl PersistArgs {
@@ -77,6 +124,7 @@ impl PersistArgs {
         o.batch_rows = self.batch_rows;
         o.batch_age = Duration::from_millis(self.batch_age_ms);
         o.drain_timeout = Duration::from_secs(self.persist_drain_timeout);
+        o.segments = self.segments()?;
         o.projection.decoder = eng.decoder();
         o.projection.kernels = eng.kernels.config();
         o.projection.snapshot_interval_ns = self.snapshot_interval_ms.max(1) as i64 * 1_000_000;
@@ -199,6 +247,13 @@ pub fn start_persister(
     let Some(o) = opts else {
         return Ok((None, None));
     };
+    match hermes_persist::check_database(&o.database_url) {
+        Err(e) => bail!("the database can never be reached this way: {e}"),
+        Ok(Some(why)) => eprintln!(
+            "hermes: PostgreSQL is not reachable now ({why}); every frame is journaled and written once it is"
+        ),
+        Ok(None) => {}
+    }
     let journal = o.journal_dir.clone();
     let (tap, p) = hermes_persist::start(o)
         .with_context(|| format!("starting the persister (journal {})", journal.display()))?;

@@ -110,7 +110,17 @@ fn unready(app: &AppState) -> Vec<String> {
             why.push("persister not connected to PostgreSQL".into());
         }
         if p.halted.load(Ordering::Relaxed) {
-            why.push("persister halted on a row the database refuses (see logs)".into());
+            why.push(format!(
+                "persister halted: {}",
+                p.last_error().unwrap_or_else(|| "see logs".into())
+            ));
+        }
+        if p.journal_failing.load(Ordering::Relaxed) {
+            why.push(format!(
+                "journal writes failing: frames are not being kept ({} so far: {})",
+                p.not_kept(),
+                p.not_kept_by_venue()
+            ));
         }
         let lag = Duration::from_millis(p.lag_ms.load(Ordering::Relaxed));
         if lag > app.cfg.max_persist_lag {

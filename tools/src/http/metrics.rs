@@ -420,8 +420,56 @@ fn persist_metrics(s: &mut String, p: &PersistStats) {
         s,
         "gauge",
         "hermes_journal_size_bytes",
-        "Size of the journal.",
+        "Size of the journal segment being written.",
         &[("", count(&p.journal_bytes))],
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_journal_dir_bytes",
+        "Bytes of every segment in the journal directory (what retention keeps).",
+        &[("", count(&p.journal_dir_bytes))],
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_journal_segments",
+        "Segments in the journal directory.",
+        &[("", count(&p.journal_segments))],
+    );
+    metric(
+        s,
+        "counter",
+        "hermes_journal_segments_deleted_total",
+        "Committed segments deleted by --journal-retention.",
+        &[("", count(&p.segments_deleted))],
+    );
+    let not_kept: Vec<(String, f64)> = hermes_ingest::Venue::ALL
+        .iter()
+        .zip(&p.frames_not_kept)
+        .map(|(v, c)| (format!("venue=\"{}\"", v.name()), count(c)))
+        .collect();
+    let not_kept: Vec<(&str, f64)> = not_kept.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        s,
+        "counter",
+        "hermes_journal_frames_not_kept_total",
+        "Frames that could not be journaled (full or failing disk): in shm, never in the database.",
+        &not_kept,
+    );
+    metric(
+        s,
+        "gauge",
+        "hermes_journal_failing",
+        "1 while journal writes fail (frames are being counted as not kept).",
+        &[("", p.journal_failing.load(Ordering::Relaxed) as u8 as f64)],
+    );
+    metric(
+        s,
+        "counter",
+        "hermes_journal_damaged_bytes_total",
+        "Bytes of damaged journal regions skipped (kept aside in .corrupt files).",
+        &[("", count(&p.damaged_bytes))],
     );
     metric(
         s,

@@ -177,6 +177,10 @@ fn persist_json(app: &AppState) -> Value {
         "lag_ms": n(&p.lag_ms),
         "lag_bytes": n(&p.lag_bytes),
         "journal_bytes": n(&p.journal_bytes),
+        "journal_dir_bytes": n(&p.journal_dir_bytes),
+        "journal_segments": n(&p.journal_segments),
+        "journal_failing": p.journal_failing.load(Ordering::Relaxed),
+        "frames_not_kept": p.not_kept(),
         "batches": n(&p.batches),
         "retries": n(&p.retries),
         "rows": hermes_persist::TABLES.iter().enumerate()

@@ -200,3 +200,38 @@ impl Drop for Sim {
         let _ = self.child.wait();
     }
 }
+
+/// A tmpfs of `kib` KiB mounted at `path`, unmounted on drop: a small disk to fill. It
+/// needs the right to mount (root, as this project's tests and CI run); without it the
+/// same policy as [`require`] applies (fails under `HERMES_REQUIRE_ALL=1`, else a note
+/// and `None`).
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: PathBuf, kib: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(Tmpfs(path));
+        }
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        if std::env::var(REQUIRE_ALL).is_ok_and(|v| !v.is_empty() && v != "0") {
+            panic!("{REQUIRE_ALL}=1: {test} needs to mount a tmpfs (a small disk to fill), and `mount -t tmpfs` failed here: run the tests as root");
+        }
+        eprintln!(
+            "note: {test} cannot mount a tmpfs here (needs root) and skips the full-disk part"
+        );
+        None
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -191,7 +191,7 @@ fn db_migrate_is_idempotent() {
     let out = run_ok(hermes().args(["db", "migrate", "--database-url", &url]));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "applied migrations [1, 2]"
+        "applied migrations [1, 2, 3]"
     );
     let out = run_ok(hermes().args(["db", "migrate"]).env("DATABASE_URL", &url));
     assert_eq!(
@@ -272,4 +272,94 @@ fn demo_starts_its_own_postgres_and_running_it_twice_adds_no_rows() {
     let second = String::from_utf8_lossy(&demo().stdout).into_owned();
     assert_eq!(rows(&first).len(), 4, "{first}");
     assert_eq!(rows(&first), rows(&second), "{second}");
+}
+
+/// Issue 11 item 1 from the CLI: a replay whose journal disk fills ends non-zero naming
+/// the directory and how many frames were not kept; every other frame is a row.
+#[test]
+fn a_full_journal_disk_ends_the_replay_non_zero_with_the_count() {
+    if !local_pg::available_or_required() {
+        return;
+    }
+    let dir = TempDir::new("diskfull-cli");
+    let Some(fs) = common::Tmpfs::mount(dir.path("small"), 768) else {
+        return;
+    };
+    let cap = dir.path("s.hcap");
+    run_ok(
+        hermes()
+            .args(["generate", "--frames", "20000", "--out"])
+            .arg(&cap),
+    );
+    let url = db("diskfull_cli");
+    let journal = fs.0.join("journal");
+    let out = hermes()
+        .arg("replay")
+        .arg(&cap)
+        .args(["--database-url", &url, "--no-pin", "--journal"])
+        .arg(&journal)
+        .arg("--shm")
+        .arg(dir.path("shm"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let needle = "frames were NOT kept: the journal ";
+    let at = stderr.find(needle).unwrap_or_else(|| panic!("{stderr}"));
+    let n: i64 = stderr[..at]
+        .rsplit(' ')
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        stderr[at..].contains(&journal.display().to_string()),
+        "{stderr}"
+    );
+    assert!(n > 0 && n < 20_000, "{n}");
+    // The replay still published every frame to shm.
+    assert!(stderr.contains(": 20000 frames,"), "{stderr}");
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM raw_events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows + n, 20_000, "{stderr}");
+}
+
+/// Issue 11 item 11: a database that does not exist was retried forever, as if the
+/// server were down. It is refused at once, before anything is replayed.
+#[test]
+fn a_missing_database_is_refused_at_once() {
+    if !local_pg::available_or_required() {
+        return;
+    }
+    let dir = TempDir::new("nodb");
+    let cap = dir.path("s.hcap");
+    run_ok(
+        hermes()
+            .args(["generate", "--frames", "100", "--out"])
+            .arg(&cap),
+    );
+    let url = db("nodb_exists");
+    let missing: Vec<&str> = url
+        .split(' ')
+        .map(|kv| {
+            if kv.starts_with("dbname=") {
+                "dbname=no_such_database"
+            } else {
+                kv
+            }
+        })
+        .collect();
+    let missing = missing.join(" ");
+    assert_ne!(missing, url, "the test URL form changed: {url}");
+    let out = replay_cmd(&cap, &missing, &dir, "j").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("can never be reached"), "{stderr}");
+    assert!(stderr.contains("no_such_database"), "{stderr}");
+    assert!(
+        !stderr.contains("replayed "),
+        "refused before replaying: {stderr}"
+    );
 }
