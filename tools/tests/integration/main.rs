@@ -1,6 +1,8 @@
 //! Integration tests of the `hermes` binary: one test binary with a module per area
 //! (ripgrep's layout), so the suite links once instead of once per file.
 //!
+//! * [`chaos`]: one live run through PostgreSQL kill -9, feed faults, SIGSTOP and a full
+//!   journal disk, against an undisturbed replay of what it kept.
 //! * [`cli`]: replay into a real shm file, read back by other processes and checked
 //!   against the Python reference in `tests/reference/`; malformed input, gaps, torn tails.
 //! * [`dashboard`]: `hermes serve` and the web dashboard in headless chromium.
@@ -18,6 +20,7 @@
 
 mod common;
 
+mod chaos;
 mod cli;
 mod dashboard;
 mod export;
