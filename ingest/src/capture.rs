@@ -539,13 +539,19 @@ impl CaptureReader {
             if allowed == 0 {
                 break;
             }
-            if self.pos > 0 && self.buf.len() - self.filled < want.min(1 << 16) + (1 << 12) {
+            let short = self.buf.len() - self.pos < want;
+            if self.pos > 0 && (short || self.buf.len() - self.filled < (1 << 16)) {
                 self.buf.copy_within(self.pos..self.filled, 0);
                 self.filled -= self.pos;
                 self.pos = 0;
             }
-            if self.buf.len() - self.pos < want {
-                self.buf.resize(want.next_power_of_two().max(1 << 20), 0);
+            if self.buf.len() < want && self.filled == self.buf.len() {
+                // Grow with what actually arrives (double what is held, up to what is
+                // wanted, in 64 KiB steps): a header that claims 256 MiB on a stream that
+                // ends sooner costs no more memory than the stream had.
+                let have = self.filled - self.pos;
+                let target = want.min(have.saturating_mul(2).max(1 << 20));
+                self.buf.resize((target + 0xffff) & !0xffff, 0);
             }
             let room = (self.buf.len() - self.filled).min(allowed.min(usize::MAX as u64) as usize);
             match self

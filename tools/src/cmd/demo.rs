@@ -229,6 +229,24 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
             println!("               or run `hermes demo --install-deps` as root, or set DATABASE_URL.");
         }
     }
+    if let (DemoDb::Ready { .. }, Some(j)) = (&db, &persist.journal) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for e in std::fs::read_dir(j).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "hcap") {
+                n += 1;
+                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        println!(
+            "Journal:       {} ({n} segments, {:.1} MB; committed segments are deleted {} after their last write: --journal-retention)",
+            j.display(),
+            bytes as f64 / 1e6,
+            match persist.journal_retention.as_secs() {
+                s if s % 3600 == 0 => format!("{}h", s / 3600),
+                s => format!("{s}s"),
+            }
+        );
+    }
     println!("Look further:");
     println!("  {exe} top --shm {shm} --once       # the live view (drop --once for the interactive one)");
     println!("  {exe} shm dump {shm}               # the books, from the shm file");
@@ -243,6 +261,12 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     if let DemoDb::Ready { url, local } = db {
         println!("  psql \"{url}\" -c 'SELECT venue, symbol, count(*) FROM trades GROUP BY 1, 2'");
         println!("  psql \"{url}\" -c 'SELECT * FROM top_of_book ORDER BY ts DESC LIMIT 5'");
+        if let Some(j) = &persist.journal {
+            println!(
+                "  {exe} db flush --journal {} --database-url \"{url}\"   # write what a journal still holds",
+                j.display()
+            );
+        }
         if let Some(pg) = local {
             println!(
                 "  kill -INT $(head -1 {}/data/postmaster.pid)   # stop the demo's PostgreSQL",
