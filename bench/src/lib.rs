@@ -8,11 +8,14 @@
 //! `perf-baselines/`.
 //!
 //! Stages ([`stages`]): parse, decimal, book, ring, shm, e2e (with the idle strategies),
-//! ws, persist, export, memory. The binary is `cargo run --release -p bench -- --help`.
+//! ws, persist, export, memory. [`soak`]: the real `hermes run` for an hour against the
+//! simulator with faults and PostgreSQL restarts, sampled for leaks and checked for lost
+//! rows. The binary is `cargo run --release -p bench -- --help`.
 
 pub mod compare;
 pub mod frames;
 pub mod machine;
 pub mod report;
+pub mod soak;
 pub mod stages;
 pub mod util;

@@ -1,6 +1,7 @@
 //! `bench`: the Hermes benchmark harness. `bench [--quick] [--out FILE]` runs every stage
 //! and writes one JSON report plus a Markdown table; `bench compare NEW [BASELINE]`
-//! checks a report against the accepted one in `perf-baselines/`.
+//! checks a report against the accepted one in `perf-baselines/`; `bench soak --duration D
+//! --rate R` runs the real `hermes run` against the simulator for a long time (README).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -58,6 +59,11 @@ enum Cmd {
         #[arg(long)]
         no_fail: bool,
     },
+    /// Runs `hermes run` against `hermes sim` (faults on) with a private PostgreSQL
+    /// restarted on a schedule; samples RSS, descriptors, threads, journal size, lag and
+    /// rows as JSON lines, and at the end checks raw_events rows against frames received.
+    /// Exits 1 when they differ or the run process died.
+    Soak(hermes_bench::soak::SoakArgs),
     /// Child process: spins on a shm region's slots and reports visibility latency.
     #[command(name = "__reader", hide = true)]
     Reader {
@@ -112,6 +118,17 @@ fn real_main() -> Result<()> {
             yield_after,
         }),
         Some(Cmd::Memory { frames, warm, shm }) => stages::memory::child_main(frames, warm, &shm),
+        Some(Cmd::Soak(a)) => {
+            let s = hermes_bench::soak::run(&a)?;
+            eprintln!("{}", hermes_bench::soak::describe(&s));
+            if !s.ok {
+                for p in &s.problems {
+                    eprintln!("bench soak: FAILED: {p}");
+                }
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Some(Cmd::Compare {
             new,
             baseline,
