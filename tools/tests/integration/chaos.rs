@@ -29,27 +29,8 @@ fn hermes() -> Command {
     c
 }
 
-/// Row count and md5 of each table's content, journal positions left out (the
-/// disturbed run and the reference number their records differently).
 fn content(url: &str) -> Vec<(String, i64, String)> {
-    let mut c = Client::connect(url, NoTls).unwrap();
-    [
-        ("raw_events", "receive_ts, frame::text", "venue || conn_id || coalesce(seq::text, '') || coalesce(channel, '') || coalesce(event_type, '') || receive_ts::text || coalesce(frame::text, '')"),
-        ("trades", "venue, symbol, aggregate, trade_id", "venue || symbol || trade_id || price::text || size::text || side || exchange_ts::text || receive_ts::text"),
-        ("book_snapshots", "venue, symbol, ts", "venue || symbol || ts::text || update_id || bid_px::text || bid_qty::text || ask_px::text || ask_qty::text || stale || crossed"),
-        ("top_of_book", "venue, symbol, ts", "venue || symbol || ts::text || update_id || coalesce(bid_px::text, '') || coalesce(ask_px::text, '') || coalesce(mid::text, '') || coalesce(microprice::text, '') || stale"),
-    ]
-    .iter()
-    .map(|(t, order, row)| {
-        let r = c
-            .query_one(
-                &format!("SELECT count(*), coalesce(md5(string_agg({row}, ',' ORDER BY {order})), '') FROM {t}"),
-                &[],
-            )
-            .unwrap();
-        (t.to_string(), r.get(0), r.get(1))
-    })
-    .collect()
+    common::table_digests(url, false)
 }
 
 fn metric(base: &str, name: &str) -> f64 {

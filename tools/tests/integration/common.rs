@@ -235,3 +235,33 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// Row count and md5 of every row of the four tables, in a fixed order. With
+/// `positions`, `raw_events` rows include their journal position (stream, record index);
+/// without, only their content, to compare runs that number their records differently.
+/// (`ingest_offsets` differs by design: one row per journal segment.)
+pub fn table_digests(url: &str, positions: bool) -> Vec<(String, i64, String)> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let raw = if positions {
+        ("stream, frame_no", "stream || frame_no || venue || coalesce(seq::text, '') || coalesce(channel, '') || coalesce(event_type, '') || receive_ts::text || coalesce(frame::text, '')")
+    } else {
+        ("receive_ts, frame::text", "venue || conn_id || coalesce(seq::text, '') || coalesce(channel, '') || coalesce(event_type, '') || receive_ts::text || coalesce(frame::text, '')")
+    };
+    [
+        ("raw_events", raw.0, raw.1),
+        ("trades", "venue, symbol, aggregate, trade_id", "venue || symbol || trade_id || price::text || size::text || side || exchange_ts::text || receive_ts::text"),
+        ("book_snapshots", "venue, symbol, ts", "venue || symbol || ts::text || update_id || bid_px::text || bid_qty::text || ask_px::text || ask_qty::text || stale || crossed"),
+        ("top_of_book", "venue, symbol, ts", "venue || symbol || ts::text || update_id || coalesce(bid_px::text, '') || coalesce(ask_px::text, '') || coalesce(mid::text, '') || coalesce(microprice::text, '') || stale"),
+    ]
+    .iter()
+    .map(|(t, order, row)| {
+        let r = c
+            .query_one(
+                &format!("SELECT count(*), coalesce(md5(string_agg({row}, ',' ORDER BY {order})), '') FROM {t}"),
+                &[],
+            )
+            .unwrap();
+        (t.to_string(), r.get(0), r.get(1))
+    })
+    .collect()
+}

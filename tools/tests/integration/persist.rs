@@ -28,27 +28,8 @@ fn db(prefix: &str) -> String {
         .unwrap()
 }
 
-/// Row counts and a digest of every row of the four tables (ingest_offsets differs by
-/// design: one row per journal segment).
 fn fingerprint(url: &str) -> Vec<(String, i64, String)> {
-    let mut c = Client::connect(url, NoTls).unwrap();
-    [
-        ("raw_events", "stream, frame_no", "stream || frame_no || venue || coalesce(seq::text, '') || coalesce(channel, '') || coalesce(event_type, '') || receive_ts::text || coalesce(frame::text, '')"),
-        ("trades", "venue, symbol, aggregate, trade_id", "venue || symbol || trade_id || price::text || size::text || side || exchange_ts::text || receive_ts::text"),
-        ("book_snapshots", "venue, symbol, ts", "venue || symbol || ts::text || update_id || bid_px::text || bid_qty::text || ask_px::text || ask_qty::text || stale || crossed"),
-        ("top_of_book", "venue, symbol, ts", "venue || symbol || ts::text || update_id || coalesce(bid_px::text, '') || coalesce(ask_px::text, '') || coalesce(mid::text, '') || stale"),
-    ]
-    .iter()
-    .map(|(t, order, row)| {
-        let r = c
-            .query_one(
-                &format!("SELECT count(*), coalesce(md5(string_agg({row}, ',' ORDER BY {order})), '') FROM {t}"),
-                &[],
-            )
-            .unwrap();
-        (t.to_string(), r.get(0), r.get(1))
-    })
-    .collect()
+    common::table_digests(url, true)
 }
 
 fn replay_cmd(cap: &Path, url: &str, dir: &TempDir, journal: &str) -> Command {
