@@ -238,8 +238,9 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
             }
         }
         println!(
-            "Journal:       {} ({n} segments, {:.1} MB; committed segments are deleted {} after their last write: --journal-retention)",
+            "Journal:       {} ({n} segment{}, {:.1} MB; committed segments are deleted {} after their last write: --journal-retention)",
             j.display(),
+            if n == 1 { "" } else { "s" },
             bytes as f64 / 1e6,
             match persist.journal_retention.as_secs() {
                 s if s % 3600 == 0 => format!("{}h", s / 3600),
