@@ -22,5 +22,7 @@ if ! scripts/ci-deps.sh; then
     echo "test.sh: going on without them: the tests that need them print a note and return" >&2
 fi
 cargo test --workspace --locked
+# The reference oracle's own rules, on hand-written frames (stdlib only).
+python3 -m unittest tools/tests/reference/test_book_reference.py
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
     cargo test -p hermes-shm --test loom --release --locked
