@@ -237,10 +237,14 @@ impl CaptureWriter {
         };
         let f = File::create(path).map_err(io)?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
-        out.write_all(&file_header()).map_err(io)?;
         // A reader may open the file as soon as it exists (the persister tails its
-        // journal): the header is on disk before anyone can look.
-        out.flush().map_err(io)?;
+        // journal): the header is on disk before anyone can look. A file whose header
+        // could not be written (a full disk) is removed, not left for a reader to trip on.
+        if let Err(e) = out.write_all(&file_header()).and_then(|()| out.flush()) {
+            let (_file, _unwritten) = out.into_parts();
+            let _ = std::fs::remove_file(path);
+            return Err(io(e));
+        }
         Ok(CaptureWriter {
             out,
             path: path.to_path_buf(),

@@ -208,6 +208,9 @@ pub struct SegmentOptions {
     /// PostgreSQL, written to Parquet) is deleted this long after its last write; zero
     /// deletes it as soon as it is committed.
     pub retention: Duration,
+    /// Readers of the journal besides the database thread that will register (the
+    /// Parquet sink): retention deletes nothing until all of them have.
+    pub other_readers: usize,
 }
 
 impl Default for SegmentOptions {
@@ -217,6 +220,7 @@ impl Default for SegmentOptions {
             rotate_bytes: 256 << 20,
             rotate_age: Duration::from_secs(600),
             retention: Duration::from_secs(3600),
+            other_readers: 0,
         }
     }
 }
@@ -336,10 +340,11 @@ pub fn stream_id_for_file(path: &Path) -> Result<Option<String>, PersistError> {
         path: path.display().to_string(),
         source,
     };
-    let mut f = File::open(path).map_err(io)?;
-    if !f.metadata().map_err(io)?.is_file() {
+    // A stat, not an open: opening a FIFO would block for a writer and eat its data.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
         return Ok(None);
     }
+    let mut f = File::open(path).map_err(io)?;
     let skip = if hermes_ingest::capture::is_capture(path) {
         hermes_ingest::capture::FILE_HEADER_LEN
     } else {
@@ -404,6 +409,17 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, String, PathBuf)>, PersistError
             continue;
         };
         if num.len() == 8 && num.bytes().all(|b| b.is_ascii_digit()) && !stream.is_empty() {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < hermes_ingest::capture::FILE_HEADER_LEN as u64 {
+                // Created but never given its header (a crash or a full disk at that
+                // moment): it holds no record.
+                tracing::warn!(
+                    "journal: removing {} ({len} bytes, no header: it holds no record)",
+                    e.path().display()
+                );
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
             if let Ok(n) = num.parse() {
                 out.push((n, stream.to_string(), e.path()));
             }
@@ -433,6 +449,7 @@ fn open_journal(
     dir: &Path,
     stream: Option<&str>,
     seg: &SegmentOptions,
+    with_db: bool,
 ) -> Result<OpenedJournal, PersistError> {
     std::fs::create_dir_all(dir).map_err(|source| PersistError::Io {
         path: dir.display().to_string(),
@@ -520,6 +537,10 @@ fn open_journal(
             hermes_ingest::capture::FILE_HEADER_LEN as u64,
         )),
         segments: std::sync::Mutex::new(segments),
+        expected_readers: std::sync::atomic::AtomicUsize::new(
+            seg.other_readers + usize::from(with_db),
+        ),
+        dir: dir.to_path_buf(),
         ..Default::default()
     });
     Ok(OpenedJournal {
@@ -576,7 +597,12 @@ fn not_kept_error(dir: &Path, stats: &PersistStats) -> Option<PersistError> {
 /// crash), opens a new segment, and starts the journal and database threads. The
 /// database may be down: frames are journaled and written once it is reachable.
 pub fn start(opts: PersistOptions) -> Result<(PersistTap, Persister), PersistError> {
-    let j = open_journal(&opts.journal_dir, opts.stream.as_deref(), &opts.segments)?;
+    let j = open_journal(
+        &opts.journal_dir,
+        opts.stream.as_deref(),
+        &opts.segments,
+        true,
+    )?;
     let mut w = Some((j.writer, j.number, j.rotation.clone()));
     let follower = JournalFollower {
         shared: j.shared.clone(),
@@ -642,7 +668,12 @@ impl JournalOptions {
 /// Starts the journal alone, for readers other than PostgreSQL (the Parquet sink): the
 /// same recovery, segment and tap as [`start`], without the database thread.
 pub fn start_journal(opts: JournalOptions) -> Result<(PersistTap, Journal), PersistError> {
-    let j = open_journal(&opts.journal_dir, opts.stream.as_deref(), &opts.segments)?;
+    let j = open_journal(
+        &opts.journal_dir,
+        opts.stream.as_deref(),
+        &opts.segments,
+        false,
+    )?;
     let mut w = Some((j.writer, j.number, j.rotation.clone()));
     let (tap, journal) = spawn_journal_thread(opts.ring_bytes, &mut w, &j.shared, &j.stats)?;
     let follower = JournalFollower {
@@ -781,16 +812,40 @@ impl JournalFollower {
         let (number, offset) =
             tap::unpack(self.shared.end.load(std::sync::atomic::Ordering::Acquire));
         if seg.number == number {
-            Readable {
+            return Readable {
                 end: offset,
                 sealed: done,
-            }
-        } else {
-            Readable {
-                end: std::fs::metadata(&seg.path).map(|m| m.len()).unwrap_or(0),
-                sealed: true,
-            }
+            };
         }
+        // Sealed: its length is final. Looked up by number, since the database thread
+        // may have moved it aside (another database's) since the reader opened it.
+        let path = self
+            .shared
+            .segments
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.iter()
+                    .find(|x| x.number == seg.number)
+                    .map(|x| x.path.clone())
+            })
+            .unwrap_or_else(|| seg.path.clone());
+        match std::fs::metadata(&path) {
+            Ok(m) => Readable {
+                end: m.len(),
+                sealed: true,
+            },
+            // Never "finished at 0" for a file that cannot be seen: wait instead.
+            Err(_) => Readable {
+                end: 0,
+                sealed: false,
+            },
+        }
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
     }
 
     /// `true` once the tap was dropped and the journal thread wrote everything.

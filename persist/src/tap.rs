@@ -54,6 +54,10 @@ pub(crate) struct JournalShared {
     /// every mark. Each mark is Release-stored by its reader after its commit and
     /// Acquire-loaded by the journal thread before it deletes.
     pub(crate) readers: Mutex<Vec<Arc<AtomicU64>>>,
+    /// How many readers will register: retention deletes nothing before they all have.
+    pub(crate) expected_readers: std::sync::atomic::AtomicUsize,
+    /// The journal directory.
+    pub(crate) dir: std::path::PathBuf,
 }
 
 impl JournalShared {
@@ -248,10 +252,23 @@ impl JournalWriter {
             }
         }
         self.unflushed = 0;
-        let msg = format!(
-            "journal {}: write failed ({err}): frames are NOT being kept (they are in shm, but will never reach the database); retrying every second",
-            self.rot.dir.display()
-        );
+        // Cut what a partial write left past the last published record now (a
+        // truncation needs no space): a restart must not find records counted as lost.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .and_then(|f| f.set_len(self.published));
+        let msg = if self.rot.rotate {
+            format!(
+                "journal {}: write failed ({err}): frames are NOT being kept (they are in shm, but will never reach the database); retrying every second",
+                self.rot.dir.display()
+            )
+        } else {
+            format!(
+                "journal {}: write failed ({err}): the rest of this replay is NOT kept (it is in shm, but will not reach the database); replay the file again once there is space: it writes exactly what is missing",
+                self.rot.dir.display()
+            )
+        };
         if self.failed.is_none() {
             tracing::error!("{msg}");
         }
@@ -262,8 +279,14 @@ impl JournalWriter {
         self.failed = Some((since, now + Duration::from_secs(1), msg));
     }
 
-    /// Cuts the segment at the last published offset and appends again.
+    /// Cuts the segment at the last published offset and appends again. Only for a live
+    /// stream: a replayed file's records are numbered by their place in the journal,
+    /// so its journal stops at the first loss and holds exactly a prefix of the file;
+    /// replaying the file again then adds exactly the rest.
     fn try_resume(&mut self) {
+        if !self.rot.rotate {
+            return;
+        }
         let Some((since, next, _)) = &self.failed else {
             return;
         };
@@ -384,6 +407,10 @@ pub(crate) fn prune(
     current: Option<u64>,
 ) {
     let finished = shared.readers.lock().ok().and_then(|r| {
+        // Relaxed: set once before any thread starts.
+        if r.len() < shared.expected_readers.load(Ordering::Relaxed) {
+            return None;
+        }
         // Acquire: pairs with each reader's Release store after its commit.
         r.iter().map(|m| m.load(Ordering::Acquire)).min()
     });

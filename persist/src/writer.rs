@@ -395,11 +395,15 @@ impl DbWriter {
 
     /// Reads records into the batch until it is full or the readable end is reached.
     /// Returns (progressed, at_end).
-    fn fill(&mut self) -> Result<(bool, bool), PersistError> {
+    /// Returns (progressed, at the readable end, that end was final): one snapshot of
+    /// how far the segment may be read serves both, so a rotation between two looks
+    /// cannot make a segment look finished short of its end.
+    fn fill(&mut self) -> Result<(bool, bool, bool), PersistError> {
         let Some(seg) = self.cursor.as_ref().map(|c| c.seg.clone()) else {
-            return Ok((false, true));
+            return Ok((false, true, false));
         };
-        let limit = self.follower.readable(&seg).end;
+        let readable = self.follower.readable(&seg);
+        let limit = readable.end;
         let (name, stream) = (seg.name.clone(), seg.stream.clone());
         let max_rows = self.opts.batch_rows;
         let cur = self.cursor.as_mut().expect("checked");
@@ -407,7 +411,7 @@ impl DbWriter {
         let mut progressed = false;
         loop {
             if self.batch.rows() >= max_rows {
-                return Ok((progressed, false));
+                return Ok((progressed, false, readable.sealed));
             }
             let offset = cur.reader.offset();
             let Some(rec) = cur.reader.next_record()? else {
@@ -477,7 +481,7 @@ impl DbWriter {
             // file changed under us): report it and treat the good part as the segment.
             tracing::warn!(journal = %name, "journal segment ends at a bad record at byte {} ({})", t.offset, t.reason);
         }
-        Ok((progressed, true))
+        Ok((progressed, true, readable.sealed))
     }
 
     /// How long the oldest byte not yet in the database has been in the journal (to a
@@ -761,7 +765,7 @@ impl DbWriter {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
-            let (progressed, at_end) = match self.fill() {
+            let (progressed, at_end, sealed) = match self.fill() {
                 Ok(x) => x,
                 Err(PersistError::BadRow(b)) => {
                     // Commit what precedes the record, then stop there.
@@ -782,7 +786,6 @@ impl DbWriter {
             let Some(seg) = self.cursor.as_ref().map(|c| c.seg.clone()) else {
                 continue;
             };
-            let sealed = self.follower.readable(&seg).sealed;
             let (committed, _) = self.committed(&seg);
             let has_progress = self.batch_end > committed;
             let age_due = self

@@ -294,6 +294,29 @@ pub fn start_sink(
         source,
     })?;
     let lock = DirLock::take(&state)?;
+    // A dataset follows one journal: its files are named by that journal's segment
+    // numbers, which another journal reuses.
+    let source = state.join("journal");
+    let journal_dir = std::fs::canonicalize(journal.dir())
+        .unwrap_or_else(|_| journal.dir().to_path_buf())
+        .display()
+        .to_string();
+    match std::fs::read_to_string(&source) {
+        Ok(s) if s.trim() != journal_dir => {
+            return Err(ParquetError::Config(format!(
+                "Parquet directory {} is written from the journal {} (its _hermes/journal), not {journal_dir}: use that --journal, or another --parquet directory",
+                dir.display(),
+                s.trim()
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::write(&source, format!("{journal_dir}\n")).map_err(|e| {
+            ParquetError::Io {
+                path: source.display().to_string(),
+                source: e,
+            }
+        })?,
+    }
     let ckpt = Checkpoint::load(&state)?;
     let stats = Arc::new(SinkStats::default());
     // Recovery: a temporary is an unfinished file; a final file of a cycle past the

@@ -190,6 +190,11 @@ pub fn start_persistence(
     input: Option<&Path>,
 ) -> Result<Persistence> {
     let sink_opts = parquet.options(eng)?;
+    let mut persist = persist;
+    if let (Some(p), Some(_)) = (persist.as_mut(), &sink_opts) {
+        // Retention waits for the sink too, from the first moment.
+        p.segments.other_readers = 1;
+    }
     let (tap, persister) = super::start_persister(persist)?;
     let Some(o) = sink_opts else {
         return Ok(Persistence {
@@ -207,6 +212,7 @@ pub fn start_persistence(
                 .unwrap_or_else(|| super::persist::default_journal(None));
             let mut jo = hermes_persist::JournalOptions::new(&dir);
             jo.segments = persist_args.segments()?;
+            jo.segments.other_readers = 1;
             if let Some(f) = input {
                 jo.stream = hermes_persist::stream_id_for_file(f)
                     .with_context(|| format!("reading {}", f.display()))?;

@@ -86,6 +86,7 @@ impl PersistArgs {
             rotate_bytes: self.journal_segment_mib.saturating_mul(1 << 20),
             rotate_age: self.journal_segment_age,
             retention: self.journal_retention,
+            other_readers: 0,
         })
     }
 }

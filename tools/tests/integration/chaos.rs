@@ -170,7 +170,16 @@ fn chaos_loses_and_doubles_nothing_but_what_it_reports() {
     wait_for("the persister to see the outage", || {
         metric(&base, "hermes_persist_retries_total") > retries
     });
-    cluster.pg.restart().unwrap();
+    // The killed server's backends exit when they notice it is gone; until then a new
+    // one refuses to start (its shared memory is still attached): try until it starts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = cluster.pg.restart() {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not start again: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     wait_for("the persister to reconnect", || {
         metric(&base, "hermes_persist_connected") == 1.0
     });
