@@ -52,6 +52,8 @@ pub mod rows;
 pub mod schema;
 mod stats;
 mod tap;
+#[doc(hidden)]
+pub mod testing;
 mod writer;
 
 pub use rows::ProjectionOptions;

@@ -9,6 +9,11 @@ use std::sync::Mutex;
 
 use hermes_book::event::Venue;
 
+/// Where `venue` is in [`Venue::ALL`], hence in [`PersistStats::frames_not_kept`].
+pub(crate) fn venue_slot(venue: Venue) -> usize {
+    Venue::ALL.iter().position(|v| *v == venue).unwrap_or(0)
+}
+
 /// The tables rows go to, in [`PersistStats::rows`] order.
 pub const TABLES: [&str; 4] = ["raw_events", "trades", "book_snapshots", "top_of_book"];
 
@@ -138,9 +143,7 @@ impl PersistStats {
     }
 
     pub(crate) fn count_not_kept(&self, venue: Venue, n: u64) {
-        if let Some(k) = Venue::ALL.iter().position(|v| *v == venue) {
-            self.frames_not_kept[k].fetch_add(n, Relaxed);
-        }
+        self.frames_not_kept[venue_slot(venue)].fetch_add(n, Relaxed);
     }
 
     /// The last error message, if any.

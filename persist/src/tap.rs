@@ -208,10 +208,6 @@ struct JournalWriter {
 }
 
 impl JournalWriter {
-    fn venue_index(v: Venue) -> usize {
-        Venue::ALL.iter().position(|x| *x == v).unwrap_or(0)
-    }
-
     fn append(&mut self, rec: &Record<'_>) {
         let Some(w) = self.w.as_mut() else {
             self.stats.count_not_kept(rec.venue, 1);
@@ -220,7 +216,7 @@ impl JournalWriter {
         match w.append(rec) {
             Ok(_) => {
                 PersistStats::add(&self.stats.journal_records, 1);
-                self.pending[Self::venue_index(rec.venue)] += 1;
+                self.pending[crate::stats::venue_slot(rec.venue)] += 1;
                 self.unflushed += HDR + rec.tag.len() + rec.data.len();
             }
             Err(hermes_ingest::capture::CaptureError::TooLarge { len }) => {
@@ -246,10 +242,7 @@ impl JournalWriter {
             w.abandon();
         }
         for (k, n) in self.pending.iter_mut().enumerate() {
-            if *n > 0 {
-                self.stats.count_not_kept(Venue::ALL[k], *n);
-                *n = 0;
-            }
+            PersistStats::add(&self.stats.frames_not_kept[k], std::mem::take(n));
         }
         self.unflushed = 0;
         // Cut what a partial write left past the last published record now (a

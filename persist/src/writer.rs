@@ -349,7 +349,6 @@ impl DbWriter {
     }
 
     fn open_cursor(&mut self) -> Result<bool, PersistError> {
-        self.refresh();
         let pending: Vec<JournalSegment> = self
             .segments
             .iter()
@@ -718,6 +717,8 @@ impl DbWriter {
             if journal_done && drain_since.is_none() {
                 drain_since = Some(Instant::now());
             }
+            // Segments rotated in since the last turn count in the lag and are next.
+            self.refresh();
             let lag = self.lag();
             PersistStats::set(&self.stats.lag_bytes, lag);
             let lag_ms = self.lag_age(lag).as_millis() as u64;

@@ -559,34 +559,7 @@ fn frames_larger_than_the_ring_pass_and_full_ring_waits_are_counted() {
     );
 }
 
-/// A tmpfs of `kib` KiB mounted at `path` (this machine's tests run as root; without
-/// the right to mount, the test returns early with a note, or fails under
-/// `HERMES_REQUIRE_ALL=1`). Unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: PathBuf, kib: u64) -> Option<Tmpfs> {
-        std::fs::create_dir_all(&path).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let msg = "cannot mount a tmpfs here (needs root): the full-disk test did not run";
-            assert!(std::env::var_os("HERMES_REQUIRE_ALL").is_none(), "{msg}");
-            eprintln!("note: {msg}");
-            return None;
-        }
-        Some(Tmpfs(path))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
+use hermes_persist::testing::Tmpfs;
 
 fn journal_records(dir: &std::path::Path) -> i64 {
     let mut n = 0;

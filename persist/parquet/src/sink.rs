@@ -471,19 +471,28 @@ impl SinkReader {
         let mut bucket: Option<i64> = None;
         let mut since_flush = 0u32;
         let mut idle = 0u32;
+        let mut readable = self.journal.readable(seg);
+        reader.set_end(readable.end);
         loop {
             // Relaxed: a stop request; promptness, not ordering, matters.
             if self.stop.load(Ordering::Relaxed) {
                 ds.abort();
                 return Ok(false);
             }
-            let readable = self.journal.readable(seg);
-            reader.set_end(readable.end);
             let offset = reader.offset();
             let rec = match reader.next_record()? {
                 Some(r) => r,
                 None => {
-                    if readable.sealed {
+                    // Read to the end known so far: ask how far it is now (once per
+                    // exhausted end, not per record). Finished only when the end just
+                    // read to is the final one, from the same snapshot.
+                    let now = self.journal.readable(seg);
+                    if now.end > readable.end {
+                        readable = now;
+                        reader.set_end(readable.end);
+                        continue;
+                    }
+                    if now.sealed {
                         if let Some(t) = reader.torn() {
                             tracing::warn!(journal = %seg.name, "journal segment ends at a bad record at byte {} ({})", t.offset, t.reason);
                         }

@@ -57,6 +57,23 @@ pub fn parse_size(s: &str) -> Result<Decimal, String> {
     Ok(Decimal::new(m, frac as u8))
 }
 
+/// `NUMBER UNIT` in nanoseconds, the number exact to 9 decimals, the unit one of
+/// `units` (name, nanoseconds). `Err(None)`: not of that form; `Err(Some(e))`: the number
+/// is not a decimal this can hold exactly.
+pub(super) fn duration_ns(
+    s: &str,
+    units: &[(&str, i128)],
+) -> Result<i128, Option<hermes_book::DecimalError>> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or(None)?;
+    let (num, unit) = s.split_at(split);
+    let &(_, unit_ns) = units.iter().find(|(u, _)| *u == unit).ok_or(None)?;
+    // The number at 9 decimals, so `1.5` and `0.000000001` are exact.
+    let m = parse_decimal(num.as_bytes(), 9).map_err(Some)?;
+    Ok(m as i128 * unit_ns / 1_000_000_000)
+}
+
 /// Parses a duration such as `500ms`, `5s`, `1.5s`, `2m` or `250us` into nanoseconds; at
 /// least [`WINDOW_BUCKETS`] ns.
 pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
@@ -65,21 +82,18 @@ pub fn parse_duration_ns(s: &str) -> Result<i64, String> {
             "expected a duration such as 500ms, 5s, 1.5s or 2m (units ns, us, ms, s, m), got {s:?}"
         )
     };
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(bad)?;
-    let (num, unit) = s.split_at(split);
-    let unit_ns: i128 = match unit {
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        _ => return Err(bad()),
-    };
-    // The number at 9 decimals, so `1.5` and `0.000000001` are exact.
-    let m = parse_decimal(num.as_bytes(), 9).map_err(|e| format!("{}: {e}", bad()))?;
-    let ns = m as i128 * unit_ns / 1_000_000_000;
+    const UNITS: [(&str, i128); 6] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+    ];
+    let ns = duration_ns(s, &UNITS).map_err(|e| match e {
+        None => bad(),
+        Some(e) => format!("{}: {e}", bad()),
+    })?;
     if ns < WINDOW_BUCKETS as i128 {
         return Err(format!(
             "{s:?} is too short: durations must be at least {WINDOW_BUCKETS} ns"

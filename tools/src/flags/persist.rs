@@ -56,24 +56,19 @@ pub struct PersistArgs {
 
 /// Parses a span such as `0s`, `90s`, `30m`, `1h`, `1.5h` or `7d`.
 pub fn parse_span(s: &str) -> std::result::Result<Duration, String> {
-    let bad = || format!("expected a duration such as 0s, 90s, 30m, 1h or 7d, got {s:?}");
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(bad)?;
-    let (num, unit) = s.split_at(split);
-    let secs: f64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return Err(bad()),
-    };
-    let v = secs * mult;
-    if !v.is_finite() || v > 1e10 {
+    const UNITS: [(&str, i128); 4] = [
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("d", 86_400_000_000_000),
+    ];
+    let ns = super::kernels::duration_ns(s, &UNITS)
+        .map_err(|_| format!("expected a duration such as 0s, 90s, 30m, 1h or 7d, got {s:?}"))?;
+    // Up to about 317 years, as before.
+    if ns > 10_000_000_000 * 1_000_000_000 {
         return Err(format!("{s:?} is too long"));
     }
-    Ok(Duration::from_secs_f64(v))
+    Ok(Duration::from_nanos(ns as u64))
 }
 
 impl PersistArgs {
@@ -274,4 +269,21 @@ pub fn check_database_url(url: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans() {
+        assert_eq!(parse_span("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_span("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_span("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_span("7d"), Ok(Duration::from_secs(7 * 86400)));
+        for bad in ["", "5", "5x", "-1s", "1.2.3s", "s"] {
+            assert!(parse_span(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_span("200000d").unwrap_err().contains("too long"));
+    }
 }

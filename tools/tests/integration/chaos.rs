@@ -45,12 +45,8 @@ fn metric(base: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(60), cond)
 }
 
 /// Lines of a child's pipe, collected by a thread.

@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The environment switch that turns a missing tool from a skipped test into a failed one
 /// (`.ci/run` sets it to `1`).
@@ -201,40 +202,7 @@ impl Drop for Sim {
     }
 }
 
-/// A tmpfs of `kib` KiB mounted at `path`, unmounted on drop: a small disk to fill. It
-/// needs the right to mount (root, as this project's tests and CI run); without it the
-/// same policy as [`require`] applies (fails under `HERMES_REQUIRE_ALL=1`, else a note
-/// and `None`).
-pub struct Tmpfs(pub PathBuf);
-
-impl Tmpfs {
-    pub fn mount(path: PathBuf, kib: u64) -> Option<Tmpfs> {
-        std::fs::create_dir_all(&path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(&path)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(Tmpfs(path));
-        }
-        let test = std::thread::current().name().unwrap_or("?").to_string();
-        if std::env::var(REQUIRE_ALL).is_ok_and(|v| !v.is_empty() && v != "0") {
-            panic!("{REQUIRE_ALL}=1: {test} needs to mount a tmpfs (a small disk to fill), and `mount -t tmpfs` failed here: run the tests as root");
-        }
-        eprintln!(
-            "note: {test} cannot mount a tmpfs here (needs root) and skips the full-disk part"
-        );
-        None
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+pub use hermes_persist::testing::Tmpfs;
 
 /// Row count and md5 of every row of the four tables, in a fixed order. With
 /// `positions`, `raw_events` rows include their journal position (stream, record index);
@@ -264,4 +232,13 @@ pub fn table_digests(url: &str, positions: bool) -> Vec<(String, i64, String)> {
         (t.to_string(), r.get(0), r.get(1))
     })
     .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds; fails the test after `limit`, naming `what`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -149,12 +149,8 @@ fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
     )
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(30), cond)
 }
 
 /// Prometheus text: sample name (with labels) → value; panics on a malformed line.
