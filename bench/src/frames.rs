@@ -74,6 +74,23 @@ pub fn classify(venue: Venue, rest: bool, data: &[u8]) -> &'static str {
             None if s.contains("\"B\":") => "binance.bookTicker",
             None => "binance.other",
         },
+        Venue::BinanceUsdm | Venue::BinanceCoinm if rest => "futures.rest_snapshot",
+        Venue::BinanceUsdm | Venue::BinanceCoinm => match between(s, "\"e\":\"") {
+            Some("depthUpdate") => "futures.depth",
+            Some("trade") => "futures.trade",
+            Some("aggTrade") => "futures.aggTrade",
+            Some("bookTicker") => "futures.bookTicker",
+            Some("markPriceUpdate") => "futures.markPrice",
+            Some("forceOrder") => "futures.forceOrder",
+            _ => "futures.other",
+        },
+        Venue::CoinbaseExchange => match between(s, "\"type\":\"") {
+            Some("snapshot") => "exchange.snapshot",
+            Some("l2update") => "exchange.l2update",
+            Some("match") | Some("last_match") => "exchange.match",
+            Some("ticker") => "exchange.ticker",
+            _ => "exchange.other",
+        },
         Venue::Webhook => "webhook",
     }
 }

@@ -18,11 +18,29 @@ pub enum Venue {
     Binance = 2,
     /// Ticks posted to the webhook.
     Webhook = 3,
+    /// Binance USD-M futures (`fstream.binance.com`, `/fapi`): linear contracts, sizes in
+    /// the base asset.
+    BinanceUsdm = 4,
+    /// Binance COIN-M futures (`dstream.binance.com`, `/dapi`): inverse contracts, sizes
+    /// in contracts (see [`Venue::size_unit`]).
+    BinanceCoinm = 5,
+    /// The Coinbase Exchange feed (`ws-feed.exchange.coinbase.com`, formerly Pro).
+    CoinbaseExchange = 6,
 }
 
 impl Venue {
     /// Every venue, in code order.
-    pub const ALL: [Venue; 3] = [Venue::Coinbase, Venue::Binance, Venue::Webhook];
+    pub const ALL: [Venue; 6] = [
+        Venue::Coinbase,
+        Venue::Binance,
+        Venue::Webhook,
+        Venue::BinanceUsdm,
+        Venue::BinanceCoinm,
+        Venue::CoinbaseExchange,
+    ];
+
+    /// One more than the highest code: the length of a table indexed by `venue as usize`.
+    pub const CODES: usize = 7;
 
     /// The lowercase name used on the CLI, in JSON and in the tables.
     pub fn name(self) -> &'static str {
@@ -30,6 +48,33 @@ impl Venue {
             Venue::Coinbase => "coinbase",
             Venue::Binance => "binance",
             Venue::Webhook => "webhook",
+            Venue::BinanceUsdm => "binance-usdm",
+            Venue::BinanceCoinm => "binance-coinm",
+            Venue::CoinbaseExchange => "coinbase-exchange",
+        }
+    }
+
+    /// `true` for the Binance futures venues (diff depth chained by `pu`, mark price and
+    /// funding, liquidations).
+    pub fn is_binance_futures(self) -> bool {
+        matches!(self, Venue::BinanceUsdm | Venue::BinanceCoinm)
+    }
+
+    /// `true` for the venues whose frames the Binance decoder reads (spot and futures).
+    pub fn is_binance(self) -> bool {
+        matches!(
+            self,
+            Venue::Binance | Venue::BinanceUsdm | Venue::BinanceCoinm
+        )
+    }
+
+    /// What a size (`qty`) counts: `"contracts"` for COIN-M (each worth a fixed USD
+    /// amount, 100 USD for BTC and 10 USD for the others, as `/dapi/v1/exchangeInfo`'s
+    /// `contractSize` says), `"base"` (the base asset) for every other venue.
+    pub fn size_unit(self) -> &'static str {
+        match self {
+            Venue::BinanceCoinm => "contracts",
+            _ => "base",
         }
     }
 
@@ -49,6 +94,9 @@ impl std::fmt::Display for Venue {
         f.write_str(self.name())
     }
 }
+
+/// Decimals of the mantissas in [`Event::Derivs`] (mark, index, funding rate).
+pub const DERIV_DECIMALS: u8 = 8;
 
 /// Dense instrument id assigned by the ingest thread, in order of first sight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -199,6 +247,40 @@ pub enum Event {
         /// Trade time, Unix ns.
         ts_ns: i64,
     },
+    /// A perpetual's or future's mark price, index price and funding (Binance
+    /// `markPriceUpdate`). Prices and the rate are mantissas at [`DERIV_DECIMALS`]
+    /// decimals, whatever the instrument's scale: the venue computes them as averages
+    /// finer than the price tick.
+    Derivs {
+        /// Instrument.
+        inst: InstId,
+        /// Mark price at [`DERIV_DECIMALS`].
+        mark_px: i64,
+        /// Index price at [`DERIV_DECIMALS`] (0 when the venue gives none).
+        index_px: i64,
+        /// Funding rate per funding interval at [`DERIV_DECIMALS`] (`0.00010000` is
+        /// 10_000); 0 for a delivery contract.
+        funding_rate: i64,
+        /// Next funding time, Unix ns (0 for a delivery contract).
+        next_funding_ns: i64,
+        /// Exchange time of the update, Unix ns.
+        ts_ns: i64,
+    },
+    /// A forced liquidation order (Binance `forceOrder`): the venue's snapshot of an
+    /// order it placed to close a position. Its fills also appear as ordinary trades, so
+    /// it is kept apart from [`Event::Trade`] and counted in no trade flow.
+    Liquidation {
+        /// Instrument.
+        inst: InstId,
+        /// The liquidation order's side: `Sell` closes a long, `Buy` a short.
+        side: TradeSide,
+        /// Average fill price (`ap`), or the order price (`p`) before any fill.
+        price: Price,
+        /// Size filled so far (`z`).
+        qty: Qty,
+        /// Order time (`T`), Unix ns.
+        ts_ns: i64,
+    },
     /// The instrument's book is (or is no longer) trustworthy: a gap was detected and it
     /// waits for a new snapshot.
     Stale {
@@ -221,6 +303,8 @@ impl Event {
             | Event::Commit { inst, .. }
             | Event::Quote { inst, .. }
             | Event::Trade { inst, .. }
+            | Event::Derivs { inst, .. }
+            | Event::Liquidation { inst, .. }
             | Event::Stale { inst, .. } => inst,
         }
     }

@@ -57,6 +57,9 @@ pub const FLAG_HAS_ASK: u64 = 1 << 3;
 /// `bookTicker`), not from the book's levels.
 pub const FLAG_BBO_FROM_TICKER: u64 = 1 << 4;
 
+/// Flag: the instrument has derivatives data ([`Top::mark_px`] and the rest are set).
+pub const FLAG_HAS_DERIVS: u64 = 1 << 5;
+
 /// A best bid/offer from a venue's ticker stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VenueQuote {
@@ -105,6 +108,19 @@ pub struct Top {
     pub trades: u64,
     /// Changes of this instrument ([`Applied::Changed`]).
     pub updates: u64,
+    /// Mark price at [`DERIV_DECIMALS`](crate::event::DERIV_DECIMALS) (perpetuals and
+    /// futures; 0 with [`FLAG_HAS_DERIVS`] clear otherwise).
+    pub mark_px: i64,
+    /// Index price at [`DERIV_DECIMALS`](crate::event::DERIV_DECIMALS).
+    pub index_px: i64,
+    /// Funding rate at [`DERIV_DECIMALS`](crate::event::DERIV_DECIMALS).
+    pub funding_rate: i64,
+    /// Next funding time, Unix ns.
+    pub next_funding_ns: i64,
+    /// Exchange time of the last mark price update, Unix ns.
+    pub derivs_ts_ns: i64,
+    /// Forced liquidations seen.
+    pub liquidations: u64,
     /// The kernels at the last change.
     pub kernels: KernelValues,
 }
@@ -195,6 +211,9 @@ impl Instrument {
         let mut flags = 0;
         if self.stale {
             flags |= FLAG_STALE;
+        }
+        if t.derivs_ts_ns != 0 {
+            flags |= FLAG_HAS_DERIVS;
         }
         if book.is_crossed() {
             flags |= FLAG_CROSSED;
@@ -409,6 +428,27 @@ impl Market {
                 i.top.last_trade_side = side;
                 i.top.trades += 1;
                 ts_ns
+            }
+            Event::Derivs {
+                inst,
+                mark_px,
+                index_px,
+                funding_rate,
+                next_funding_ns,
+                ts_ns,
+            } => {
+                let t = &mut self.inst(inst).top;
+                t.mark_px = mark_px;
+                t.index_px = index_px;
+                t.funding_rate = funding_rate;
+                t.next_funding_ns = next_funding_ns;
+                // Never 0 once set: the flag reads it.
+                t.derivs_ts_ns = ts_ns.max(1);
+                i64::MIN
+            }
+            Event::Liquidation { inst, .. } => {
+                self.inst(inst).top.liquidations += 1;
+                i64::MIN
             }
             Event::Stale { inst, stale } => {
                 self.inst(inst).stale = stale;

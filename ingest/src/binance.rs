@@ -1,6 +1,9 @@
-//! Binance spot frames: combined streams `{"stream":…, "data":{…}}` (or bare payloads)
-//! carrying `trade`, `aggTrade`, `bookTicker` (no `e`: `u`,`s`,`b`,`B`,`a`,`A`) and
-//! `depthUpdate` (`U`,`u`,`b`,`a`), plus REST depth snapshots (`lastUpdateId`).
+//! Binance frames, spot and futures: combined streams `{"stream":…, "data":{…}}` (or
+//! bare payloads) carrying `trade`, `aggTrade`, `bookTicker` (spot: no `e`; futures:
+//! `"e":"bookTicker"` with `E`, `T`) and `depthUpdate` (`U`,`u`,`b`,`a`; futures add `pu`),
+//! plus REST depth snapshots (`lastUpdateId`; futures add `E`, `T`, and COIN-M `symbol`,
+//! `pair`). Futures also send `markPriceUpdate` (mark, index, funding rate, next funding
+//! time: [`Event::Derivs`]) and `forceOrder` (liquidations: [`Event::Liquidation`]).
 //!
 //! Diff-depth sync follows Binance's documented procedure, per symbol: until a snapshot
 //! arrives, diffs are buffered (raw); at a snapshot with `lastUpdateId = L`, buffered
@@ -9,10 +12,16 @@
 //! later ones it is `U == prev u + 1`, overlaps being harmless because sizes are
 //! absolute). A diff starting past `last+1` is a gap: the symbol is marked stale, keeps
 //! its old levels visible, and buffers again until the next snapshot.
+//!
+//! Futures (USD-M `/fapi`, COIN-M `/dapi`) follow their own documented procedure: at a
+//! snapshot `L`, buffered diffs with `u < L` are dropped; the first applied diff must have
+//! `U ≤ L ≤ u`; each later one must have `pu` equal to the previous diff's `u` (their
+//! `U` is not `prev u + 1`). Anything else is a gap, handled as for spot.
 
 use std::collections::VecDeque;
 
-use hermes_book::{Price, Qty, Side};
+use hermes_book::event::DERIV_DECIMALS;
+use hermes_book::{parse_decimal, Price, Qty, Side};
 
 use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame, FrameKind};
 use crate::event::{Event, InstId, TradeSide, Venue};
@@ -25,8 +34,9 @@ enum Sync {
         buf: Vec<(Vec<u8>, i64)>,
         bytes: usize,
     },
-    /// Book valid up to `last_u`.
-    Synced { last_u: u64 },
+    /// Book valid up to `last_u`; `fresh` while no diff was applied since the snapshot
+    /// (futures: the next diff must straddle `last_u`).
+    Synced { last_u: u64, fresh: bool },
 }
 
 impl Default for Sync {
@@ -66,7 +76,7 @@ struct DepthOutcome {
 #[derive(Debug, Default)]
 pub(crate) struct BinanceState {
     books: Vec<Sync>,
-    replay: VecDeque<(Vec<u8>, i64)>,
+    replay: VecDeque<(Venue, Vec<u8>, i64)>,
 }
 
 impl BinanceState {
@@ -78,18 +88,37 @@ impl BinanceState {
         &mut self.books[i]
     }
 
-    fn plan(&mut self, inst: InstId, first_id: u64, last_id: u64) -> Plan {
+    /// The sync decision for a diff `U..=u` (with `pu` on futures).
+    fn plan(&mut self, inst: InstId, ids: Ids) -> Plan {
         match *self.book(inst) {
             Sync::Unsynced { .. } => Plan::Buffer,
-            Sync::Synced { last_u } => {
-                if last_id <= last_u {
-                    Plan::Skip
-                } else if first_id <= last_u + 1 {
-                    Plan::Apply
-                } else {
-                    Plan::Gap
+            Sync::Synced { last_u, fresh } => match ids.prev {
+                // Futures: the first diff straddles the snapshot, then `pu` chains.
+                Some(pu) => {
+                    if ids.last < last_u || (!fresh && ids.last == last_u) {
+                        Plan::Skip
+                    } else if fresh {
+                        if ids.first <= last_u {
+                            Plan::Apply
+                        } else {
+                            Plan::Gap
+                        }
+                    } else if pu == last_u {
+                        Plan::Apply
+                    } else {
+                        Plan::Gap
+                    }
                 }
-            }
+                None => {
+                    if ids.last <= last_u {
+                        Plan::Skip
+                    } else if ids.first <= last_u + 1 {
+                        Plan::Apply
+                    } else {
+                        Plan::Gap
+                    }
+                }
+            },
         }
     }
 
@@ -98,7 +127,7 @@ impl BinanceState {
         *self.book(inst) = Sync::default();
     }
 
-    pub(crate) fn next_replay(&mut self) -> Option<(Vec<u8>, i64)> {
+    pub(crate) fn next_replay(&mut self) -> Option<(Venue, Vec<u8>, i64)> {
         self.replay.pop_front()
     }
 
@@ -116,6 +145,14 @@ impl BinanceState {
     }
 }
 
+/// A diff's update ids: `U`, `u`, and on futures `pu`.
+#[derive(Clone, Copy, Debug)]
+struct Ids {
+    first: u64,
+    last: u64,
+    prev: Option<u64>,
+}
+
 #[derive(Default)]
 struct Fields<'a> {
     e: Option<&'a [u8]>,
@@ -124,6 +161,7 @@ struct Fields<'a> {
     trade_ms: Option<u64>,
     first_id: Option<u64>,
     last_id: Option<u64>,
+    prev_id: Option<u64>,
     trade_id: Option<u64>,
     agg_id: Option<u64>,
     price: Option<(&'a [u8], usize)>,
@@ -135,6 +173,50 @@ struct Fields<'a> {
     bids_at: Option<usize>,
     asks_at: Option<usize>,
     buyer_maker: Option<bool>,
+    index: Option<(&'a [u8], usize)>,
+    funding: Option<(&'a [u8], usize)>,
+    order: Option<ForceOrder<'a>>,
+}
+
+/// The `o` object of a `forceOrder`.
+#[derive(Default, Clone, Copy)]
+struct ForceOrder<'a> {
+    sym: Option<(&'a [u8], usize)>,
+    side: Option<(&'a [u8], usize)>,
+    price: Option<(&'a [u8], usize)>,
+    avg_price: Option<(&'a [u8], usize)>,
+    filled: Option<(&'a [u8], usize)>,
+    time_ms: Option<u64>,
+}
+
+fn force_order<'a>(s: &mut Scanner<'a>) -> Result<ForceOrder<'a>, DecodeError> {
+    let mut o = ForceOrder::default();
+    s.object_begin()?;
+    let mut first = true;
+    while let Some(k) = s.key(&mut first)? {
+        let at = s.offset();
+        match k {
+            b"s" => o.sym = Some((s.string().field("o.s")?, at)),
+            b"S" => o.side = Some((s.string().field("o.S")?, at)),
+            b"p" => o.price = Some((s.string().field("o.p")?, at)),
+            b"ap" => o.avg_price = Some((s.string().field("o.ap")?, at)),
+            b"z" => o.filled = Some((s.string().field("o.z")?, at)),
+            b"T" => o.time_ms = Some(num(s, "o.T")?),
+            _ => {
+                s.skip()?;
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// A signed decimal at [`DERIV_DECIMALS`]; `""` (a delivery contract's funding rate) is 0.
+fn deriv(text: &[u8], field: &'static str, at: usize) -> Result<i64, DecodeError> {
+    if text.is_empty() {
+        return Ok(0);
+    }
+    parse_decimal(text, DERIV_DECIMALS)
+        .map_err(|e| DecodeError::new(ErrorKind::Decimal(e), field, at))
 }
 
 #[derive(serde::Deserialize)]
@@ -223,6 +305,8 @@ impl Decoder {
         s: &mut Scanner<'_>,
         frame: &Frame<'_>,
     ) -> Result<Option<DepthOutcome>, DecodeError> {
+        let venue = frame.venue;
+        let futures = venue.is_binance_futures();
         s.object_begin()?;
         let mut first = true;
         let mut f = Fields::default();
@@ -236,7 +320,11 @@ impl Decoder {
                 b"T" => f.trade_ms = Some(num(s, "T")?),
                 b"U" => f.first_id = Some(num(s, "U")?),
                 b"u" => f.last_id = Some(num(s, "u")?),
+                b"pu" => f.prev_id = Some(num(s, "pu")?),
                 b"t" => f.trade_id = Some(num(s, "t")?),
+                b"i" => f.index = Some((s.string().field("i")?, at)),
+                b"r" => f.funding = Some((s.string().field("r")?, at)),
+                b"o" if s.peek() == Some(b'{') => f.order = Some(force_order(s)?),
                 b"p" => f.price = Some((s.string().field("p")?, at)),
                 b"q" => f.qty = Some((s.string().field("q")?, at)),
                 b"B" => f.bid_qty = Some((s.string().field("B")?, at)),
@@ -260,14 +348,21 @@ impl Decoder {
                                 if let (Some((sym, sat)), Some(fi), Some(li)) =
                                     (f.sym, f.first_id, f.last_id)
                                 {
-                                    let inst = self.sh.inst.resolve(
-                                        Venue::Binance,
-                                        sym,
-                                        &mut self.sh.defines,
-                                        "s",
-                                        sat,
-                                    )?;
-                                    plan = Some((inst, self.bn.plan(inst, fi, li)));
+                                    if !futures || f.prev_id.is_some() {
+                                        let inst = self.sh.inst.resolve(
+                                            venue,
+                                            sym,
+                                            &mut self.sh.defines,
+                                            "s",
+                                            sat,
+                                        )?;
+                                        let ids = Ids {
+                                            first: fi,
+                                            last: li,
+                                            prev: f.prev_id,
+                                        };
+                                        plan = Some((inst, self.bn.plan(inst, ids)));
+                                    }
                                 }
                             }
                             match plan {
@@ -300,6 +395,9 @@ impl Decoder {
         }
         let end = s.offset();
         let missing = |field| DecodeError::new(ErrorKind::Missing, field, end);
+        if f.e == Some(b"forceOrder") {
+            return self.force_order(f, venue, end).map(|()| None);
+        }
         let (sym, sat) = f.sym.ok_or(missing("s"))?;
         match f.e {
             Some(b"depthUpdate") => {
@@ -308,17 +406,23 @@ impl Decoder {
                 if fi > li {
                     return Err(DecodeError::new(ErrorKind::BadValue, "U", end));
                 }
+                if futures && f.prev_id.is_none() {
+                    // Futures chain diffs by `pu`: without it no gap could be seen.
+                    return Err(missing("pu"));
+                }
                 let (inst, p) = match plan {
                     Some(p) => p,
                     None => {
-                        let inst = self.sh.inst.resolve(
-                            Venue::Binance,
-                            sym,
-                            &mut self.sh.defines,
-                            "s",
-                            sat,
-                        )?;
-                        (inst, self.bn.plan(inst, fi, li))
+                        let inst =
+                            self.sh
+                                .inst
+                                .resolve(venue, sym, &mut self.sh.defines, "s", sat)?;
+                        let ids = Ids {
+                            first: fi,
+                            last: li,
+                            prev: if futures { f.prev_id } else { None },
+                        };
+                        (inst, self.bn.plan(inst, ids))
                     }
                 };
                 let input = s.input();
@@ -341,14 +445,15 @@ impl Decoder {
                     inst,
                     plan: p,
                     last_id: li,
-                    exch_ts_ns: ms_to_ns(f.event_ms),
+                    // Futures: `T`, the matching engine's time; spot has only `E`.
+                    exch_ts_ns: ms_to_ns(f.trade_ms.or(f.event_ms)),
                 }))
             }
             Some(b"trade") | Some(b"aggTrade") => {
-                let inst =
-                    self.sh
-                        .inst
-                        .resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
+                let inst = self
+                    .sh
+                    .inst
+                    .resolve(venue, sym, &mut self.sh.defines, "s", sat)?;
                 let scale = self.sh.inst.scale(inst);
                 let id = if f.e == Some(b"trade") {
                     f.trade_id.ok_or(missing("t"))?
@@ -371,24 +476,32 @@ impl Decoder {
                 });
                 Ok(None)
             }
+            Some(b"bookTicker") if futures => self.book_ticker(&f, venue, frame, end),
             None if f.last_id.is_some() && f.bid.is_some() && f.ask.is_some() => {
-                let inst =
-                    self.sh
-                        .inst
-                        .resolve(Venue::Binance, sym, &mut self.sh.defines, "s", sat)?;
-                let scale = self.sh.inst.scale(inst);
-                let (b, bat) = f.bid.ok_or(missing("b"))?;
-                let (a, aat) = f.ask.ok_or(missing("a"))?;
-                let (bq, bqat) = f.bid_qty.ok_or(missing("B"))?;
-                let (aq, aqat) = f.ask_qty.ok_or(missing("A"))?;
-                self.sh.pending.push(Event::Quote {
+                self.book_ticker(&f, venue, frame, end)
+            }
+            Some(b"markPriceUpdate") if futures => {
+                let inst = self
+                    .sh
+                    .inst
+                    .resolve(venue, sym, &mut self.sh.defines, "s", sat)?;
+                let (p, pat) = f.price.ok_or(missing("p"))?;
+                let mark_px = deriv(p, "p", pat)?;
+                let index_px = match f.index {
+                    Some((i, iat)) => deriv(i, "i", iat)?,
+                    None => 0,
+                };
+                let funding_rate = match f.funding {
+                    Some((r, rat)) => deriv(r, "r", rat)?,
+                    None => 0,
+                };
+                self.sh.pending.push(Event::Derivs {
                     inst,
-                    update_id: f.last_id.ok_or(missing("u"))?,
-                    bid_px: Price(dec(b, scale.price_decimals, "b", bat)?),
-                    bid_qty: Qty(dec(bq, scale.size_decimals, "B", bqat)?),
-                    ask_px: Price(dec(a, scale.price_decimals, "a", aat)?),
-                    ask_qty: Qty(dec(aq, scale.size_decimals, "A", aqat)?),
-                    recv_ts_ns: frame.recv_ts_ns,
+                    mark_px,
+                    index_px,
+                    funding_rate,
+                    next_funding_ns: ms_to_ns(f.trade_ms),
+                    ts_ns: ms_to_ns(f.event_ms),
                 });
                 Ok(None)
             }
@@ -396,8 +509,87 @@ impl Decoder {
                 self.sh.stats.ignored += 1;
                 Ok(None)
             }
+            Some(
+                b"continuous_kline" | b"indexPriceUpdate" | b"indexPrice_kline"
+                | b"markPrice_kline" | b"contractInfo" | b"compositeIndex" | b"assetIndexUpdate",
+            ) if futures => {
+                self.sh.stats.ignored += 1;
+                Ok(None)
+            }
             _ => Err(DecodeError::new(ErrorKind::UnknownType, "e", 0)),
         }
+    }
+
+    /// A best bid/offer: spot's `bookTicker` (no `e`) or the futures one.
+    fn book_ticker(
+        &mut self,
+        f: &Fields<'_>,
+        venue: Venue,
+        frame: &Frame<'_>,
+        end: usize,
+    ) -> Result<Option<DepthOutcome>, DecodeError> {
+        let missing = |field| DecodeError::new(ErrorKind::Missing, field, end);
+        let (sym, sat) = f.sym.ok_or(missing("s"))?;
+        let inst = self
+            .sh
+            .inst
+            .resolve(venue, sym, &mut self.sh.defines, "s", sat)?;
+        let scale = self.sh.inst.scale(inst);
+        let (b, bat) = f.bid.ok_or(missing("b"))?;
+        let (a, aat) = f.ask.ok_or(missing("a"))?;
+        let (bq, bqat) = f.bid_qty.ok_or(missing("B"))?;
+        let (aq, aqat) = f.ask_qty.ok_or(missing("A"))?;
+        self.sh.pending.push(Event::Quote {
+            inst,
+            update_id: f.last_id.ok_or(missing("u"))?,
+            bid_px: Price(dec(b, scale.price_decimals, "b", bat)?),
+            bid_qty: Qty(dec(bq, scale.size_decimals, "B", bqat)?),
+            ask_px: Price(dec(a, scale.price_decimals, "a", aat)?),
+            ask_qty: Qty(dec(aq, scale.size_decimals, "A", aqat)?),
+            recv_ts_ns: frame.recv_ts_ns,
+        });
+        Ok(None)
+    }
+
+    /// A `forceOrder`: the liquidation order is in `o`.
+    fn force_order(&mut self, f: Fields<'_>, venue: Venue, end: usize) -> Result<(), DecodeError> {
+        let missing = |field| DecodeError::new(ErrorKind::Missing, field, end);
+        if !venue.is_binance_futures() {
+            return Err(DecodeError::new(ErrorKind::UnknownType, "e", 0));
+        }
+        let o = f.order.ok_or(missing("o"))?;
+        let (sym, sat) = o.sym.ok_or(missing("o.s"))?;
+        let inst = self
+            .sh
+            .inst
+            .resolve(venue, sym, &mut self.sh.defines, "o.s", sat)?;
+        let scale = self.sh.inst.scale(inst);
+        let (side, sdat) = o.side.ok_or(missing("o.S"))?;
+        let side = match side {
+            b"BUY" => TradeSide::Buy,
+            b"SELL" => TradeSide::Sell,
+            _ => return Err(DecodeError::new(ErrorKind::BadValue, "o.S", sdat)),
+        };
+        // The average fill price once anything filled, else the order's price.
+        let avg = match o.avg_price {
+            Some((ap, at)) => dec(ap, scale.price_decimals, "o.ap", at)?,
+            None => 0,
+        };
+        let price = if avg > 0 {
+            avg
+        } else {
+            let (p, pat) = o.price.ok_or(missing("o.p"))?;
+            dec(p, scale.price_decimals, "o.p", pat)?
+        };
+        let (z, zat) = o.filled.ok_or(missing("o.z"))?;
+        self.sh.pending.push(Event::Liquidation {
+            inst,
+            side,
+            price: Price(price),
+            qty: Qty(dec(z, scale.size_decimals, "o.z", zat)?),
+            ts_ns: ms_to_ns(o.time_ms.or(f.event_ms)),
+        });
+        Ok(())
     }
 
     /// Applies the sync decision of a diff whose whole frame parsed.
@@ -410,7 +602,10 @@ impl Decoder {
         } = o;
         match plan {
             Plan::Apply => {
-                *self.bn.book(inst) = Sync::Synced { last_u: last_id };
+                *self.bn.book(inst) = Sync::Synced {
+                    last_u: last_id,
+                    fresh: false,
+                };
                 self.sh.pending.push(Event::Commit {
                     inst,
                     update_id: last_id,
@@ -523,18 +718,22 @@ impl Decoder {
 
     /// A REST `/api/v3/depth` body for `symbol`.
     fn binance_snapshot(&mut self, frame: &Frame<'_>, symbol: &[u8]) -> Result<(), DecodeError> {
-        let inst =
-            self.sh
-                .inst
-                .resolve(Venue::Binance, symbol, &mut self.sh.defines, "symbol", 0)?;
+        let venue = frame.venue;
+        let inst = self
+            .sh
+            .inst
+            .resolve(venue, symbol, &mut self.sh.defines, "symbol", 0)?;
         let mut s = Scanner::new(frame.data);
         s.object_begin()?;
         let mut first = true;
         let mut last_id = None;
+        let mut exch_ms = None;
         self.sh.pending.push(Event::Snapshot { inst });
         while let Some(k) = s.key(&mut first)? {
             match k {
                 b"lastUpdateId" => last_id = Some(num(&mut s, "lastUpdateId")?),
+                // Futures snapshots carry the matching engine's time.
+                b"T" => exch_ms = Some(num(&mut s, "T")?),
                 b"bids" => self.depth_levels(&mut s, inst, Side::Bid, "bids")?,
                 b"asks" => self.depth_levels(&mut s, inst, Side::Ask, "asks")?,
                 b"code" | b"msg" => {
@@ -553,7 +752,7 @@ impl Decoder {
             "lastUpdateId",
             s.offset(),
         ))?;
-        if let Sync::Synced { last_u } = *self.bn.book(inst) {
+        if let Sync::Synced { last_u, .. } = *self.bn.book(inst) {
             if l <= last_u {
                 // Our book is already at or past this snapshot.
                 self.sh.pending.clear();
@@ -561,21 +760,30 @@ impl Decoder {
                 return Ok(());
             }
         }
-        let old = std::mem::replace(self.bn.book(inst), Sync::Synced { last_u: l });
+        let old = std::mem::replace(
+            self.bn.book(inst),
+            Sync::Synced {
+                last_u: l,
+                fresh: true,
+            },
+        );
         self.sh.set_stale(inst, false);
         self.sh.pending.push(Event::Commit {
             inst,
             update_id: l,
-            exch_ts_ns: 0,
+            exch_ts_ns: ms_to_ns(exch_ms),
             recv_ts_ns: frame.recv_ts_ns,
         });
         if let Sync::Unsynced { buf, .. } = old {
+            // Spot drops the diffs with `u ≤ L`, futures those with `u < L` (the one
+            // ending at `L` straddles it and is applied).
+            let keep_last = venue.is_binance_futures();
             for (data, recv) in buf {
                 // Diffs the snapshot already covers are dropped here, the rest replayed.
-                if covered(&data, l) {
+                if covered(&data, l, keep_last) {
                     self.sh.stats.dropped_covered += 1;
                 } else {
-                    self.bn.replay.push_back((data, recv));
+                    self.bn.replay.push_back((venue, data, recv));
                 }
             }
         }
@@ -583,13 +791,13 @@ impl Decoder {
     }
 }
 
-/// `true` when a buffered diff's `u` is at or below `l`.
-fn covered(data: &[u8], l: u64) -> bool {
+/// `true` when a buffered diff's `u` is below `l`, or equal to it unless `keep_last`.
+fn covered(data: &[u8], l: u64, keep_last: bool) -> bool {
     let last = sonic_rs::get_from_slice(data, &["data", "u"])
         .or_else(|_| sonic_rs::get_from_slice(data, &["u"]))
         .ok()
         .and_then(|v| v.as_raw_str().parse::<u64>().ok());
-    matches!(last, Some(u) if u <= l)
+    matches!(last, Some(u) if u < l || (u == l && !keep_last))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use hermes_book::{parse_decimal, DecimalError, Scale};
 
 use crate::binance::BinanceState;
 use crate::coinbase::CoinbaseState;
+use crate::coinbase_exchange::ExchangeState;
 use crate::event::{Event, EventSink, InstId, Symbol, Venue};
 use crate::json::JsonError;
 
@@ -171,6 +172,10 @@ pub struct DecodeStats {
     pub trades: u64,
     /// Quotes among them.
     pub quotes: u64,
+    /// Mark price and funding updates among them (futures).
+    pub derivs: u64,
+    /// Forced liquidations among them (futures).
+    pub liquidations: u64,
     /// Book snapshots applied (Coinbase snapshot events, Binance REST snapshots).
     pub snapshots: u64,
     /// Frames refused as malformed (counted once per frame).
@@ -207,8 +212,8 @@ pub struct ScaleConfig {
 /// The instrument table: symbols to dense ids, assigned on first sight.
 #[derive(Debug, Default)]
 pub(crate) struct Instruments {
-    maps: [HashMap<Box<[u8]>, InstId>; 4],
-    last: [Option<(InstId, usize)>; 4],
+    maps: [HashMap<Box<[u8]>, InstId>; Venue::CODES],
+    last: [Option<(InstId, usize)>; Venue::CODES],
     pub(crate) list: Vec<(Venue, Symbol, Scale)>,
     pub(crate) config: ScaleConfig,
     pub(crate) max: usize,
@@ -355,6 +360,7 @@ pub struct Decoder {
     pub(crate) sh: Shared,
     pub(crate) cb: CoinbaseState,
     pub(crate) bn: BinanceState,
+    pub(crate) cbx: ExchangeState,
     pub(crate) max_buffer_bytes: usize,
 }
 
@@ -399,9 +405,9 @@ impl Decoder {
             }
         }
         // A Binance snapshot releases the diffs buffered before it.
-        while let Some((data, recv)) = self.bn.next_replay() {
+        while let Some((venue, data, recv)) = self.bn.next_replay() {
             let f = Frame {
-                venue: Venue::Binance,
+                venue,
                 kind: FrameKind::Ws,
                 conn: frame.conn,
                 recv_ts_ns: recv,
@@ -419,7 +425,8 @@ impl Decoder {
     fn decode_inner(&mut self, frame: &Frame<'_>) -> Result<(), DecodeError> {
         match frame.venue {
             Venue::Coinbase => self.decode_coinbase(frame),
-            Venue::Binance => self.decode_binance(frame),
+            Venue::Binance | Venue::BinanceUsdm | Venue::BinanceCoinm => self.decode_binance(frame),
+            Venue::CoinbaseExchange => self.decode_coinbase_exchange(frame),
             Venue::Webhook => self.decode_webhook(frame),
         }
     }
@@ -435,6 +442,8 @@ impl Decoder {
                 match ev {
                     Event::Level { .. } => st.levels += 1,
                     Event::Trade { .. } => st.trades += 1,
+                    Event::Derivs { .. } => st.derivs += 1,
+                    Event::Liquidation { .. } => st.liquidations += 1,
                     Event::Quote { .. } => st.quotes += 1,
                     Event::Snapshot { .. } => st.snapshots += 1,
                     Event::Stale { stale: false, .. } => st.resyncs += 1,
@@ -522,8 +531,11 @@ impl Decoder {
         if self.sh.inst.list.get(inst.0 as usize).is_none() {
             return;
         }
-        if self.sh.inst.list[inst.0 as usize].0 == Venue::Binance {
+        let venue = self.sh.inst.list[inst.0 as usize].0;
+        if venue.is_binance() {
             self.bn.restart(inst);
+        } else if venue == Venue::CoinbaseExchange {
+            self.cbx.restart(inst);
         }
         self.sh.set_stale_now(inst);
         self.flush(sink, true);

@@ -31,6 +31,7 @@
 mod binance;
 pub mod capture;
 mod coinbase;
+mod coinbase_exchange;
 mod decoder;
 pub use hermes_book::event;
 pub mod json;

@@ -278,18 +278,45 @@ fn parse_ts(tok: &[u8]) -> Option<i64> {
     }
 }
 
+/// The venue of a WebSocket frame, from its first bytes: Coinbase Advanced Trade frames
+/// have a `channel`, Coinbase Exchange frames a `type`; Binance frames are futures when
+/// they chain depth with `pu` or carry a futures-only field or event, and COIN-M when the
+/// symbol is a contract (`BTCUSD_PERP`, `ps` = pair).
 fn detect_venue(frame: &[u8]) -> Option<Venue> {
     let head = &frame[..frame.len().min(256)];
-    if memchr::memmem::find(head, b"\"channel\"").is_some() {
+    let has = |needle: &[u8]| memchr::memmem::find(head, needle).is_some();
+    if has(b"\"channel\"") {
         Some(Venue::Coinbase)
-    } else if memchr::memmem::find(head, b"\"stream\"").is_some()
-        || memchr::memmem::find(head, b"\"lastUpdateId\"").is_some()
-        || memchr::memmem::find(head, b"\"e\":").is_some()
-        || memchr::memmem::find(head, b"\"u\":").is_some()
-    {
-        Some(Venue::Binance)
+    } else if head.starts_with(b"{\"type\"") || (has(b"\"type\":") && has(b"\"product_id\"")) {
+        Some(Venue::CoinbaseExchange)
+    } else if has(b"\"stream\"") || has(b"\"lastUpdateId\"") || has(b"\"e\":") || has(b"\"u\":") {
+        let futures = has(b"\"pu\":")
+            || has(b"\"e\":\"bookTicker\"")
+            || has(b"\"e\":\"markPriceUpdate\"")
+            || has(b"\"e\":\"forceOrder\"")
+            || has(b"\"X\":\"");
+        Some(match futures {
+            false => Venue::Binance,
+            true if has(b"\"ps\":") || has(b"_perp@") || has(b"_PERP\"") => Venue::BinanceCoinm,
+            true => Venue::BinanceUsdm,
+        })
     } else {
         None
+    }
+}
+
+/// The venue of a REST depth snapshot line when the file's venue is not known yet:
+/// futures snapshots carry the matching engine's time (`T`); COIN-M ones name a `pair`,
+/// or their symbol is a contract.
+fn detect_rest_venue(json: &[u8], symbol: &[u8]) -> Venue {
+    let head = &json[..json.len().min(256)];
+    let has = |needle: &[u8]| memchr::memmem::find(head, needle).is_some();
+    if has(b"\"pair\":") || (has(b"\"T\":") && symbol.contains(&b'_')) {
+        Venue::BinanceCoinm
+    } else if has(b"\"T\":") {
+        Venue::BinanceUsdm
+    } else {
+        Venue::Binance
     }
 }
 
@@ -655,14 +682,20 @@ impl LineSource {
             let venue =
                 match (self.venue, rest) {
                     (Some(v), _) => v,
-                    (None, Some(_)) => Venue::Binance,
+                    (None, Some(r)) => detect_rest_venue(
+                        data,
+                        match r {
+                            RestSym::Named => &self.symbol_buf,
+                            RestSym::File => self.file_symbol.as_deref().unwrap_or(b""),
+                        },
+                    ),
                     (None, None) => match detect_venue(data) {
                         Some(v) => {
                             self.venue = Some(v);
                             v
                         }
                         None => return Err(self.bad(
-                            "cannot tell the venue of this frame; pass --venue coinbase|binance",
+                            "cannot tell the venue of this frame; pass --venue (coinbase, coinbase-exchange, binance, binance-usdm or binance-coinm)",
                         )),
                     },
                 };

@@ -156,6 +156,37 @@ fn venue_name(v: Venue) -> &'static str {
     v.name()
 }
 
+/// Coinbase Exchange: `type` (as both channel and type: the feed has no channel
+/// field), the product's `sequence` where the type has one, `time`.
+fn look_coinbase_exchange(data: &[u8]) -> Look<'_> {
+    let mut l = Look::default();
+    let mut s = Scanner::new(data);
+    let _ = (|| -> hermes_ingest::json::Result<()> {
+        s.object_begin()?;
+        let mut first = true;
+        while let Some(k) = s.key(&mut first)? {
+            match k {
+                b"type" => {
+                    let t = s.string()?;
+                    l.event_type = Some(t);
+                    l.channel = Some(match t {
+                        b"snapshot" | b"l2update" => b"level2",
+                        b"match" | b"last_match" => b"matches",
+                        other => other,
+                    });
+                }
+                b"sequence" => l.seq = i64::try_from(s.u64()?).ok(),
+                b"time" => l.exch_ns = parse_rfc3339_ns(s.string()?),
+                _ => {
+                    s.skip()?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    l
+}
+
 /// Coinbase: `channel`, `sequence_num`, `timestamp`, and the first event's `type`.
 fn look_coinbase(data: &[u8]) -> Look<'_> {
     let mut l = Look::default();
@@ -294,7 +325,10 @@ impl Projector {
         let rest = rec.kind == RecordKind::RestDepth;
         let (look, agg) = match rec.venue {
             Venue::Coinbase => (look_coinbase(rec.data), false),
-            Venue::Binance => look_binance(rec.data, rest),
+            Venue::Binance | Venue::BinanceUsdm | Venue::BinanceCoinm => {
+                look_binance(rec.data, rest)
+            }
+            Venue::CoinbaseExchange => (look_coinbase_exchange(rec.data), false),
             Venue::Webhook => (
                 Look {
                     channel: Some(b"ingest/tick"),

@@ -29,8 +29,16 @@ pub use persist::{
 /// A venue the CLI accepts.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum VenueArg {
+    /// Coinbase Advanced Trade.
     Coinbase,
+    /// The Coinbase Exchange feed.
+    CoinbaseExchange,
+    /// Binance spot.
     Binance,
+    /// Binance USD-M futures.
+    BinanceUsdm,
+    /// Binance COIN-M futures.
+    BinanceCoinm,
 }
 
 impl From<VenueArg> for Venue {
@@ -38,6 +46,9 @@ impl From<VenueArg> for Venue {
         match v {
             VenueArg::Coinbase => Venue::Coinbase,
             VenueArg::Binance => Venue::Binance,
+            VenueArg::CoinbaseExchange => Venue::CoinbaseExchange,
+            VenueArg::BinanceUsdm => Venue::BinanceUsdm,
+            VenueArg::BinanceCoinm => Venue::BinanceCoinm,
         }
     }
 }

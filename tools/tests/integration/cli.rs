@@ -164,6 +164,11 @@ fn real_captures_match_the_independent_reference() {
         "binance-spot-ethusdt-20240808.txt.gz",
         "binance-spot-10symbols-bookticker-aggtrade.cryptofeed.txt",
         "binance-spot-3symbols-depth-aggtrade.cryptofeed.txt",
+        "binance-usdm-btcusdt-20240808.txt.gz",
+        "binance-usdm-btcusdt-20240718.txt.gz",
+        "binance-usdm-ethusdt-20240718.txt.gz",
+        "binance-coinm-btcusd_perp-20240808.txt.gz",
+        "coinbase-exchange-legacy-10products-20210417.cryptofeed.txt",
     ] {
         let f = captures.join(name);
         if !f.exists() {
