@@ -294,6 +294,24 @@ pub enum Event {
 const _: () = assert!(std::mem::size_of::<Event>() <= 64);
 
 impl Event {
+    /// The same event about instrument `to` (a test or a fuzz target comparing events
+    /// of two decoders whose ids differ).
+    pub fn with_inst(self, to: InstId) -> Event {
+        let mut ev = self;
+        match &mut ev {
+            Event::Define { inst, .. }
+            | Event::Snapshot { inst }
+            | Event::Level { inst, .. }
+            | Event::Commit { inst, .. }
+            | Event::Quote { inst, .. }
+            | Event::Trade { inst, .. }
+            | Event::Derivs { inst, .. }
+            | Event::Liquidation { inst, .. }
+            | Event::Stale { inst, .. } => *inst = to,
+        }
+        ev
+    }
+
     /// The instrument the event is about.
     pub fn inst(&self) -> InstId {
         match *self {

@@ -26,6 +26,7 @@ use hermes_book::{parse_decimal, Price, Qty, Side};
 use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame, FrameKind};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::Scanner;
+use crate::venue::{Resync, VenueProtocol};
 
 #[derive(Debug)]
 enum Sync {
@@ -798,6 +799,159 @@ fn covered(data: &[u8], l: u64, keep_last: bool) -> bool {
         .ok()
         .and_then(|v| v.as_raw_str().parse::<u64>().ok());
     matches!(last, Some(u) if u < l || (u == l && !keep_last))
+}
+
+/// The Binance venues' protocol: spot and the two futures markets differ in their
+/// endpoints, their snapshot weights and (in the decoder) their diff-depth rules.
+pub(crate) struct BinanceProtocol {
+    venue: Venue,
+    key: &'static str,
+    ws_url: &'static str,
+    rest_url: &'static str,
+    depth_path: &'static str,
+    streams: &'static [&'static str],
+}
+
+/// Binance spot.
+pub(crate) static BINANCE_SPOT: BinanceProtocol = BinanceProtocol {
+    venue: Venue::Binance,
+    key: "binance",
+    ws_url: "wss://stream.binance.com:9443",
+    rest_url: "https://api.binance.com",
+    depth_path: "/api/v3/depth",
+    streams: &["depth@100ms", "trade", "bookTicker"],
+};
+
+/// Binance USD-M futures.
+pub(crate) static BINANCE_USDM: BinanceProtocol = BinanceProtocol {
+    venue: Venue::BinanceUsdm,
+    key: "binance_usdm",
+    ws_url: "wss://fstream.binance.com",
+    rest_url: "https://fapi.binance.com",
+    depth_path: "/fapi/v1/depth",
+    streams: &[
+        "depth@100ms",
+        "aggTrade",
+        "bookTicker",
+        "markPrice@1s",
+        "forceOrder",
+    ],
+};
+
+/// Binance COIN-M futures.
+pub(crate) static BINANCE_COINM: BinanceProtocol = BinanceProtocol {
+    venue: Venue::BinanceCoinm,
+    key: "binance_coinm",
+    ws_url: "wss://dstream.binance.com",
+    rest_url: "https://dapi.binance.com",
+    depth_path: "/dapi/v1/depth",
+    streams: &[
+        "depth@100ms",
+        "aggTrade",
+        "bookTicker",
+        "markPrice@1s",
+        "forceOrder",
+    ],
+};
+
+impl VenueProtocol for BinanceProtocol {
+    fn venue(&self) -> Venue {
+        self.venue
+    }
+
+    fn config_key(&self) -> &'static str {
+        self.key
+    }
+
+    fn instruments_key(&self) -> &'static str {
+        "symbols"
+    }
+
+    fn default_ws_url(&self) -> &'static str {
+        self.ws_url
+    }
+
+    fn default_rest_url(&self) -> Option<&'static str> {
+        Some(self.rest_url)
+    }
+
+    fn default_channels(&self) -> &'static [&'static str] {
+        self.streams
+    }
+
+    fn normalize(&self, name: &str) -> String {
+        name.to_ascii_uppercase()
+    }
+
+    fn connect_url(&self, ws_url: &str, symbols: &[String], streams: &[String]) -> String {
+        let names: Vec<String> = symbols
+            .iter()
+            .flat_map(|s| {
+                streams
+                    .iter()
+                    .map(move |st| format!("{}@{}", s.to_ascii_lowercase(), st))
+            })
+            .collect();
+        format!(
+            "{}/stream?streams={}",
+            ws_url.trim_end_matches('/'),
+            names.join("/")
+        )
+    }
+
+    fn subscribe(&self, _symbols: &[String], _streams: &[String]) -> Vec<String> {
+        // The streams are named in the URL.
+        Vec::new()
+    }
+
+    fn resync(&self) -> Resync {
+        Resync::RestSnapshot
+    }
+
+    fn snapshot_url(&self, rest_url: &str, symbol: &str, limit: u32) -> Option<String> {
+        Some(format!(
+            "{}{}?symbol={}&limit={}",
+            rest_url.trim_end_matches('/'),
+            self.depth_path,
+            symbol,
+            limit
+        ))
+    }
+
+    fn snapshot_weight(&self, limit: u32) -> u32 {
+        if self.venue.is_binance_futures() {
+            // `/fapi/v1/depth` and `/dapi/v1/depth`.
+            match limit {
+                0..=50 => 2,
+                51..=100 => 5,
+                101..=500 => 10,
+                _ => 20,
+            }
+        } else {
+            match limit {
+                0..=100 => 5,
+                101..=500 => 25,
+                501..=1000 => 50,
+                _ => 250,
+            }
+        }
+    }
+
+    fn valid_depth_limit(&self, limit: u32) -> bool {
+        if self.venue.is_binance_futures() {
+            matches!(limit, 5 | 10 | 20 | 50 | 100 | 500 | 1000)
+        } else {
+            matches!(limit, 1..=5000)
+        }
+    }
+
+    fn decode(&self, dec: &mut Decoder, frame: &Frame<'_>) -> Result<(), DecodeError> {
+        dec.decode_binance(frame)
+    }
+
+    fn restart(&self, dec: &mut Decoder, inst: InstId) {
+        dec.bn.restart(inst);
+    }
 }
 
 #[cfg(test)]

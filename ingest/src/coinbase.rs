@@ -16,6 +16,7 @@ use hermes_book::{Price, Qty, Side};
 use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::{parse_rfc3339_ns, Scanner};
+use crate::venue::{json_list, Resync, VenueProtocol};
 
 /// Per-connection sequence state.
 #[derive(Debug, Default)]
@@ -42,6 +43,77 @@ impl CoinbaseState {
         if let Some(c) = self.conns.iter_mut().find(|c| c.0 == id) {
             c.1 = None;
         }
+    }
+}
+
+/// The Coinbase Advanced Trade protocol.
+pub(crate) struct CoinbaseAdvanced;
+
+/// One subscribe (or unsubscribe) message per channel, as Advanced Trade wants.
+fn advanced_msg(kind: &str, channel: &str, products: &[String]) -> String {
+    format!(
+        r#"{{"type":"{kind}","product_ids":{},"channel":"{channel}"}}"#,
+        json_list(products)
+    )
+}
+
+impl VenueProtocol for CoinbaseAdvanced {
+    fn venue(&self) -> Venue {
+        Venue::Coinbase
+    }
+
+    fn config_key(&self) -> &'static str {
+        "coinbase"
+    }
+
+    fn instruments_key(&self) -> &'static str {
+        "products"
+    }
+
+    fn default_ws_url(&self) -> &'static str {
+        "wss://advanced-trade-ws.coinbase.com"
+    }
+
+    fn default_rest_url(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn default_channels(&self) -> &'static [&'static str] {
+        &["level2", "market_trades", "heartbeats"]
+    }
+
+    fn connect_url(&self, ws_url: &str, _: &[String], _: &[String]) -> String {
+        ws_url.to_string()
+    }
+
+    fn subscribe(&self, products: &[String], channels: &[String]) -> Vec<String> {
+        channels
+            .iter()
+            .map(|ch| advanced_msg("subscribe", ch, products))
+            .collect()
+    }
+
+    fn resync(&self) -> Resync {
+        Resync::Resubscribe
+    }
+
+    fn resubscribe(&self, products: &[String], _: &[String]) -> Vec<String> {
+        ["unsubscribe", "subscribe"]
+            .iter()
+            .map(|kind| advanced_msg(kind, "level2", products))
+            .collect()
+    }
+
+    fn binary_frames_are_text(&self) -> bool {
+        true
+    }
+
+    fn decode(&self, dec: &mut Decoder, frame: &Frame<'_>) -> Result<(), DecodeError> {
+        dec.decode_coinbase(frame)
+    }
+
+    fn new_connection(&self, dec: &mut Decoder, conn: u16) {
+        dec.cb.reset(conn);
     }
 }
 

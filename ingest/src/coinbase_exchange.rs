@@ -25,6 +25,81 @@ use hermes_book::{Price, Qty, Side};
 use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::{parse_rfc3339_ns, Scanner};
+use crate::venue::{json_list, Resync, VenueProtocol};
+
+/// The Coinbase Exchange protocol.
+pub(crate) struct CoinbaseExchange;
+
+impl VenueProtocol for CoinbaseExchange {
+    fn venue(&self) -> Venue {
+        Venue::CoinbaseExchange
+    }
+
+    fn config_key(&self) -> &'static str {
+        "coinbase_exchange"
+    }
+
+    fn instruments_key(&self) -> &'static str {
+        "products"
+    }
+
+    fn default_ws_url(&self) -> &'static str {
+        "wss://ws-feed.exchange.coinbase.com"
+    }
+
+    fn default_rest_url(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn default_channels(&self) -> &'static [&'static str] {
+        // `level2_batch` needs no authentication (`level2` now does).
+        &["level2_batch", "matches", "ticker", "heartbeat"]
+    }
+
+    fn connect_url(&self, ws_url: &str, _: &[String], _: &[String]) -> String {
+        ws_url.to_string()
+    }
+
+    fn subscribe(&self, products: &[String], channels: &[String]) -> Vec<String> {
+        // One message names every channel.
+        vec![format!(
+            r#"{{"type":"subscribe","product_ids":{},"channels":{}}}"#,
+            json_list(products),
+            json_list(channels)
+        )]
+    }
+
+    fn resync(&self) -> Resync {
+        Resync::Resubscribe
+    }
+
+    fn resubscribe(&self, products: &[String], channels: &[String]) -> Vec<String> {
+        // The book channel subscribed to (level2 or level2_batch) sends a snapshot again.
+        let book = channels
+            .iter()
+            .find(|c| c.starts_with("level2"))
+            .cloned()
+            .unwrap_or_else(|| "level2_batch".to_string());
+        ["unsubscribe", "subscribe"]
+            .iter()
+            .map(|kind| {
+                format!(
+                    r#"{{"type":"{kind}","product_ids":{},"channels":{}}}"#,
+                    json_list(products),
+                    json_list(std::slice::from_ref(&book))
+                )
+            })
+            .collect()
+    }
+
+    fn decode(&self, dec: &mut Decoder, frame: &Frame<'_>) -> Result<(), DecodeError> {
+        dec.decode_coinbase_exchange(frame)
+    }
+
+    fn restart(&self, dec: &mut Decoder, inst: InstId) {
+        dec.cbx.restart(inst);
+    }
+}
 
 /// Per-product state, indexed by [`InstId`].
 #[derive(Clone, Copy, Debug, Default)]

@@ -423,11 +423,9 @@ impl Decoder {
     }
 
     fn decode_inner(&mut self, frame: &Frame<'_>) -> Result<(), DecodeError> {
-        match frame.venue {
-            Venue::Coinbase => self.decode_coinbase(frame),
-            Venue::Binance | Venue::BinanceUsdm | Venue::BinanceCoinm => self.decode_binance(frame),
-            Venue::CoinbaseExchange => self.decode_coinbase_exchange(frame),
-            Venue::Webhook => self.decode_webhook(frame),
+        match crate::venue::protocol(frame.venue) {
+            Some(p) => p.decode(self, frame),
+            None => self.decode_webhook(frame),
         }
     }
 
@@ -532,10 +530,8 @@ impl Decoder {
             return;
         }
         let venue = self.sh.inst.list[inst.0 as usize].0;
-        if venue.is_binance() {
-            self.bn.restart(inst);
-        } else if venue == Venue::CoinbaseExchange {
-            self.cbx.restart(inst);
+        if let Some(p) = crate::venue::protocol(venue) {
+            p.restart(self, inst);
         }
         self.sh.set_stale_now(inst);
         self.flush(sink, true);

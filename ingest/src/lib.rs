@@ -36,6 +36,7 @@ mod decoder;
 pub use hermes_book::event;
 pub mod json;
 pub mod source;
+pub mod venue;
 pub mod webhook;
 
 pub use decoder::{

@@ -173,13 +173,14 @@ pub(super) fn hermes_cmd(bin: &Path) -> Command {
         "API_KEY",
         "INGEST_USERNAME",
         "INGEST_PASSWORD",
-        "COINBASE_WS_URL",
-        "COINBASE_PRODUCTS",
-        "BINANCE_WS_URL",
-        "BINANCE_REST_URL",
-        "BINANCE_SYMBOLS",
     ] {
         c.env_remove(k);
+    }
+    // Every venue's feed variables (COINBASE_PRODUCTS, BINANCE_USDM_WS_URL, …).
+    for v in hermes_ingest::venue::LIVE_VENUES {
+        for k in hermes_live::env_names(v) {
+            c.env_remove(k);
+        }
     }
     c
 }

@@ -231,11 +231,10 @@ fn engine_run(url: String, shm: std::path::PathBuf, visible: Option<Stamps>) -> 
         std::thread::spawn(move || watch(&shm, &done, &v))
     });
     let res = hermes_engine::run(&opts, move |sink| {
-        let cfg = LiveConfig {
-            coinbase_ws_url: url,
-            coinbase_products: PRODUCTS.iter().map(|s| s.to_string()).collect(),
-            ..LiveConfig::default()
-        };
+        let mut cfg = LiveConfig::default();
+        let feed = cfg.feed_mut(hermes_ingest::Venue::Coinbase);
+        feed.ws_url = url;
+        feed.symbols = PRODUCTS.iter().map(|s| s.to_string()).collect();
         let limits = RunLimits {
             duration: Some(Duration::from_secs(120)),
             until_idle: Some(Duration::from_millis(400)),

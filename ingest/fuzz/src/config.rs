@@ -33,26 +33,29 @@ fn check_names(names: &[String]) {
 }
 
 fn check_valid(c: &LiveConfig) {
-    for url in [&c.coinbase_ws_url, &c.binance_ws_url] {
+    for feed in &c.feeds {
+        let url = &feed.ws_url;
         assert!(
             url.starts_with("ws://") || url.starts_with("wss://"),
             "{url:?}"
         );
-    }
-    let rest = &c.binance_rest_url;
-    assert!(
-        rest.starts_with("http://") || rest.starts_with("https://"),
-        "{rest:?}"
-    );
-    assert!((1..=5000).contains(&c.binance_depth_limit));
-    check_names(&c.coinbase_products);
-    check_names(&c.binance_symbols);
-    for s in &c.binance_symbols {
-        assert_eq!(
-            *s,
-            s.to_ascii_uppercase(),
-            "Binance symbols are upper-cased"
-        );
+        check_names(&feed.symbols);
+        let p = feed.protocol();
+        if p.default_rest_url().is_some() {
+            let rest = &feed.rest_url;
+            assert!(
+                rest.starts_with("http://") || rest.starts_with("https://"),
+                "{rest:?}"
+            );
+            assert!(p.valid_depth_limit(feed.depth_limit));
+            for s in &feed.symbols {
+                assert_eq!(
+                    *s,
+                    s.to_ascii_uppercase(),
+                    "Binance symbols are upper-cased"
+                );
+            }
+        }
     }
     let p = &c.policy;
     assert!(!p.reconnect_min.is_zero() && p.reconnect_min <= p.reconnect_max);

@@ -52,63 +52,11 @@ struct Known {
     scale: Scale,
 }
 
-/// `ev` with its instrument id replaced by 0.
+/// `ev` with its instrument id replaced by 0 (definitions and stale marks kept whole).
 fn without_inst(ev: Event) -> Event {
-    let z = InstId(0);
     match ev {
         Event::Define { .. } | Event::Stale { .. } => ev,
-        Event::Snapshot { .. } => Event::Snapshot { inst: z },
-        Event::Level {
-            side, price, qty, ..
-        } => Event::Level {
-            inst: z,
-            side,
-            price,
-            qty,
-        },
-        Event::Commit {
-            update_id,
-            exch_ts_ns,
-            recv_ts_ns,
-            ..
-        } => Event::Commit {
-            inst: z,
-            update_id,
-            exch_ts_ns,
-            recv_ts_ns,
-        },
-        Event::Quote {
-            update_id,
-            bid_px,
-            bid_qty,
-            ask_px,
-            ask_qty,
-            recv_ts_ns,
-            ..
-        } => Event::Quote {
-            inst: z,
-            update_id,
-            bid_px,
-            bid_qty,
-            ask_px,
-            ask_qty,
-            recv_ts_ns,
-        },
-        Event::Trade {
-            side,
-            trade_id,
-            price,
-            qty,
-            ts_ns,
-            ..
-        } => Event::Trade {
-            inst: z,
-            side,
-            trade_id,
-            price,
-            qty,
-            ts_ns,
-        },
+        _ => ev.with_inst(InstId(0)),
     }
 }
 

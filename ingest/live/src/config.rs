@@ -6,6 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use hermes_ingest::venue::{protocol, VenueProtocol, LIVE_VENUES};
+use hermes_ingest::Venue;
 
 /// Connection behaviour.
 #[derive(Clone, Debug)]
@@ -49,25 +51,53 @@ impl Default for ConnPolicy {
     }
 }
 
+/// One venue's feed.
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// The venue.
+    pub venue: Venue,
+    /// WebSocket URL (Binance: the base, `/stream?streams=…` is appended).
+    pub ws_url: String,
+    /// REST base URL of the depth snapshots (Binance venues; empty for the others).
+    pub rest_url: String,
+    /// Instruments (Coinbase products, Binance symbols); empty disables the venue.
+    pub symbols: Vec<String>,
+    /// Channels (Coinbase) or streams per symbol (Binance).
+    pub channels: Vec<String>,
+    /// Levels requested in a REST depth snapshot.
+    pub depth_limit: u32,
+}
+
+impl FeedConfig {
+    /// The venue's defaults: production endpoints, no instruments.
+    pub fn defaults(venue: Venue) -> FeedConfig {
+        let p = protocol(venue).expect("a live venue");
+        FeedConfig {
+            venue,
+            ws_url: p.default_ws_url().to_string(),
+            rest_url: p.default_rest_url().unwrap_or("").to_string(),
+            symbols: Vec::new(),
+            channels: p.default_channels().iter().map(|c| c.to_string()).collect(),
+            depth_limit: 1000,
+        }
+    }
+
+    /// The venue's protocol.
+    pub fn protocol(&self) -> &'static dyn VenueProtocol {
+        protocol(self.venue).expect("a live venue")
+    }
+
+    /// `true` when instruments are configured.
+    pub fn enabled(&self) -> bool {
+        !self.symbols.is_empty()
+    }
+}
+
 /// Feeds to connect to.
 #[derive(Clone, Debug)]
 pub struct LiveConfig {
-    /// Coinbase Advanced Trade WebSocket URL.
-    pub coinbase_ws_url: String,
-    /// Coinbase products; empty disables the venue.
-    pub coinbase_products: Vec<String>,
-    /// Coinbase channels to subscribe.
-    pub coinbase_channels: Vec<String>,
-    /// Binance WebSocket base URL (`/stream?streams=…` is appended).
-    pub binance_ws_url: String,
-    /// Binance REST base URL.
-    pub binance_rest_url: String,
-    /// Binance symbols; empty disables the venue.
-    pub binance_symbols: Vec<String>,
-    /// Binance streams per symbol.
-    pub binance_streams: Vec<String>,
-    /// Levels requested in the REST depth snapshot.
-    pub binance_depth_limit: u32,
+    /// One feed per venue of [`LIVE_VENUES`], in that order.
+    pub feeds: Vec<FeedConfig>,
     /// Connection behaviour.
     pub policy: ConnPolicy,
 }
@@ -75,27 +105,16 @@ pub struct LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
-            coinbase_ws_url: "wss://advanced-trade-ws.coinbase.com".into(),
-            coinbase_products: Vec::new(),
-            coinbase_channels: vec!["level2".into(), "market_trades".into(), "heartbeats".into()],
-            binance_ws_url: "wss://stream.binance.com:9443".into(),
-            binance_rest_url: "https://api.binance.com".into(),
-            binance_symbols: Vec::new(),
-            binance_streams: vec!["depth@100ms".into(), "trade".into(), "bookTicker".into()],
-            binance_depth_limit: 1000,
+            feeds: LIVE_VENUES
+                .iter()
+                .map(|v| FeedConfig::defaults(*v))
+                .collect(),
             policy: ConnPolicy::default(),
         }
     }
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    coinbase: Option<CoinbaseFile>,
-    binance: Option<BinanceFile>,
-    connection: Option<ConnFile>,
-}
-
+/// A Coinbase-style section (`[coinbase]`, `[coinbase_exchange]`).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CoinbaseFile {
@@ -104,6 +123,7 @@ struct CoinbaseFile {
     channels: Option<Vec<String>>,
 }
 
+/// A Binance-style section (`[binance]`, `[binance_usdm]`, `[binance_coinm]`).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BinanceFile {
@@ -112,6 +132,47 @@ struct BinanceFile {
     symbols: Option<Vec<String>>,
     streams: Option<Vec<String>>,
     depth_limit: Option<u32>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    coinbase: Option<CoinbaseFile>,
+    coinbase_exchange: Option<CoinbaseFile>,
+    binance: Option<BinanceFile>,
+    binance_usdm: Option<BinanceFile>,
+    binance_coinm: Option<BinanceFile>,
+    connection: Option<ConnFile>,
+}
+
+impl FileConfig {
+    /// Applies the section of `feed`'s venue, if the file has one.
+    fn apply(&self, feed: &mut FeedConfig) {
+        let cb = |f: &Option<CoinbaseFile>, feed: &mut FeedConfig| {
+            if let Some(c) = f {
+                feed.ws_url = c.ws_url.clone().unwrap_or(feed.ws_url.clone());
+                feed.symbols = c.products.clone().unwrap_or_default();
+                feed.channels = c.channels.clone().unwrap_or(feed.channels.clone());
+            }
+        };
+        let bn = |f: &Option<BinanceFile>, feed: &mut FeedConfig| {
+            if let Some(b) = f {
+                feed.ws_url = b.ws_url.clone().unwrap_or(feed.ws_url.clone());
+                feed.rest_url = b.rest_url.clone().unwrap_or(feed.rest_url.clone());
+                feed.symbols = b.symbols.clone().unwrap_or_default();
+                feed.channels = b.streams.clone().unwrap_or(feed.channels.clone());
+                feed.depth_limit = b.depth_limit.unwrap_or(feed.depth_limit);
+            }
+        };
+        match feed.venue {
+            Venue::Coinbase => cb(&self.coinbase, feed),
+            Venue::CoinbaseExchange => cb(&self.coinbase_exchange, feed),
+            Venue::Binance => bn(&self.binance, feed),
+            Venue::BinanceUsdm => bn(&self.binance_usdm, feed),
+            Venue::BinanceCoinm => bn(&self.binance_coinm, feed),
+            Venue::Webhook => {}
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -147,8 +208,12 @@ fn check_names(what: &str, names: &[String]) -> Result<()> {
                 k + 1
             );
         }
-        if n.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            bail!("{what}: {n:?} is not an instrument name (no spaces or control characters)");
+        if n.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+        {
+            bail!(
+                "{what}: {n:?} is not an instrument name (no spaces, quotes or control characters)"
+            );
         }
         if names[..k].contains(n) {
             bail!("{what} lists {n:?} twice");
@@ -157,10 +222,29 @@ fn check_names(what: &str, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The environment variables of a venue: `PREFIX_WS_URL`, `PREFIX_REST_URL`,
+/// `PREFIX_PRODUCTS` or `PREFIX_SYMBOLS`.
+pub fn env_names(venue: Venue) -> Vec<String> {
+    let Some(p) = protocol(venue) else {
+        return Vec::new();
+    };
+    let prefix = p.config_key().to_ascii_uppercase();
+    let mut v = vec![
+        format!("{prefix}_{}", p.instruments_key().to_ascii_uppercase()),
+        format!("{prefix}_WS_URL"),
+    ];
+    if p.default_rest_url().is_some() {
+        v.push(format!("{prefix}_REST_URL"));
+    }
+    v
+}
+
 impl LiveConfig {
     /// The defaults, then the TOML file (unknown keys are errors naming the key), then
-    /// the environment (`COINBASE_WS_URL`, `COINBASE_PRODUCTS`, `BINANCE_WS_URL`,
-    /// `BINANCE_REST_URL`, `BINANCE_SYMBOLS`), then validation.
+    /// the environment (per venue: `COINBASE_WS_URL`, `COINBASE_PRODUCTS`,
+    /// `COINBASE_EXCHANGE_WS_URL`, `COINBASE_EXCHANGE_PRODUCTS`, `BINANCE_WS_URL`,
+    /// `BINANCE_REST_URL`, `BINANCE_SYMBOLS`, and the same three for `BINANCE_USDM_` and
+    /// `BINANCE_COINM_`), then validation.
     pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<LiveConfig> {
         let mut c = LiveConfig::default();
         if let Some(p) = path {
@@ -168,17 +252,8 @@ impl LiveConfig {
                 .with_context(|| format!("reading config {}", p.display()))?;
             let f: FileConfig =
                 toml::from_str(&text).with_context(|| format!("config {}", p.display()))?;
-            if let Some(cb) = f.coinbase {
-                c.coinbase_ws_url = cb.ws_url.unwrap_or(c.coinbase_ws_url);
-                c.coinbase_products = cb.products.unwrap_or_default();
-                c.coinbase_channels = cb.channels.unwrap_or(c.coinbase_channels);
-            }
-            if let Some(b) = f.binance {
-                c.binance_ws_url = b.ws_url.unwrap_or(c.binance_ws_url);
-                c.binance_rest_url = b.rest_url.unwrap_or(c.binance_rest_url);
-                c.binance_symbols = b.symbols.unwrap_or_default();
-                c.binance_streams = b.streams.unwrap_or(c.binance_streams);
-                c.binance_depth_limit = b.depth_limit.unwrap_or(c.binance_depth_limit);
+            for feed in &mut c.feeds {
+                f.apply(feed);
             }
             if let Some(k) = f.connection {
                 let p = &mut c.policy;
@@ -197,65 +272,101 @@ impl LiveConfig {
                     k.rest_weight_per_minute.unwrap_or(p.rest_weight_per_minute);
             }
         }
-        if let Some(v) = env("COINBASE_WS_URL") {
-            c.coinbase_ws_url = v;
+        for feed in &mut c.feeds {
+            let p = feed.protocol();
+            let prefix = p.config_key().to_ascii_uppercase();
+            if let Some(v) = env(&format!("{prefix}_WS_URL")) {
+                feed.ws_url = v;
+            }
+            if p.default_rest_url().is_some() {
+                if let Some(v) = env(&format!("{prefix}_REST_URL")) {
+                    feed.rest_url = v;
+                }
+            }
+            let key = p.instruments_key().to_ascii_uppercase();
+            if let Some(v) = env(&format!("{prefix}_{key}")) {
+                feed.symbols = list(&v);
+            }
+            feed.symbols = feed.symbols.iter().map(|s| p.normalize(s)).collect();
         }
-        if let Some(v) = env("COINBASE_PRODUCTS") {
-            c.coinbase_products = list(&v);
-        }
-        if let Some(v) = env("BINANCE_WS_URL") {
-            c.binance_ws_url = v;
-        }
-        if let Some(v) = env("BINANCE_REST_URL") {
-            c.binance_rest_url = v;
-        }
-        if let Some(v) = env("BINANCE_SYMBOLS") {
-            c.binance_symbols = list(&v);
-        }
-        c.binance_symbols = c
-            .binance_symbols
-            .iter()
-            .map(|s| s.to_ascii_uppercase())
-            .collect();
         c.validate()?;
         Ok(c)
     }
 
+    /// The feed of `venue`.
+    ///
+    /// # Panics
+    /// For the webhook, which has no feed.
+    pub fn feed(&self, venue: Venue) -> &FeedConfig {
+        self.feeds
+            .iter()
+            .find(|f| f.venue == venue)
+            .expect("every live venue has a feed")
+    }
+
+    /// The feed of `venue`, to change.
+    ///
+    /// # Panics
+    /// For the webhook, which has no feed.
+    pub fn feed_mut(&mut self, venue: Venue) -> &mut FeedConfig {
+        self.feeds
+            .iter_mut()
+            .find(|f| f.venue == venue)
+            .expect("every live venue has a feed")
+    }
+
+    /// The feeds with instruments configured.
+    pub fn enabled(&self) -> impl Iterator<Item = &FeedConfig> {
+        self.feeds.iter().filter(|f| f.enabled())
+    }
+
     /// Checks that something will be ingested: a venue, or webhook ticks.
     pub fn require_feed(&self, webhook: bool) -> Result<()> {
-        if self.coinbase_products.is_empty() && self.binance_symbols.is_empty() && !webhook {
-            bail!("no feed configured: set COINBASE_PRODUCTS (e.g. BTC-USD,ETH-USD) and/or BINANCE_SYMBOLS (e.g. BTCUSDT), or [coinbase] products / [binance] symbols in the config file (or enable webhook ticks with --http and INGEST_USERNAME/INGEST_PASSWORD)");
+        if self.enabled().next().is_none() && !webhook {
+            bail!("no feed configured: set COINBASE_PRODUCTS (e.g. BTC-USD,ETH-USD), COINBASE_EXCHANGE_PRODUCTS, BINANCE_SYMBOLS (e.g. BTCUSDT), BINANCE_USDM_SYMBOLS (e.g. BTCUSDT) and/or BINANCE_COINM_SYMBOLS (e.g. BTCUSD_PERP), or the products/symbols of [coinbase], [coinbase_exchange], [binance], [binance_usdm] or [binance_coinm] in the config file (or enable webhook ticks with --http and INGEST_USERNAME/INGEST_PASSWORD)");
         }
         Ok(())
     }
 
     fn validate(&self) -> Result<()> {
-        check_names(
-            "coinbase products (COINBASE_PRODUCTS)",
-            &self.coinbase_products,
-        )?;
-        check_names("binance symbols (BINANCE_SYMBOLS)", &self.binance_symbols)?;
-        for (name, url) in [
-            ("coinbase ws_url (COINBASE_WS_URL)", &self.coinbase_ws_url),
-            ("binance ws_url (BINANCE_WS_URL)", &self.binance_ws_url),
-        ] {
+        for feed in &self.feeds {
+            let p = feed.protocol();
+            let key = p.config_key();
+            let prefix = key.to_ascii_uppercase();
+            let what = p.instruments_key();
+            check_names(
+                &format!(
+                    "{} {what} ({prefix}_{})",
+                    feed.venue.name(),
+                    what.to_ascii_uppercase()
+                ),
+                &feed.symbols,
+            )?;
+            let url = &feed.ws_url;
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-                bail!("{name} must start with ws:// or wss://, got {url:?}");
+                bail!(
+                    "{key} ws_url ({prefix}_WS_URL) must start with ws:// or wss://, got {url:?}"
+                );
             }
-        }
-        if !(self.binance_rest_url.starts_with("http://")
-            || self.binance_rest_url.starts_with("https://"))
-        {
-            bail!(
-                "binance rest_url (BINANCE_REST_URL) must start with http:// or https://, got {:?}",
-                self.binance_rest_url
-            );
-        }
-        if !matches!(self.binance_depth_limit, 1..=5000) {
-            bail!(
-                "binance depth_limit must be 1..=5000, got {}",
-                self.binance_depth_limit
-            );
+            if p.default_rest_url().is_some() {
+                let rest = &feed.rest_url;
+                if !(rest.starts_with("http://") || rest.starts_with("https://")) {
+                    bail!(
+                        "{key} rest_url ({prefix}_REST_URL) must start with http:// or https://, got {rest:?}"
+                    );
+                }
+                if !p.valid_depth_limit(feed.depth_limit) {
+                    bail!(
+                        "{key} depth_limit {} is not one the venue accepts ({})",
+                        feed.depth_limit,
+                        if feed.venue.is_binance_futures() {
+                            "5, 10, 20, 50, 100, 500 or 1000"
+                        } else {
+                            "1..=5000"
+                        }
+                    );
+                }
+            }
         }
         let p = &self.policy;
         if p.reconnect_min.is_zero() || p.reconnect_max < p.reconnect_min {
@@ -284,8 +395,8 @@ mod tests {
         .unwrap();
         let env = |k: &str| (k == "BINANCE_SYMBOLS").then(|| "btcusdt, ethusdt".to_string());
         let c = LiveConfig::load(Some(&f), &env).unwrap();
-        assert_eq!(c.coinbase_products, ["BTC-USD"]);
-        assert_eq!(c.binance_symbols, ["BTCUSDT", "ETHUSDT"]);
+        assert_eq!(c.feed(Venue::Coinbase).symbols, ["BTC-USD"]);
+        assert_eq!(c.feed(Venue::Binance).symbols, ["BTCUSDT", "ETHUSDT"]);
         assert_eq!(c.policy.reconnect_min, Duration::from_millis(50));
         std::fs::write(&f, "[coinbase]\nproduct = [\"BTC-USD\"]\n").unwrap();
         let e = format!("{:#}", LiveConfig::load(Some(&f), &|_| None).unwrap_err());

@@ -30,7 +30,7 @@
 //! ```
 //! use std::sync::atomic::AtomicBool;
 //!
-//! use hermes_ingest::{Decoder, Event, NoTap};
+//! use hermes_ingest::{Decoder, Event, NoTap, Venue};
 //! use hermes_live::{ingest, LiveConfig, LiveStats, RunLimits};
 //!
 //! // The environment (here a closure) overrides the defaults and the optional file.
@@ -40,8 +40,8 @@
 //!     _ => None,
 //! };
 //! let cfg = LiveConfig::load(None, &env)?;
-//! assert_eq!(cfg.binance_symbols, ["BTCUSDT", "ETHUSDT"]);
-//! assert!(cfg.coinbase_products.is_empty(), "Coinbase is off");
+//! assert_eq!(cfg.feed(Venue::Binance).symbols, ["BTCUSDT", "ETHUSDT"]);
+//! assert!(!cfg.feed(Venue::Coinbase).enabled(), "Coinbase is off");
 //! cfg.require_feed(false)?;
 //!
 //! // A bad value is an error that names its key.
@@ -73,22 +73,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use hermes_ingest::venue::Resync;
 use hermes_ingest::{DecodeStats, Decoder, EventSink, FrameTap};
 
-mod binance;
 mod breaker;
-mod coinbase;
 mod config;
 mod error_text;
 mod pipeline;
 mod recorder;
 mod rest;
+mod resubscribe;
+mod snapshot;
 mod stats;
 mod tick;
 mod ws;
 
 pub use breaker::BreakerState;
-pub use config::{ConnPolicy, LiveConfig};
+pub use config::{env_names, ConnPolicy, FeedConfig, LiveConfig};
 pub use error_text::error_chain;
 pub use recorder::Recorder;
 pub use stats::{LiveStats, VenueStats};
@@ -137,20 +138,28 @@ pub fn ingest<S: EventSink>(
     let ctx = RefCell::new(Pipeline::new(decoder, sink, tap, stats));
     let done = AtomicBool::new(false);
     rt.block_on(async {
-        let cb = async {
-            if !cfg.coinbase_products.is_empty() {
-                coinbase::run(cfg, &ctx, stats, &done).await;
+        // One connection loop per configured venue, all on this thread.
+        let feeds = futures_util::future::join_all(cfg.enabled().map(|feed| {
+            // Relaxed: read by reporters, which may miss it for a moment.
+            stats
+                .venue(feed.venue)
+                .active
+                .store(true, Ordering::Relaxed);
+            let (ctx, done) = (&ctx, &done);
+            async move {
+                match feed.protocol().resync() {
+                    Resync::Resubscribe => {
+                        resubscribe::run(feed, &cfg.policy, ctx, stats, done).await
+                    }
+                    Resync::RestSnapshot => {
+                        snapshot::run(feed, &cfg.policy, ctx, stats, done).await
+                    }
+                }
             }
-        };
-        let bn = async {
-            if !cfg.binance_symbols.is_empty() {
-                binance::run(cfg, &ctx, stats, &done).await;
-            }
-        };
-        futures_util::future::join4(
+        }));
+        futures_util::future::join3(
             supervise(&ctx, limits, stats, stop, &done),
-            cb,
-            bn,
+            feeds,
             tick::serve(ticks, &ctx, &done),
         )
         .await;

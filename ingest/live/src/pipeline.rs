@@ -23,9 +23,8 @@ pub(crate) struct Pipeline<'a, S: EventSink> {
     tap: &'a mut dyn FrameTap,
     stats: &'a LiveStats,
     resync_buf: Vec<InstId>,
-    /// Symbols waiting for a rebuild, per venue.
-    pending_cb: Vec<String>,
-    pending_bn: Vec<String>,
+    /// Symbols waiting for a rebuild, per venue code.
+    pending: [Vec<String>; Venue::CODES],
     next_conn: u16,
     errors: Vec<String>,
     last_frame: Option<Instant>,
@@ -45,8 +44,7 @@ impl<'a, S: EventSink> Pipeline<'a, S> {
             tap,
             stats,
             resync_buf: Vec::new(),
-            pending_cb: Vec::new(),
-            pending_bn: Vec::new(),
+            pending: Default::default(),
             next_conn: 0,
             errors: Vec::new(),
             last_frame: None,
@@ -72,10 +70,7 @@ impl<'a, S: EventSink> Pipeline<'a, S> {
 
     /// The venue's symbols waiting for a rebuild, now handed to its session.
     pub(crate) fn take_pending(&mut self, venue: Venue) -> Vec<String> {
-        match venue {
-            Venue::Coinbase => std::mem::take(&mut self.pending_cb),
-            _ => std::mem::take(&mut self.pending_bn),
-        }
+        std::mem::take(&mut self.pending[venue as usize])
     }
 
     /// A webhook tick: applied once per `event_id`, through the tap and decoder like any
@@ -141,11 +136,7 @@ impl<'a, S: EventSink> Pipeline<'a, S> {
         self.decoder.take_resyncs(&mut self.resync_buf);
         for i in 0..self.resync_buf.len() {
             if let Some((v, sym)) = self.decoder.instrument(self.resync_buf[i]) {
-                let list = if v == Venue::Coinbase {
-                    &mut self.pending_cb
-                } else {
-                    &mut self.pending_bn
-                };
+                let list = &mut self.pending[v as usize];
                 if !list.iter().any(|s| s == sym) {
                     list.push(sym.to_string());
                 }
@@ -162,10 +153,7 @@ impl<'a, S: EventSink> Pipeline<'a, S> {
         }
         self.after_decode();
         // The new connection rebuilds everything anyway.
-        match venue {
-            Venue::Coinbase => self.pending_cb.clear(),
-            _ => self.pending_bn.clear(),
-        }
+        self.pending[venue as usize].clear();
     }
 
     /// The end of the run: decoder counters, first errors, books still stale.

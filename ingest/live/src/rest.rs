@@ -3,6 +3,8 @@
 //! per-connection queue of symbols waiting for a snapshot.
 
 use std::collections::VecDeque;
+
+use hermes_ingest::venue::VenueProtocol;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -50,16 +52,6 @@ fn fetch_depth(url: String) -> Rest {
                 (_, Err(e)) => Rest::Failed(format!("{url}: {e}")),
             }
         }
-    }
-}
-
-/// Binance's documented weight of a depth request.
-pub(crate) fn depth_weight(limit: u32) -> u32 {
-    match limit {
-        0..=100 => 5,
-        101..=500 => 25,
-        501..=1000 => 50,
-        _ => 250,
     }
 }
 
@@ -149,20 +141,23 @@ impl<'b> SnapshotQueue<'b> {
     }
 
     /// Starts the next fetch if none is under way and the budget allows it.
-    pub(crate) fn start_next(&mut self, rest_url: &str, limit: u32, per_minute: u32) {
-        let weight = depth_weight(limit);
+    pub(crate) fn start_next(
+        &mut self,
+        proto: &dyn VenueProtocol,
+        rest_url: &str,
+        limit: u32,
+        per_minute: u32,
+    ) {
+        let weight = proto.snapshot_weight(limit);
         let now = Instant::now();
         if self.in_flight.is_some() || !self.budget.allows(now, weight, per_minute) {
             return;
         }
         if let Some(symbol) = self.queue.pop_front() {
             self.budget.spent.push_back((now, weight));
-            let url = format!(
-                "{}/api/v3/depth?symbol={}&limit={}",
-                rest_url.trim_end_matches('/'),
-                symbol,
-                limit
-            );
+            let Some(url) = proto.snapshot_url(rest_url, &symbol, limit) else {
+                return;
+            };
             self.in_flight = Some((
                 symbol,
                 tokio::task::spawn_blocking(move || fetch_depth(url)),
@@ -184,8 +179,18 @@ mod tests {
 
     #[test]
     fn depth_weights_follow_binance() {
-        assert_eq!(depth_weight(1000), 50);
-        assert_eq!(depth_weight(5000), 250);
+        use hermes_ingest::venue::protocol;
+        use hermes_ingest::Venue;
+        let w = |v, limit| protocol(v).unwrap().snapshot_weight(limit);
+        assert_eq!(w(Venue::Binance, 1000), 50);
+        assert_eq!(w(Venue::Binance, 5000), 250);
+        // `/fapi/v1/depth` and `/dapi/v1/depth`.
+        for v in [Venue::BinanceUsdm, Venue::BinanceCoinm] {
+            assert_eq!(w(v, 50), 2);
+            assert_eq!(w(v, 100), 5);
+            assert_eq!(w(v, 500), 10);
+            assert_eq!(w(v, 1000), 20);
+        }
     }
 
     #[test]

@@ -3,13 +3,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use hermes_ingest::DecodeStats;
+use hermes_ingest::venue::LIVE_VENUES;
+use hermes_ingest::{DecodeStats, Venue};
 
 use crate::breaker::BreakerState;
 
 /// Per-venue connection counters, shared with whoever reports them.
 #[derive(Debug, Default)]
 pub struct VenueStats {
+    /// The venue is configured in this run (its connection loop runs).
+    pub active: AtomicBool,
     /// Currently connected.
     pub connected: AtomicBool,
     /// Breaker state (`BreakerState as u8`).
@@ -39,10 +42,8 @@ impl VenueStats {
 /// Counters of a live run.
 #[derive(Debug, Default)]
 pub struct LiveStats {
-    /// Coinbase connection.
-    pub coinbase: VenueStats,
-    /// Binance connection.
-    pub binance: VenueStats,
+    /// Per venue, indexed by the venue code (`venue as usize`): see [`LiveStats::venue`].
+    pub venues: [VenueStats; Venue::CODES],
     /// Frames received (both venues, REST snapshots included).
     pub frames: AtomicU64,
     /// Bytes received.
@@ -84,15 +85,34 @@ impl LiveStats {
                 r(&s.oversize)
             )
         };
-        format!(
-            "frames {} bytes {} parse-errors {} gaps {} resyncs {} | coinbase {} | binance {}",
+        let mut line = format!(
+            "frames {} bytes {} parse-errors {} gaps {} resyncs {}",
             r(&self.frames),
             r(&self.bytes),
             r(&self.parse_errors),
             r(&self.gaps),
             r(&self.resyncs),
-            v(&self.coinbase),
-            v(&self.binance)
-        )
+        );
+        for venue in LIVE_VENUES {
+            let s = self.venue(venue);
+            if s.active.load(Ordering::Relaxed) {
+                line.push_str(&format!(" | {venue} {}", v(s)));
+            }
+        }
+        line
+    }
+
+    /// The counters of `venue`'s connection.
+    pub fn venue(&self, venue: Venue) -> &VenueStats {
+        &self.venues[venue as usize]
+    }
+
+    /// The venues whose connection runs (configured in this run), with their counters.
+    pub fn active(&self) -> impl Iterator<Item = (Venue, &VenueStats)> {
+        LIVE_VENUES
+            .into_iter()
+            .map(|v| (v, self.venue(v)))
+            // Relaxed: set once before the connection starts; a report may miss it.
+            .filter(|(_, s)| s.active.load(Ordering::Relaxed))
     }
 }

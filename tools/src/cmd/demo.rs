@@ -345,14 +345,14 @@ pub fn demo_live(a: &DemoArgs, sample: &Path, persist: &PersistArgs) -> Result<L
             })
             .collect()
     };
-    let cfg = hermes_live::LiveConfig {
-        coinbase_ws_url: urls[0].clone(),
-        coinbase_products: symbols(Venue::Coinbase),
-        binance_ws_url: urls[1].clone(),
-        binance_rest_url: urls[1].replacen("ws://", "http://", 1),
-        binance_symbols: symbols(Venue::Binance),
-        ..Default::default()
-    };
+    let mut cfg = hermes_live::LiveConfig::default();
+    let cb = cfg.feed_mut(Venue::Coinbase);
+    cb.ws_url = urls[0].clone();
+    cb.symbols = symbols(Venue::Coinbase);
+    let bn = cfg.feed_mut(Venue::Binance);
+    bn.ws_url = urls[1].clone();
+    bn.rest_url = urls[1].replacen("ws://", "http://", 1);
+    bn.symbols = symbols(Venue::Binance);
     let run = RunArgs {
         config: None,
         duration: Some(120.0),

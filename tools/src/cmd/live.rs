@@ -121,7 +121,7 @@ pub fn live_run(
     cfg.require_feed(webhook)?;
     // The venues' instruments and the webhook's own allowance must fit the shm directory
     // together: webhook symbols can then never take a venue's slot.
-    let venues = cfg.coinbase_products.len() + cfg.binance_symbols.len();
+    let venues: usize = cfg.enabled().map(|f| f.symbols.len()).sum();
     let webhook_slots = if webhook {
         a.http.webhook_max_symbols
     } else {
@@ -152,13 +152,7 @@ pub fn live_run(
         None,
     )?;
     let (ptap, persister, parquet) = (started.tap, started.persister, started.parquet);
-    let mut venues = Vec::new();
-    if !cfg.coinbase_products.is_empty() {
-        venues.push(Venue::Coinbase);
-    }
-    if !cfg.binance_symbols.is_empty() {
-        venues.push(Venue::Binance);
-    }
+    let venues: Vec<Venue> = cfg.enabled().map(|f| f.venue).collect();
     let (tick_tx, tick_rx) = tokio::sync::mpsc::channel(1024);
     let http = if a.no_http {
         None

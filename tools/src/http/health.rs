@@ -92,10 +92,7 @@ fn unready(app: &AppState) -> Vec<String> {
     }
     if let Some(live) = &app.cfg.live {
         for v in &app.cfg.venues {
-            let (name, vs) = match v {
-                hermes_ingest::Venue::Coinbase => ("coinbase", &live.coinbase),
-                _ => ("binance", &live.binance),
-            };
+            let (name, vs) = (v.name(), live.venue(*v));
             // Relaxed: reported states.
             if !vs.connected.load(Ordering::Relaxed) {
                 why.push(format!("{name} feed disconnected"));

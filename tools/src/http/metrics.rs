@@ -86,12 +86,22 @@ fn feed_metrics(s: &mut String, l: &LiveStats) {
 
 /// The live feeds' counters per venue.
 fn venue_metrics(s: &mut String, l: &LiveStats) {
-    let venues = [
-        ("venue=\"coinbase\"", &l.coinbase),
-        ("venue=\"binance\"", &l.binance),
-    ];
+    // Coinbase and Binance spot always (dashboards expect their series), every other
+    // venue when it runs.
+    let venues: Vec<(String, &hermes_live::VenueStats)> = hermes_ingest::venue::LIVE_VENUES
+        .into_iter()
+        .filter(|v| {
+            matches!(v, hermes_ingest::Venue::Coinbase | hermes_ingest::Venue::Binance)
+                // Relaxed: set once when the venue's connection starts.
+                || l.venue(*v).active.load(Ordering::Relaxed)
+        })
+        .map(|v| (format!("venue=\"{}\"", v.name()), l.venue(v)))
+        .collect();
     let per = |f: &dyn Fn(&hermes_live::VenueStats) -> f64| {
-        venues.iter().map(|(lb, v)| (*lb, f(v))).collect::<Vec<_>>()
+        venues
+            .iter()
+            .map(|(lb, v)| (lb.as_str(), f(v)))
+            .collect::<Vec<_>>()
     };
     metric(
         s,

@@ -121,10 +121,7 @@ fn feeds_json(app: &AppState) -> Value {
         .venues
         .iter()
         .map(|v| {
-            let (name, vs) = match v {
-                hermes_ingest::Venue::Coinbase => ("coinbase", &l.coinbase),
-                _ => ("binance", &l.binance),
-            };
+            let (name, vs) = (v.name(), l.venue(*v));
             json!({
                 "venue": name,
                 // Relaxed: a reported state.
