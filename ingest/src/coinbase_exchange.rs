@@ -73,13 +73,18 @@ impl VenueProtocol for CoinbaseExchange {
         Resync::Resubscribe
     }
 
-    fn resubscribe(&self, products: &[String], channels: &[String]) -> Vec<String> {
-        // The book channel subscribed to (level2 or level2_batch) sends a snapshot again.
-        let book = channels
+    fn book_channel(&self, channels: &[String]) -> String {
+        // The one subscribed to: level2 or level2_batch.
+        channels
             .iter()
             .find(|c| c.starts_with("level2"))
             .cloned()
-            .unwrap_or_else(|| "level2_batch".to_string());
+            .unwrap_or_else(|| "level2_batch".to_string())
+    }
+
+    fn resubscribe(&self, products: &[String], channels: &[String]) -> Vec<String> {
+        // The book channel sends a snapshot again.
+        let book = self.book_channel(channels);
         ["unsubscribe", "subscribe"]
             .iter()
             .map(|kind| {

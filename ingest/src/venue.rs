@@ -82,6 +82,12 @@ pub trait VenueProtocol: Sync {
     /// How a stale book is rebuilt.
     fn resync(&self) -> Resync;
 
+    /// For [`Resync::Resubscribe`]: the channel that carries the book (resubscribed
+    /// after a gap).
+    fn book_channel(&self, _channels: &[String]) -> String {
+        "level2".to_string()
+    }
+
     /// For [`Resync::Resubscribe`]: the messages that make the venue send fresh
     /// snapshots of `symbols` (an unsubscribe then a subscribe of the book channel).
     fn resubscribe(&self, _symbols: &[String], _channels: &[String]) -> Vec<String> {

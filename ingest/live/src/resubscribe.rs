@@ -107,13 +107,15 @@ async fn resubscribe_stale<S: EventSink>(
         .venue(feed.venue)
         .resyncs_requested
         .fetch_add(1, Ordering::Relaxed);
+    let proto = feed.protocol();
     tracing::info!(
         venue = feed.venue.name(),
         conn,
         ?products,
-        "gap: resubscribing the book channel"
+        "gap: resubscribing {}",
+        proto.book_channel(&feed.channels)
     );
-    for msg in feed.protocol().resubscribe(&products, &feed.channels) {
+    for msg in proto.resubscribe(&products, &feed.channels) {
         ws.send(Message::text(msg)).await.map_err(lost)?;
     }
     Ok(())
