@@ -4,12 +4,19 @@
 
 use std::fmt::Write;
 
+use crate::layout::DERIV_DECIMALS;
 use crate::{TopOfBook, FLAG_HAS_ASK, FLAG_HAS_BID};
 use hermes_book::Decimal;
 
 /// One line: `{"venue","symbol","bid_px","bid_qty","ask_px","ask_qty","bids","asks",
 /// "seq","updates","stale"}`, prices and sizes as exact decimal strings (null for an
 /// empty side), `seq` the venue update id, `updates` the slot's publication count.
+///
+/// Then, only for a slot with [`FLAG_HAS_DERIVS`](crate::FLAG_HAS_DERIVS) (a perpetual
+/// or future), `"derivs":{"mark_px","index_px","funding_rate","next_funding_ns","ts_ns"}`
+/// with the prices and the (signed) rate as exact decimal strings at
+/// [`DERIV_DECIMALS`]; and only when it is not 0, `"liquidations":N`. A line without
+/// either is exactly what layout version 2 printed.
 pub fn tob_json(
     venue: &str,
     symbol: &str,
@@ -54,11 +61,27 @@ pub fn tob_json(
     }
     let _ = write!(
         s,
-        ",\"seq\":{},\"updates\":{},\"stale\":{}}}",
+        ",\"seq\":{},\"updates\":{},\"stale\":{}",
         t.update_id,
         t.updates,
         t.is_stale()
     );
+    if t.has_derivs() {
+        let d = |v: i64| Decimal::new(v, DERIV_DECIMALS);
+        let _ = write!(
+            s,
+            ",\"derivs\":{{\"mark_px\":\"{}\",\"index_px\":\"{}\",\"funding_rate\":\"{}\",\"next_funding_ns\":{},\"ts_ns\":{}}}",
+            d(t.mark_px),
+            d(t.index_px),
+            d(t.funding_rate),
+            t.next_funding_ns,
+            t.derivs_ts_ns
+        );
+    }
+    if t.liquidations > 0 {
+        let _ = write!(s, ",\"liquidations\":{}", t.liquidations);
+    }
+    s.push('}');
     s
 }
 
@@ -81,6 +104,45 @@ mod tests {
         assert_eq!(
             tob_json("binance", "BTCUSDT", 8, 8, &t),
             r#"{"venue":"binance","symbol":"BTCUSDT","bid_px":"61837.63","bid_qty":"3.78826","ask_px":null,"ask_qty":null,"bids":[["61837.63","3.78826"]],"asks":[],"seq":7,"updates":3,"stale":true}"#
+        );
+        // Derivs words without the flag are not shown (nor are liquidations at 0).
+        t.mark_px = 1;
+        assert!(!tob_json("binance", "BTCUSDT", 8, 8, &t).contains("derivs"));
+    }
+
+    #[test]
+    fn derivs_and_liquidations_only_when_present() {
+        let mut t = TopOfBook {
+            flags: crate::FLAG_HAS_DERIVS,
+            mark_px: 6_185_012_000_000,
+            index_px: 6_184_990_050_000,
+            funding_rate: -37_500,
+            next_funding_ns: 1_723_104_000_000_000_000,
+            derivs_ts_ns: 1_723_100_000_123_000_000,
+            liquidations: 2,
+            update_id: 1,
+            updates: 4,
+            ..Default::default()
+        };
+        let head = r#"{"venue":"binance-usdm","symbol":"BTCUSDT","bid_px":null,"bid_qty":null,"ask_px":null,"ask_qty":null,"bids":[],"asks":[],"seq":1,"updates":4,"stale":false"#;
+        assert_eq!(
+            tob_json("binance-usdm", "BTCUSDT", 2, 3, &t),
+            format!(
+                "{head}{}",
+                r#","derivs":{"mark_px":"61850.12","index_px":"61849.9005","funding_rate":"-0.000375","next_funding_ns":1723104000000000000,"ts_ns":1723100000123000000},"liquidations":2}"#
+            )
+        );
+        t.liquidations = 0;
+        t.index_px = 0;
+        t.funding_rate = 0;
+        assert!(tob_json("binance-usdm", "BTCUSDT", 2, 3, &t).ends_with(
+            r#""stale":false,"derivs":{"mark_px":"61850.12","index_px":"0","funding_rate":"0","next_funding_ns":1723104000000000000,"ts_ns":1723100000123000000}}"#
+        ));
+        t.flags = 0;
+        t.liquidations = 1;
+        assert_eq!(
+            tob_json("binance-usdm", "BTCUSDT", 2, 3, &t),
+            format!("{head},\"liquidations\":1}}")
         );
     }
 }

@@ -4,8 +4,9 @@
 /// `b"HERMESHM"`, the first 8 bytes of the file.
 pub const MAGIC: [u8; 8] = *b"HERMESHM";
 /// The layout version this crate writes and reads. Bumped on any change of offsets.
-/// Version 2 doubled the slot to 1024 bytes for the analytics kernels (words 64–87).
-pub const VERSION: u32 = 2;
+/// Version 2 doubled the slot to 1024 bytes for the analytics kernels (words 64–87);
+/// version 3 put the derivatives (mark, index, funding, liquidations) in words 57–62.
+pub const VERSION: u32 = 3;
 /// Size of the header, one page.
 pub const HEADER_SIZE: usize = 4096;
 /// Size of one instrument directory entry.
@@ -52,6 +53,10 @@ pub mod header {
     /// `u64` Unix time in ns at which the file was created.
     pub const CREATED_NS: usize = 72;
 }
+
+/// Decimals of the derivatives words (`MARK_PX`, `INDEX_PX`, `FUNDING_RATE`): the
+/// market model's [`hermes_book::event::DERIV_DECIMALS`].
+pub const DERIV_DECIMALS: u8 = 8;
 
 /// Header flag: the writer exited cleanly (set last, on drop).
 pub const FLAG_CLOSED: u32 = 1;
@@ -112,8 +117,27 @@ pub mod slot {
     pub const LAST_TRADE_SIDE: usize = LAST_TRADE_PX + 3;
     /// Trades seen for this instrument.
     pub const TRADES: usize = LAST_TRADE_PX + 4;
+
+    // Derivatives (perpetuals and futures), valid when the slot's `FLAGS` word has
+    // [`crate::FLAG_HAS_DERIVS`]; 0 otherwise. Prices and the rate are mantissas at
+    // [`super::DERIV_DECIMALS`], whatever the instrument's price decimals.
+
+    /// `i64` mark price at [`super::DERIV_DECIMALS`].
+    pub const MARK_PX: usize = TRADES + 1;
+    /// `i64` index price at [`super::DERIV_DECIMALS`] (0 when the venue gives none).
+    pub const INDEX_PX: usize = TRADES + 2;
+    /// `i64` funding rate per funding interval at [`super::DERIV_DECIMALS`], signed
+    /// (`0.0001` = 0.01 %; positive: longs pay shorts).
+    pub const FUNDING_RATE: usize = TRADES + 3;
+    /// `i64` next funding time, Unix ns (0 when the venue gives none).
+    pub const NEXT_FUNDING_NS: usize = TRADES + 4;
+    /// `i64` exchange time of the last mark price update, Unix ns (never 0 with the flag).
+    pub const DERIVS_TS_NS: usize = TRADES + 5;
+    /// `u64` forced liquidations seen for this instrument (counted with or without the
+    /// flag).
+    pub const LIQUIDATIONS: usize = TRADES + 6;
     /// First word of the reserved gap before the kernels (zero up to [`KERNEL_FLAGS`]).
-    pub const RESERVED: usize = LAST_TRADE_PX + 5;
+    pub const RESERVED: usize = TRADES + 7;
 
     // Analytics kernels (hermes-book `kernels`), from the second half of the slot. An
     // `Option` kernel is valid only when its bit in `KERNEL_FLAGS` is set
@@ -196,8 +220,11 @@ pub mod kernel_valid {
 
 const _: () = assert!(slot::ASKS == 32);
 const _: () = assert!(slot::LAST_TRADE_PX == 52);
-const _: () = assert!(slot::RESERVED == 57);
-const _: () = assert!(slot::RESERVED <= slot::KERNEL_FLAGS);
+const _: () = assert!(slot::MARK_PX == 57 && slot::LIQUIDATIONS == 62);
+const _: () = assert!(slot::RESERVED == 63);
+// At least one word stays reserved before the kernels.
+const _: () = assert!(slot::RESERVED < slot::KERNEL_FLAGS);
+const _: () = assert!(DERIV_DECIMALS == hermes_book::event::DERIV_DECIMALS);
 // The kernels start on a cache line of their own (byte 512).
 const _: () = assert!(slot::KERNEL_FLAGS * 8 == 512);
 const _: () = assert!(slot::RATE_WINDOW_NS + 1 == slot::DATA_END);

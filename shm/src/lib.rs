@@ -9,7 +9,8 @@
 //!
 //! Main types: [`ShmWriter`] (one per file, owned by the engine's book thread),
 //! [`ShmReader`] (any number, any process), [`TopOfBook`] (a consistent copy of a slot,
-//! with its analytics [`SlotKernels`]), [`Instrument`] (a directory entry).
+//! with its analytics [`SlotKernels`] and, for perpetuals and futures, mark, index and
+//! funding), [`Instrument`] (a directory entry).
 //!
 //! ```
 //! use hermes_shm::{Instrument, ShmReader, ShmWriter, TopOfBook, Venue, WriterOptions};
@@ -48,7 +49,7 @@ pub use region::{ReaderOptions, ShmReader, ShmWriter, WriterOptions, WriterStatu
 use layout::{kernel_valid, slot, DEPTH, SLOT_WORDS};
 
 pub use hermes_book::market::{
-    FLAG_BBO_FROM_TICKER, FLAG_CROSSED, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
+    FLAG_BBO_FROM_TICKER, FLAG_CROSSED, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_HAS_DERIVS, FLAG_STALE,
 };
 /// The venue codes stored in the directory are [`Venue`]'s.
 pub use hermes_book::Venue;
@@ -72,7 +73,7 @@ pub struct Instrument {
     pub slot: SlotIndex,
 }
 
-/// The analytics kernels of a slot (layout version 2, words 64–87). Definitions are in
+/// The analytics kernels of a slot (layout version 2 on, words 64–87). Definitions are in
 /// the `hermes-book` crate's `kernels` module and in `shm/LAYOUT.md`. Sizes are
 /// mantissas at the instrument's size decimals; averaged prices (`mid_px`,
 /// `microprice_px`, `vwap_*_px`) at `price_decimals` decimals (the instrument's price
@@ -299,6 +300,19 @@ pub struct TopOfBook {
     pub last_trade_side: u8,
     /// Trades seen.
     pub trades: u64,
+    /// Mark price at [`layout::DERIV_DECIMALS`] (valid with [`FLAG_HAS_DERIVS`], as are
+    /// the four fields after it; 0 otherwise).
+    pub mark_px: i64,
+    /// Index price at [`layout::DERIV_DECIMALS`] (0 when the venue gives none).
+    pub index_px: i64,
+    /// Funding rate per funding interval at [`layout::DERIV_DECIMALS`], signed.
+    pub funding_rate: i64,
+    /// Next funding time, Unix ns (0 when the venue gives none).
+    pub next_funding_ns: i64,
+    /// Exchange time of the last mark price update, Unix ns.
+    pub derivs_ts_ns: i64,
+    /// Forced liquidations seen.
+    pub liquidations: u64,
     /// The analytics kernels.
     pub kernels: SlotKernels,
 }
@@ -307,6 +321,11 @@ impl TopOfBook {
     /// `true` while the book is being rebuilt after a gap.
     pub fn is_stale(&self) -> bool {
         self.flags & FLAG_STALE != 0
+    }
+
+    /// `true` when the derivatives fields (mark, index, funding) hold values.
+    pub fn has_derivs(&self) -> bool {
+        self.flags & FLAG_HAS_DERIVS != 0
     }
 
     /// The valid bid levels.
@@ -344,6 +363,12 @@ impl TopOfBook {
         w[slot::LAST_TRADE_TS_NS] = self.last_trade_ts_ns as u64;
         w[slot::LAST_TRADE_SIDE] = self.last_trade_side as u64;
         w[slot::TRADES] = self.trades;
+        w[slot::MARK_PX] = self.mark_px as u64;
+        w[slot::INDEX_PX] = self.index_px as u64;
+        w[slot::FUNDING_RATE] = self.funding_rate as u64;
+        w[slot::NEXT_FUNDING_NS] = self.next_funding_ns as u64;
+        w[slot::DERIVS_TS_NS] = self.derivs_ts_ns as u64;
+        w[slot::LIQUIDATIONS] = self.liquidations;
         self.kernels.encode(&mut w);
         out.copy_from_slice(&w[1..]);
     }
@@ -370,6 +395,12 @@ impl TopOfBook {
             last_trade_ts_ns: w(slot::LAST_TRADE_TS_NS) as i64,
             last_trade_side: w(slot::LAST_TRADE_SIDE) as u8,
             trades: w(slot::TRADES),
+            mark_px: w(slot::MARK_PX) as i64,
+            index_px: w(slot::INDEX_PX) as i64,
+            funding_rate: w(slot::FUNDING_RATE) as i64,
+            next_funding_ns: w(slot::NEXT_FUNDING_NS) as i64,
+            derivs_ts_ns: w(slot::DERIVS_TS_NS) as i64,
+            liquidations: w(slot::LIQUIDATIONS),
             kernels: SlotKernels::decode(w),
             ..TopOfBook::default()
         };
@@ -512,5 +543,45 @@ fn version_hint(found: u32, expected: u32) -> &'static str {
         "the file was written by an older hermes: restart the engine with this build"
     } else {
         "the file was written by a newer hermes: read it with that build's readers"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derivs_round_trip_through_their_words() {
+        let t = TopOfBook {
+            flags: FLAG_HAS_DERIVS | FLAG_HAS_BID,
+            trades: 9,
+            mark_px: 6_185_012_345_678,
+            index_px: -1,
+            funding_rate: -37_500,
+            next_funding_ns: 1_723_104_000_000_000_000,
+            derivs_ts_ns: i64::MAX,
+            liquidations: u64::MAX,
+            kernels: SlotKernels {
+                time_ns: 5,
+                ..SlotKernels::default()
+            },
+            ..TopOfBook::default()
+        };
+        let mut w = [0u64; SLOT_WORDS - 1];
+        t.encode(&mut w);
+        let word = |i: usize| w[i - 1];
+        assert_eq!(word(slot::TRADES), 9);
+        assert_eq!(word(57), 6_185_012_345_678);
+        assert_eq!(word(58), u64::MAX);
+        assert_eq!(word(59) as i64, -37_500);
+        assert_eq!(word(60), 1_723_104_000_000_000_000);
+        assert_eq!(word(61), i64::MAX as u64);
+        assert_eq!(word(62), u64::MAX);
+        assert_eq!(word(slot::RESERVED), 0, "the reserved word stays zero");
+        assert_eq!(word(slot::KERNEL_TS_NS), 5);
+        let back = TopOfBook::decode(2, &w);
+        assert_eq!(back, TopOfBook { seq: 2, ..t });
+        assert!(back.has_derivs());
+        assert!(!TopOfBook::default().has_derivs());
     }
 }
