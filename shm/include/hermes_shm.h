@@ -1,7 +1,7 @@
 /*
  * hermes_shm.h — read the Hermes shared-memory region from C11 or C++11.
  *
- * Header-only: every function is `static inline`. Mirrors shm/LAYOUT.md (layout version 2),
+ * Header-only: every function is `static inline`. Mirrors shm/LAYOUT.md (layout version 3),
  * which is authoritative; the Rust definition is shm/src/layout.rs.
  *
  *     struct hermes_shm shm;
@@ -103,7 +103,7 @@ typedef _Atomic uint32_t hermes_atomic_u32;
 #define HERMES_SHM_MAGIC "HERMESHM"
 #define HERMES_SHM_MAGIC_LEN 8
 /** The only layout version this header understands; readers refuse any other. */
-#define HERMES_SHM_VERSION 2u
+#define HERMES_SHM_VERSION 3u
 #define HERMES_SHM_HEADER_SIZE 4096u
 #define HERMES_SHM_DIR_ENTRY_SIZE 64u
 #define HERMES_SHM_SLOT_SIZE 1024u
@@ -152,6 +152,9 @@ typedef _Atomic uint32_t hermes_atomic_u32;
 #define HERMES_VENUE_COINBASE 1u
 #define HERMES_VENUE_BINANCE 2u
 #define HERMES_VENUE_WEBHOOK 3u
+#define HERMES_VENUE_BINANCE_USDM 4u      /* Binance USD-M futures */
+#define HERMES_VENUE_BINANCE_COINM 5u     /* Binance COIN-M futures: sizes in contracts */
+#define HERMES_VENUE_COINBASE_EXCHANGE 6u /* the Coinbase Exchange feed */
 
 /* Slot word indices (byte offset = index * 8). */
 #define HERMES_SLOT_SEQ 0u
@@ -173,8 +176,19 @@ typedef _Atomic uint32_t hermes_atomic_u32;
 #define HERMES_SLOT_LAST_TRADE_TS_NS 54u
 #define HERMES_SLOT_LAST_TRADE_SIDE 55u
 #define HERMES_SLOT_TRADES 56u
-#define HERMES_SLOT_RESERVED 57u /* reserved gap up to the kernels (zero) */
-/* Analytics kernels (layout version 2). An optional kernel is valid only when its
+/* Derivatives (layout version 3): valid only when HERMES_FLAG_HAS_DERIVS is set in the FLAGS
+ * word (0 otherwise). Prices and the rate are mantissas at HERMES_SHM_DERIV_DECIMALS (8),
+ * not at the instrument's price decimals. */
+#define HERMES_SLOT_MARK_PX 57u
+#define HERMES_SLOT_INDEX_PX 58u        /* 0 when the venue gives none */
+#define HERMES_SLOT_FUNDING_RATE 59u    /* per funding interval, signed */
+#define HERMES_SLOT_NEXT_FUNDING_NS 60u /* Unix ns; 0 when the venue gives none */
+#define HERMES_SLOT_DERIVS_TS_NS 61u    /* exchange time of the last mark price update */
+#define HERMES_SLOT_LIQUIDATIONS 62u    /* u64: forced liquidations seen (whatever the flag) */
+#define HERMES_SLOT_RESERVED 63u        /* reserved word before the kernels (zero) */
+/** Decimals of mark_px, index_px and funding_rate. */
+#define HERMES_SHM_DERIV_DECIMALS 8u
+/* Analytics kernels (since layout version 2). An optional kernel is valid only when its
  * HERMES_KVALID_* bit is set in the KERNEL_FLAGS word; its word is 0 otherwise. */
 #define HERMES_SLOT_KERNEL_FLAGS 64u
 #define HERMES_SLOT_KERNEL_TS_NS 65u
@@ -222,6 +236,7 @@ typedef _Atomic uint32_t hermes_atomic_u32;
 #define HERMES_FLAG_HAS_BID (1u << 2)         /* bid_px/bid_qty are valid */
 #define HERMES_FLAG_HAS_ASK (1u << 3)         /* ask_px/ask_qty are valid */
 #define HERMES_FLAG_BBO_FROM_TICKER (1u << 4) /* best bid/ask from a newer ticker */
+#define HERMES_FLAG_HAS_DERIVS (1u << 5)      /* mark/index/funding words are valid */
 
 /* Last trade aggressor side. */
 #define HERMES_SIDE_UNKNOWN 0u
@@ -305,8 +320,15 @@ HERMES_SHM_STATIC_ASSERT(HERMES_SHM_DIR_SYMBOL + HERMES_SHM_MAX_SYMBOL_LEN <= HE
                          "symbol fits");
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_BIDS + 2 * HERMES_SHM_DEPTH == HERMES_SLOT_ASKS, "bids");
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_ASKS + 2 * HERMES_SHM_DEPTH == HERMES_SLOT_LAST_TRADE_PX, "asks");
-HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_TRADES + 1 == HERMES_SLOT_RESERVED, "trades");
-HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_RESERVED <= HERMES_SLOT_KERNEL_FLAGS, "gap");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_TRADES + 1 == HERMES_SLOT_MARK_PX, "trades");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_MARK_PX * 8u == 456u && HERMES_SLOT_INDEX_PX * 8u == 464u &&
+                             HERMES_SLOT_FUNDING_RATE * 8u == 472u &&
+                             HERMES_SLOT_NEXT_FUNDING_NS * 8u == 480u &&
+                             HERMES_SLOT_DERIVS_TS_NS * 8u == 488u &&
+                             HERMES_SLOT_LIQUIDATIONS * 8u == 496u,
+                         "derivatives words (LAYOUT.md bytes 456-503)");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_LIQUIDATIONS + 1 == HERMES_SLOT_RESERVED, "derivatives");
+HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_RESERVED < HERMES_SLOT_KERNEL_FLAGS, "a reserved word stays");
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_KERNEL_FLAGS * 8u == 512u, "kernels on their own cache line");
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_RATE_WINDOW_NS + 1u == HERMES_SLOT_DATA_END, "kernels");
 HERMES_SHM_STATIC_ASSERT(HERMES_SLOT_DATA_END <= HERMES_SHM_SLOT_WORDS, "slot words");
@@ -386,6 +408,14 @@ struct hermes_tob {
     int64_t last_trade_ts_ns;
     uint64_t last_trade_side; /* HERMES_SIDE_* */
     uint64_t trades;
+    /* Derivatives (LAYOUT.md, "Derivatives"): valid only with HERMES_FLAG_HAS_DERIVS in
+     * flags (0 otherwise). Prices and the rate at HERMES_SHM_DERIV_DECIMALS (8). */
+    int64_t mark_px;
+    int64_t index_px;
+    int64_t funding_rate;    /* per funding interval, signed: 10000 = 0.0001 = 0.01 % */
+    int64_t next_funding_ns; /* Unix ns */
+    int64_t derivs_ts_ns;    /* exchange time of the last mark price update */
+    uint64_t liquidations;   /* forced liquidations seen */
     /* Analytics kernels (LAYOUT.md, "Kernels"). Optional ones are valid only when their
      * HERMES_KVALID_* bit is set in kernel_flags (and are 0 otherwise). Sizes are mantissas
      * at the instrument's size decimals; mid_px, microprice_px, vwap_*_px at
@@ -438,12 +468,12 @@ static inline const char *hermes_shm_strerror(int rc) {
     case HERMES_SHM_E_MMAP: return "cannot map the shm file";
     case HERMES_SHM_E_MAGIC: return "not a Hermes shm file (bad magic); is the path right?";
     case HERMES_SHM_E_VERSION:
-        return "unsupported shm layout version; this reader understands version 2; use a matching "
+        return "unsupported shm layout version; this reader understands version 3; use a matching "
                "hermes build";
     case HERMES_SHM_E_TRUNCATED:
         return "the file is shorter than its header says; the writer may be starting or the file "
                "is damaged";
-    case HERMES_SHM_E_LAYOUT: return "the header's sizes or offsets do not match layout version 2";
+    case HERMES_SHM_E_LAYOUT: return "the header's sizes or offsets do not match layout version 3";
     case HERMES_SHM_E_RANGE: return "instrument or slot index out of range";
     case HERMES_SHM_E_BUSY:
         return "the writer stayed inside the slot too long (it may have died mid-update)";
@@ -641,12 +671,16 @@ static inline int hermes_shm_instrument(const struct hermes_shm *shm, uint32_t i
     return HERMES_SHM_OK;
 }
 
-/** The venue's lowercase name (`coinbase`, `binance`, `webhook`), or NULL if unknown. */
+/** The venue's lowercase name (`coinbase`, `binance`, `webhook`, `binance-usdm`,
+ *  `binance-coinm`, `coinbase-exchange`), or NULL if unknown. */
 static inline const char *hermes_venue_name(uint8_t venue) {
     switch (venue) {
     case HERMES_VENUE_COINBASE: return "coinbase";
     case HERMES_VENUE_BINANCE: return "binance";
     case HERMES_VENUE_WEBHOOK: return "webhook";
+    case HERMES_VENUE_BINANCE_USDM: return "binance-usdm";
+    case HERMES_VENUE_BINANCE_COINM: return "binance-coinm";
+    case HERMES_VENUE_COINBASE_EXCHANGE: return "coinbase-exchange";
     default: return NULL;
     }
 }
@@ -690,6 +724,12 @@ static inline void hermes_shm__decode(uint64_t seq, const uint64_t *w, struct he
     out->last_trade_ts_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_LAST_TRADE_TS_NS);
     out->last_trade_side = HERMES_SHM__W(HERMES_SLOT_LAST_TRADE_SIDE);
     out->trades = HERMES_SHM__W(HERMES_SLOT_TRADES);
+    out->mark_px = (int64_t)HERMES_SHM__W(HERMES_SLOT_MARK_PX);
+    out->index_px = (int64_t)HERMES_SHM__W(HERMES_SLOT_INDEX_PX);
+    out->funding_rate = (int64_t)HERMES_SHM__W(HERMES_SLOT_FUNDING_RATE);
+    out->next_funding_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_NEXT_FUNDING_NS);
+    out->derivs_ts_ns = (int64_t)HERMES_SHM__W(HERMES_SLOT_DERIVS_TS_NS);
+    out->liquidations = HERMES_SHM__W(HERMES_SLOT_LIQUIDATIONS);
     {
         uint64_t bits = HERMES_SHM__W(HERMES_SLOT_VOLATILITY_BPS);
         uint64_t kp = HERMES_SHM__W(HERMES_SLOT_KERNEL_PRICE_DECIMALS);

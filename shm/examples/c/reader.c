@@ -12,7 +12,14 @@
  * Prices and sizes are exact decimals (no trailing zeros, `0` for zero), or `-` for both
  * fields of an empty side. `seq` is the venue update id of the last applied message,
  * `updates` the slot's publication count, `stale` whether the book is being rebuilt after a
- * gap. Exit status 0, or 1 with a message on stderr.
+ * gap. A perpetual or future (HERMES_FLAG_HAS_DERIVS) adds its mark price, index price,
+ * funding rate (exact decimals) and next funding time (Unix ns); an instrument with forced
+ * liquidations adds their count:
+ *
+ *     binance-usdm BTCUSDT 61850.1 2.5 61850.2 0.1 9 4 false mark 61850.12 index 61849.9005
+ *     funding 0.0001 next_funding_ns 1723104000000000000 liquidations 2     (one line)
+ *
+ * Exit status 0, or 1 with a message on stderr.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -70,8 +77,18 @@ int main(int argc, char **argv) {
         printf("%s %s", venue, inst.symbol);
         print_side((tob.flags & HERMES_FLAG_HAS_BID) != 0, tob.bid_px, tob.bid_qty, &inst);
         print_side((tob.flags & HERMES_FLAG_HAS_ASK) != 0, tob.ask_px, tob.ask_qty, &inst);
-        printf(" %" PRIu64 " %" PRIu64 " %s\n", tob.update_id, tob.updates,
+        printf(" %" PRIu64 " %" PRIu64 " %s", tob.update_id, tob.updates,
                (tob.flags & HERMES_FLAG_STALE) ? "true" : "false");
+        if (tob.flags & HERMES_FLAG_HAS_DERIVS) {
+            char m[HERMES_DECIMAL_BUF], x[HERMES_DECIMAL_BUF], f[HERMES_DECIMAL_BUF];
+            printf(" mark %s index %s funding %s next_funding_ns %" PRId64,
+                   hermes_format_decimal(tob.mark_px, HERMES_SHM_DERIV_DECIMALS, m),
+                   hermes_format_decimal(tob.index_px, HERMES_SHM_DERIV_DECIMALS, x),
+                   hermes_format_decimal(tob.funding_rate, HERMES_SHM_DERIV_DECIMALS, f),
+                   tob.next_funding_ns);
+        }
+        if (tob.liquidations > 0) printf(" liquidations %" PRIu64, tob.liquidations);
+        putchar('\n');
     }
     hermes_shm_close(&shm);
     if (fflush(stdout) != 0 || ferror(stdout)) {
