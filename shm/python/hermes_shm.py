@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read the Hermes shared-memory region from Python (stdlib only).
 
-Mirrors ``shm/LAYOUT.md`` (layout version 2), which is authoritative; the Rust definition is
+Mirrors ``shm/LAYOUT.md`` (layout version 3), which is authoritative; the Rust definition is
 ``shm/src/layout.rs`` and the C header ``shm/include/hermes_shm.h``.
 
 Library use::
@@ -14,6 +14,9 @@ Library use::
             k = tob.kernels  # analytics: spread, mid, microprice, imbalance, VWAP, ...
             if k.mid_px is not None:
                 print("  mid", format_decimal(k.mid_px, k.price_decimals))
+            d = tob.derivs  # perpetuals and futures: mark, index, funding (else None)
+            if d is not None:
+                print("  mark", format_decimal(d.mark_px, DERIV_DECIMALS))
 
 Command line: ``python3 hermes_shm.py PATH`` prints one JSON object per line per instrument,
 in slot order, byte-identical to ``hermes shm dump PATH --json``::
@@ -39,7 +42,7 @@ import time
 from typing import List, NamedTuple, Optional, Tuple
 
 MAGIC = b"HERMESHM"
-VERSION = 2
+VERSION = 3
 HEADER_SIZE = 4096
 DIR_ENTRY_SIZE = 64
 SLOT_SIZE = 1024
@@ -73,7 +76,14 @@ DIR_SYMBOL_LEN = 3
 DIR_SLOT_INDEX = 4
 DIR_SYMBOL = 8
 
-VENUES = {1: "coinbase", 2: "binance", 3: "webhook"}
+VENUES = {
+    1: "coinbase",
+    2: "binance",
+    3: "webhook",
+    4: "binance-usdm",
+    5: "binance-coinm",  # sizes in contracts
+    6: "coinbase-exchange",
+}
 
 # Slot word indices.
 SLOT_SEQ = 0
@@ -95,8 +105,17 @@ SLOT_LAST_TRADE_QTY = SLOT_LAST_TRADE_PX + 1
 SLOT_LAST_TRADE_TS_NS = SLOT_LAST_TRADE_PX + 2
 SLOT_LAST_TRADE_SIDE = SLOT_LAST_TRADE_PX + 3
 SLOT_TRADES = SLOT_LAST_TRADE_PX + 4
-SLOT_RESERVED = SLOT_LAST_TRADE_PX + 5  # reserved gap, words 57-63
-# Analytics kernels (layout version 2). Option kernels are valid only when their bit is
+# Derivatives (layout version 3): valid only with FLAG_HAS_DERIVS in SLOT_FLAGS (0
+# otherwise). Prices and the rate are mantissas at DERIV_DECIMALS, not the price decimals.
+SLOT_MARK_PX = SLOT_TRADES + 1
+SLOT_INDEX_PX = SLOT_TRADES + 2  # 0 when the venue gives none
+SLOT_FUNDING_RATE = SLOT_TRADES + 3  # per funding interval, signed
+SLOT_NEXT_FUNDING_NS = SLOT_TRADES + 4  # Unix ns; 0 when the venue gives none
+SLOT_DERIVS_TS_NS = SLOT_TRADES + 5  # exchange time of the last mark price update
+SLOT_LIQUIDATIONS = SLOT_TRADES + 6  # u64: forced liquidations seen (whatever the flag)
+SLOT_RESERVED = SLOT_TRADES + 7  # reserved word 63
+DERIV_DECIMALS = 8
+# Analytics kernels (since layout version 2). Option kernels are valid only when their bit is
 # set in SLOT_KERNEL_FLAGS (KVALID_*).
 SLOT_KERNEL_FLAGS = 64
 SLOT_KERNEL_TS_NS = 65
@@ -123,7 +142,8 @@ SLOT_VOL_HALF_LIFE_NS = 85
 SLOT_TRADE_WINDOW_NS = 86
 SLOT_RATE_WINDOW_NS = 87
 SLOT_DATA_END = 88  # a read copies words 1..SLOT_DATA_END-1; the rest is reserved
-assert (SLOT_ASKS, SLOT_LAST_TRADE_PX, SLOT_RESERVED) == (32, 52, 57)
+assert (SLOT_ASKS, SLOT_LAST_TRADE_PX, SLOT_MARK_PX, SLOT_RESERVED) == (32, 52, 57, 63)
+assert SLOT_RESERVED < SLOT_KERNEL_FLAGS
 
 # Bits of SLOT_KERNEL_FLAGS.
 KVALID_SPREAD_TICKS = 1 << 0
@@ -142,16 +162,18 @@ FLAG_CROSSED = 1 << 1
 FLAG_HAS_BID = 1 << 2
 FLAG_HAS_ASK = 1 << 3
 FLAG_BBO_FROM_TICKER = 1 << 4
+FLAG_HAS_DERIVS = 1 << 5
 
 # One aligned little-endian word; '<' formats use CPython's native memcpy unpackers on
 # little-endian hosts, i.e. one 8-byte load per word.
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 # Words 1..87 (update_id .. rate_window_ns): unsigned where LAYOUT.md says u64, signed
-# for i64; the reserved words 57-63 and the f64 volatility (converted in _decode) as u64.
+# for i64; the reserved word 63 and the f64 volatility (converted in _decode) as u64.
 _PAYLOAD = struct.Struct(
     "<QqqqQQQ" + "q" * 4 + "q" * (4 * DEPTH) + "qqqQQ"  # words 1-56
-    + "Q" * (SLOT_KERNEL_FLAGS - SLOT_RESERVED)  # 57-63, reserved
+    + "qqqqqQ"  # 57-62, derivatives
+    + "Q" * (SLOT_KERNEL_FLAGS - SLOT_RESERVED)  # 63, reserved
     + "Qq" + "q" * 9 + "Q" + "q" * 5 + "QQQ" + "q" * 4  # 64-87, kernels
 )
 assert _PAYLOAD.size == 8 * (SLOT_DATA_END - 1)
@@ -168,7 +190,7 @@ class ShmError(Exception):
 class Instrument(NamedTuple):
     """A directory entry."""
 
-    venue: str  # coinbase / binance / webhook
+    venue: str  # a VENUES name: coinbase, binance, webhook, binance-usdm, ...
     symbol: str
     price_decimals: int
     size_decimals: int
@@ -206,6 +228,18 @@ class Kernels(NamedTuple):
     rate_window_ns: int
 
 
+class Derivs(NamedTuple):
+    """Mark, index and funding of a perpetual or future (LAYOUT.md, "Derivatives"). Prices
+    and the rate are mantissas at DERIV_DECIMALS (8): ``funding_rate == 10000`` is 0.0001
+    per funding interval (0.01 %), positive when longs pay shorts."""
+
+    mark_px: int
+    index_px: int  # 0 when the venue gives none
+    funding_rate: int  # signed
+    next_funding_ns: int  # Unix ns; 0 when the venue gives none
+    ts_ns: int  # exchange time of the last mark price update
+
+
 class TopOfBook(NamedTuple):
     """A consistent copy of one slot. Prices and sizes are integer mantissas at the
     instrument's decimals; times are Unix nanoseconds."""
@@ -230,6 +264,13 @@ class TopOfBook(NamedTuple):
     last_trade_ts_ns: int
     last_trade_side: int
     trades: int
+    # The derivatives words, as stored (meaningful only with FLAG_HAS_DERIVS: see `derivs`).
+    mark_px: int
+    index_px: int
+    funding_rate: int
+    next_funding_ns: int
+    derivs_ts_ns: int
+    liquidations: int  # forced liquidations seen
     kernels: Kernels
 
     @property
@@ -243,6 +284,18 @@ class TopOfBook(NamedTuple):
     @property
     def has_ask(self) -> bool:
         return bool(self.flags & FLAG_HAS_ASK)
+
+    @property
+    def has_derivs(self) -> bool:
+        return bool(self.flags & FLAG_HAS_DERIVS)
+
+    @property
+    def derivs(self) -> Optional[Derivs]:
+        """Mark, index and funding, or None when the slot has none (not a derivative, or
+        no mark price update yet)."""
+        if not self.has_derivs:
+            return None
+        return Derivs(self.mark_px, self.index_px, self.funding_rate, self.next_funding_ns, self.derivs_ts_ns)
 
     def bid_levels_valid(self) -> Tuple[Tuple[int, int], ...]:
         return self.bids[: min(self.bid_levels, DEPTH)]
@@ -276,6 +329,12 @@ def _decode(seq: int, w: tuple) -> TopOfBook:
         last_trade_ts_ns=w[SLOT_LAST_TRADE_TS_NS - 1],
         last_trade_side=w[SLOT_LAST_TRADE_SIDE - 1],
         trades=w[SLOT_TRADES - 1],
+        mark_px=w[SLOT_MARK_PX - 1],
+        index_px=w[SLOT_INDEX_PX - 1],
+        funding_rate=w[SLOT_FUNDING_RATE - 1],
+        next_funding_ns=w[SLOT_NEXT_FUNDING_NS - 1],
+        derivs_ts_ns=w[SLOT_DERIVS_TS_NS - 1],
+        liquidations=w[SLOT_LIQUIDATIONS - 1],
         kernels=_decode_kernels(w),
     )
 
@@ -337,7 +396,7 @@ ALIVE, CLOSED, DEAD, STALLED, REPLACED = "alive", "closed", "dead", "stalled", "
 class HermesShm:
     """A read-only mapping of a Hermes shm region.
 
-    Opening checks the magic, the layout version (only version 2 is understood; others are
+    Opening checks the magic, the layout version (only version 3 is understood; others are
     refused) and that the file is as long as its header says. Nothing may truncate the file
     while it is mapped (reading a lost page kills the process with SIGBUS); Hermes writers
     never do, a restart renames a new file into place.
@@ -564,6 +623,17 @@ def dump_line(inst: Instrument, tob: TopOfBook) -> str:
         "updates": tob.updates,
         "stale": tob.stale,
     }
+    d = tob.derivs
+    if d is not None:
+        obj["derivs"] = {
+            "mark_px": format_decimal(d.mark_px, DERIV_DECIMALS),
+            "index_px": format_decimal(d.index_px, DERIV_DECIMALS),
+            "funding_rate": format_decimal(d.funding_rate, DERIV_DECIMALS),
+            "next_funding_ns": d.next_funding_ns,
+            "ts_ns": d.ts_ns,
+        }
+    if tob.liquidations > 0:
+        obj["liquidations"] = tob.liquidations
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
