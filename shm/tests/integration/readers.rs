@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use hermes_shm::layout::header;
 use hermes_shm::{
     ShmWriter, SlotKernels, TopOfBook, Venue, WriterOptions, FLAG_BBO_FROM_TICKER, FLAG_CROSSED,
-    FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
+    FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_HAS_DERIVS, FLAG_STALE,
 };
 
 use crate::common::{crate_path, require, TempDir};
@@ -91,7 +91,7 @@ fn fixture(dir: &TempDir) -> Fixture {
     let mut w = ShmWriter::create(
         &path,
         WriterOptions {
-            slots: 8,
+            slots: 10,
             group_readable: false,
             replace_foreign: false,
         },
@@ -224,6 +224,88 @@ fn fixture(dir: &TempDir) -> Fixture {
         t.asks[i] = (61_838 + i as i64, 100_000_000_000_000_000 * (i as i64 + 1));
     }
     w.publish(btc_usdt, &t);
+
+    // 6. Binance USD-M, 1/3 decimals: a perpetual with mark, index, funding and two
+    //    liquidations (the derivatives are at 8 decimals whatever the instrument's).
+    let perp = w
+        .add_instrument(Venue::BinanceUsdm, "BTCUSDT", 1, 3)
+        .unwrap();
+    let mut t = TopOfBook {
+        update_id: 9,
+        updates: 4,
+        flags: FLAG_HAS_BID | FLAG_HAS_ASK | FLAG_HAS_DERIVS,
+        bid_px: 618_501,
+        bid_qty: 2_500,
+        ask_px: 618_502,
+        ask_qty: 100,
+        bid_levels: 1,
+        ask_levels: 1,
+        mark_px: 6_185_012_000_000,
+        index_px: 6_184_990_050_000,
+        funding_rate: 10_000,
+        next_funding_ns: 1_723_104_000_000_000_000,
+        derivs_ts_ns: 1_723_100_000_123_000_000,
+        liquidations: 2,
+        ..TopOfBook::default()
+    };
+    junk_levels(&mut t);
+    t.bids[0] = (618_501, 2_500);
+    t.asks[0] = (618_502, 100);
+    w.publish(perp, &t);
+
+    // 7. Binance COIN-M, stale, no sides, negative funding, no index, no next funding,
+    //    the most negative mark.
+    let coinm = w
+        .add_instrument(Venue::BinanceCoinm, "BTCUSD_PERP", 1, 0)
+        .unwrap();
+    let t = TopOfBook {
+        update_id: 5,
+        updates: 1,
+        flags: FLAG_STALE | FLAG_HAS_DERIVS,
+        mark_px: i64::MIN,
+        funding_rate: -37_500,
+        derivs_ts_ns: 1,
+        ..TopOfBook::default()
+    };
+    w.publish(coinm, &t);
+
+    // 8. Coinbase Exchange: derivatives words hold junk but the flag is clear, so no
+    //    reader may show them.
+    let cbx = w
+        .add_instrument(Venue::CoinbaseExchange, "ETH-USD", 2, 8)
+        .unwrap();
+    let mut t = TopOfBook {
+        update_id: 1_234,
+        updates: 2,
+        flags: FLAG_HAS_BID | FLAG_HAS_ASK,
+        bid_px: 345_678,
+        bid_qty: 100_000_000,
+        ask_px: 345_679,
+        ask_qty: 50_000_000,
+        bid_levels: 1,
+        ask_levels: 1,
+        mark_px: 777,
+        index_px: 778,
+        funding_rate: 779,
+        next_funding_ns: 780,
+        derivs_ts_ns: 0,
+        ..TopOfBook::default()
+    };
+    t.bids[0] = (345_678, 100_000_000);
+    t.asks[0] = (345_679, 50_000_000);
+    w.publish(cbx, &t);
+
+    // 9. Binance USD-M: a liquidation before any mark price update (count, no derivs).
+    let liq = w
+        .add_instrument(Venue::BinanceUsdm, "ETHUSDT", 2, 3)
+        .unwrap();
+    let t = TopOfBook {
+        update_id: 3,
+        updates: 1,
+        liquidations: 1,
+        ..TopOfBook::default()
+    };
+    w.publish(liq, &t);
     w.heartbeat();
 
     let c_lines = [
@@ -232,6 +314,12 @@ fn fixture(dir: &TempDir) -> Fixture {
         "webhook SPREAD-BTC/ETH -1.2345 0 -0.0005 7 0 3 true",
         "coinbase ETH-USD - - - - 0 0 false",
         "binance BTCUSDT 61837 0.000000000000000001 61838 0.1 99 2 false",
+        "binance-usdm BTCUSDT 61850.1 2.5 61850.2 0.1 9 4 false mark 61850.12 index 61849.9005 \
+         funding 0.0001 next_funding_ns 1723104000000000000 liquidations 2",
+        "binance-coinm BTCUSD_PERP - - - - 5 1 true mark -92233720368.54775808 index 0 \
+         funding -0.000375 next_funding_ns 0",
+        "coinbase-exchange ETH-USD 3456.78 1 3456.79 0.5 1234 2 false",
+        "binance-usdm ETHUSDT - - - - 3 1 false liquidations 1",
     ]
     .map(String::from)
     .to_vec();
@@ -283,6 +371,34 @@ fn fixture(dir: &TempDir) -> Fixture {
             deep_bids.join(","),
             deep_asks.join(",")
         ),
+        concat!(
+            r#"{"venue":"binance-usdm","symbol":"BTCUSDT","bid_px":"61850.1","bid_qty":"2.5","#,
+            r#""ask_px":"61850.2","ask_qty":"0.1","bids":[["61850.1","2.5"]],"#,
+            r#""asks":[["61850.2","0.1"]],"seq":9,"updates":4,"stale":false,"#,
+            r#""derivs":{"mark_px":"61850.12","index_px":"61849.9005","funding_rate":"0.0001","#,
+            r#""next_funding_ns":1723104000000000000,"ts_ns":1723100000123000000},"#,
+            r#""liquidations":2}"#
+        )
+        .to_string(),
+        concat!(
+            r#"{"venue":"binance-coinm","symbol":"BTCUSD_PERP","bid_px":null,"bid_qty":null,"#,
+            r#""ask_px":null,"ask_qty":null,"bids":[],"asks":[],"seq":5,"updates":1,"#,
+            r#""stale":true,"derivs":{"mark_px":"-92233720368.54775808","index_px":"0","#,
+            r#""funding_rate":"-0.000375","next_funding_ns":0,"ts_ns":1}}"#
+        )
+        .to_string(),
+        concat!(
+            r#"{"venue":"coinbase-exchange","symbol":"ETH-USD","bid_px":"3456.78","#,
+            r#""bid_qty":"1","ask_px":"3456.79","ask_qty":"0.5","bids":[["3456.78","1"]],"#,
+            r#""asks":[["3456.79","0.5"]],"seq":1234,"updates":2,"stale":false}"#
+        )
+        .to_string(),
+        concat!(
+            r#"{"venue":"binance-usdm","symbol":"ETHUSDT","bid_px":null,"bid_qty":null,"#,
+            r#""ask_px":null,"ask_qty":null,"bids":[],"asks":[],"seq":3,"updates":1,"#,
+            r#""stale":false,"liquidations":1}"#
+        )
+        .to_string(),
     ];
 
     // `symbol flags ts kp spread bps mid micro bid_depth ask_depth imb vwap_buy vwap_sell
@@ -296,6 +412,10 @@ fn fixture(dir: &TempDir) -> Fixture {
         "SPREAD-BTC/ETH 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
         "ETH-USD 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
         "BTCUSDT 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+        "BTCUSDT 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+        "BTCUSD_PERP 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+        "ETH-USD 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
+        "ETHUSDT 0 0 0 - - - - 0 0 - - - - 0 0 - 0 0 0 0 0 0 0 0",
     ]
     .map(String::from)
     .to_vec();
@@ -329,6 +449,10 @@ fn fixture_matches_the_rust_reader() {
             ("webhook", "SPREAD-BTC/ETH"),
             ("coinbase", "ETH-USD"),
             ("binance", "BTCUSDT"),
+            ("binance-usdm", "BTCUSDT"),
+            ("binance-coinm", "BTCUSD_PERP"),
+            ("coinbase-exchange", "ETH-USD"),
+            ("binance-usdm", "ETHUSDT"),
         ]
     );
     assert_eq!(r.read(inst[3].slot).unwrap().seq, 0, "never published");
@@ -337,6 +461,20 @@ fn fixture_matches_the_rust_reader() {
         (last.seq, last.update_id, last.bid_levels().len()),
         (4, 99, 10)
     );
+    // The Rust JSON (`hermes shm dump --json`) is what the Python reader must print.
+    let json: Vec<String> = inst
+        .iter()
+        .map(|i| {
+            hermes_shm::json::tob_json(
+                i.venue.name(),
+                &i.symbol,
+                i.price_decimals,
+                i.size_decimals,
+                &r.read(i.slot).unwrap(),
+            )
+        })
+        .collect();
+    assert_lines(&json, &f.json_lines, "Rust JSON");
 }
 
 #[test]
@@ -478,6 +616,110 @@ fn c_and_python_readers_decode_the_kernels() {
     assert_eq!(k.ofi_total, i64::MIN);
 }
 
+/// `symbol flags mark index funding next_funding ts liquidations` per instrument through
+/// the C header: the raw derivatives words, and `derivs` or `-` for the flag.
+const C_DERIVS: &str = r#"
+#include "hermes_shm.h"
+#include <inttypes.h>
+int main(int argc, char **argv) {
+    struct hermes_shm shm;
+    uint32_t i;
+    if (argc != 2 || hermes_shm_open(argv[1], &shm) != HERMES_SHM_OK) return 1;
+    for (i = 0; i < hermes_shm_instrument_count(&shm); i++) {
+        struct hermes_instrument inst;
+        struct hermes_tob t;
+        if (hermes_shm_instrument(&shm, i, &inst) != HERMES_SHM_OK ||
+            hermes_shm_read(&shm, inst.slot, &t) != HERMES_SHM_OK) return 1;
+        printf("%s %s %s %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRIu64
+               "\n", hermes_venue_name(inst.venue), inst.symbol,
+               (t.flags & HERMES_FLAG_HAS_DERIVS) ? "derivs" : "-", t.mark_px, t.index_px,
+               t.funding_rate, t.next_funding_ns, t.derivs_ts_ns, t.liquidations);
+    }
+    hermes_shm_close(&shm);
+    return 0;
+}
+"#;
+
+/// The same through the Python reader, the values taken from `TopOfBook.derivs` when it
+/// has them (and checked to be `None` otherwise).
+const PY_DERIVS: &str = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+from hermes_shm import HermesShm
+
+with HermesShm(sys.argv[2]) as shm:
+    for inst in shm.instruments():
+        t = shm.read(inst.slot)
+        d = t.derivs
+        if d is None:
+            assert not t.has_derivs
+            vals = [t.mark_px, t.index_px, t.funding_rate, t.next_funding_ns, t.derivs_ts_ns]
+        else:
+            assert t.has_derivs
+            vals = list(d)
+        print(" ".join([inst.venue, inst.symbol, "derivs" if d else "-"]
+                       + [str(v) for v in vals + [t.liquidations]]))
+"#;
+
+#[test]
+fn c_and_python_readers_decode_the_derivatives() {
+    let dir = TempDir::new("derivs");
+    let f = fixture(&dir);
+    // What the Rust reader reads, in the programs' format.
+    // SAFETY: the file is this test's own.
+    let r = unsafe { hermes_shm::ShmReader::open(&f.path) }.unwrap();
+    let want: Vec<String> = r
+        .instruments()
+        .iter()
+        .map(|i| {
+            let t = r.read(i.slot).unwrap();
+            format!(
+                "{} {} {} {} {} {} {} {} {}",
+                i.venue.name(),
+                i.symbol,
+                if t.has_derivs() { "derivs" } else { "-" },
+                t.mark_px,
+                t.index_px,
+                t.funding_rate,
+                t.next_funding_ns,
+                t.derivs_ts_ns,
+                t.liquidations
+            )
+        })
+        .collect();
+    // And that is what the fixture published.
+    assert_eq!(
+        want[5],
+        "binance-usdm BTCUSDT derivs 6185012000000 6184990050000 10000 1723104000000000000 \
+         1723100000123000000 2"
+    );
+    assert_eq!(
+        want[6],
+        "binance-coinm BTCUSD_PERP derivs -9223372036854775808 0 -37500 0 1 0"
+    );
+    assert_eq!(want[7], "coinbase-exchange ETH-USD - 777 778 779 780 0 0");
+    assert_eq!(want[8], "binance-usdm ETHUSDT - 0 0 0 0 0 1");
+    if let Some(bin) = {
+        let src = dir.join("derivs.c");
+        std::fs::write(&src, C_DERIVS).unwrap();
+        compile_c(&src, &dir.join("derivs"))
+    } {
+        let out = Command::new(&bin).arg(&f.path).output().unwrap();
+        assert_lines(&stdout_lines(&out, "C derivs"), &want, "C derivs");
+    }
+    if let Some(py) = python() {
+        let out = Command::new(py)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg("-c")
+            .arg(PY_DERIVS)
+            .arg(crate_path("python"))
+            .arg(&f.path)
+            .output()
+            .unwrap();
+        assert_lines(&stdout_lines(&out, "Python derivs"), &want, "Python derivs");
+    }
+}
+
 /// Runs a reader expected to refuse `path`; returns its stderr.
 fn refused(mut cmd: Command, code: i32, what: &str) -> String {
     let out = cmd.output().unwrap();
@@ -511,9 +753,14 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
         .unwrap(),
     );
     let mut bytes = std::fs::read(&good).unwrap();
-    bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&3u32.to_le_bytes());
+    bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&4u32.to_le_bytes());
     let bumped = dir.join("bumped");
     std::fs::write(&bumped, &bytes).unwrap();
+    // A file from a version-2 writer (same sizes, no derivatives) as far as a reader can
+    // tell.
+    bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+    let v2 = dir.join("v2");
+    std::fs::write(&v2, &bytes).unwrap();
     // A file from a version-1 writer (512-byte slots) as far as a reader can tell.
     bytes[header::VERSION..header::VERSION + 4].copy_from_slice(&1u32.to_le_bytes());
     bytes[header::SLOT_SIZE..header::SLOT_SIZE + 4].copy_from_slice(&512u32.to_le_bytes());
@@ -524,18 +771,26 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
     let missing = dir.join("missing");
 
     let version_msg = format!(
-        "{}: shm layout version 3, this reader understands version 2; use a matching hermes \
+        "{}: shm layout version 4, this reader understands version 3; use a matching hermes \
          build (the file was written by a newer hermes: read it with that build's readers)",
         bumped.display()
     );
-    let v1_msg = format!(
-        "{}: shm layout version 1, this reader understands version 2; use a matching hermes \
-         build (the file was written by an older hermes: restart the engine with this build)",
-        v1.display()
-    );
+    let older = |p: &Path, v: u32| {
+        format!(
+            "{}: shm layout version {v}, this reader understands version 3; use a matching \
+             hermes build (the file was written by an older hermes: restart the engine with \
+             this build)",
+            p.display()
+        )
+    };
+    let v1_msg = older(&v1, 1);
+    let v2_msg = older(&v2, 2);
     // SAFETY: test-owned files.
     let e = unsafe { hermes_shm::ShmReader::open(&v1) }.err().unwrap();
     assert_eq!(e.to_string(), v1_msg);
+    // SAFETY: as above.
+    let e = unsafe { hermes_shm::ShmReader::open(&v2) }.err().unwrap();
+    assert_eq!(e.to_string(), v2_msg);
     // SAFETY: as above.
     let e = unsafe { hermes_shm::ShmReader::open(&bumped) }
         .err()
@@ -555,6 +810,8 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
         assert!(err.contains(&version_msg), "{err}");
         let err = refused(run(&v1), 2, "python, version 1 file");
         assert!(err.contains(&v1_msg), "{err}");
+        let err = refused(run(&v2), 2, "python, version 2 file");
+        assert!(err.contains(&v2_msg), "{err}");
         let err = refused(run(&foreign), 2, "python, foreign file");
         assert!(err.contains(&magic_msg), "{err}");
         let err = refused(run(&missing), 2, "python, missing file");
@@ -578,6 +835,8 @@ fn readers_refuse_unknown_versions_and_foreign_files() {
         assert!(err.contains(&version_msg), "{err}");
         let err = refused(run(&v1), 1, "C, version 1 file");
         assert!(err.contains(&v1_msg), "{err}");
+        let err = refused(run(&v2), 1, "C, version 2 file");
+        assert!(err.contains(&v2_msg), "{err}");
         let err = refused(run(&foreign), 1, "C, foreign file");
         assert!(err.contains(&magic_msg), "{err}");
         let err = refused(run(&missing), 1, "C, missing file");

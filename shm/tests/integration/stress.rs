@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hermes_shm::{
     layout::SLOT_WORDS, ShmReader, ShmWriter, SlotIndex, SlotKernels, TopOfBook, Venue,
-    WriterOptions, WriterStatus, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
+    WriterOptions, WriterStatus, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_HAS_DERIVS, FLAG_STALE,
 };
 
 use crate::common::{crate_path, require, TempDir};
@@ -61,7 +61,10 @@ fn expected(k: u64) -> TopOfBook {
         recv_ts_ns: 3 * ki + 1,
         publish_ts_ns: 3 * ki + 2,
         updates: seq / 2,
-        flags: FLAG_HAS_BID | FLAG_HAS_ASK | if k % 3 == 0 { FLAG_STALE } else { 0 },
+        flags: FLAG_HAS_BID
+            | FLAG_HAS_ASK
+            | if k % 3 == 0 { FLAG_STALE } else { 0 }
+            | if k % 5 != 0 { FLAG_HAS_DERIVS } else { 0 },
         bid_px: ki,
         bid_qty: 2 * ki + 1,
         ask_px: ki + 7,
@@ -73,6 +76,13 @@ fn expected(k: u64) -> TopOfBook {
         last_trade_ts_ns: 13 * ki,
         last_trade_side: (k % 3) as u8,
         trades: 17 * k,
+        // The derivatives words (57-62), every one different between publications.
+        mark_px: 23 * ki,
+        index_px: 23 * ki + 1,
+        funding_rate: -ki,
+        next_funding_ns: 29 * ki,
+        derivs_ts_ns: 31 * ki,
+        liquidations: 37 * k,
         kernels: SlotKernels {
             time_ns: 19 * ki,
             price_decimals: (k % 19) as u8,
@@ -160,6 +170,22 @@ fn invariant_detects_every_mix_of_two_publications() {
                     );
                 }
             }
+        }
+        // A single word of the other publication is caught too, wherever it is; the
+        // derivatives words (57-62) differ in every pair of publications.
+        let derivs = hermes_shm::layout::slot::MARK_PX..=hermes_shm::layout::slot::LIQUIDATIONS;
+        for i in 0..data_words {
+            let word = i + 1;
+            if derivs.contains(&word) {
+                assert_ne!(a[i], b[i], "k {k}: word {word} is the same in k and k+2");
+            }
+            if a[i] == b[i] {
+                continue;
+            }
+            let mut mixed = a;
+            mixed[i] = b[i];
+            let t = TopOfBook::decode(expected(k).seq, &mixed);
+            assert!(check(slot_of(k), &t).is_err(), "k {k} word {word}");
         }
         for j in [k, k + 2] {
             let e = expected(j);
@@ -371,13 +397,16 @@ def expected(k):
     return h.TopOfBook(
         seq=seq, update_id=k, exch_ts_ns=3 * k, recv_ts_ns=3 * k + 1, publish_ts_ns=3 * k + 2,
         updates=seq // 2,
-        flags=h.FLAG_HAS_BID | h.FLAG_HAS_ASK | (h.FLAG_STALE if k % 3 == 0 else 0),
+        flags=h.FLAG_HAS_BID | h.FLAG_HAS_ASK | (h.FLAG_STALE if k % 3 == 0 else 0)
+        | (h.FLAG_HAS_DERIVS if k % 5 != 0 else 0),
         bid_levels=n, ask_levels=10 - n,
         bid_px=k, bid_qty=2 * k + 1, ask_px=k + 7, ask_qty=2 * k + 3,
         bids=tuple((k + i, 3 * k + i) for i in range(10)),
         asks=tuple((k + 7 + i, 5 * k + i) for i in range(10)),
         last_trade_px=-k, last_trade_qty=11 * k, last_trade_ts_ns=13 * k,
         last_trade_side=k % 3, trades=17 * k,
+        mark_px=23 * k, index_px=23 * k + 1, funding_rate=-k, next_funding_ns=29 * k,
+        derivs_ts_ns=31 * k, liquidations=37 * k,
         kernels=h.Kernels(
             time_ns=19 * k, price_decimals=k % 19, spread_ticks=k + 1, spread_bps_x100=k + 2,
             mid_px=k + 3, microprice_px=k + 4, bid_depth=k + 5, ask_depth=k + 6,
