@@ -1,6 +1,7 @@
 //! The book thread's state: the [`Market`] model plus the shm writer. Every change the
 //! market reports is encoded into the instrument's [`TopOfBook`] (top-of-book, the top
-//! [`DEPTH`] levels, the last trade and the kernels) and written to its seqlock slot.
+//! [`DEPTH`] levels, the last trade, the derivatives (mark, index, funding, liquidations)
+//! and the kernels) and written to its seqlock slot.
 //!
 //! What is shown (which best bid/ask, flags, kernels) is decided by
 //! [`hermes_book::market`]; this module only adds what belongs to the slot: the levels
@@ -151,6 +152,12 @@ pub fn encode(i: &Instrument, t: &mut TopOfBook) {
     t.last_trade_ts_ns = top.last_trade_ts_ns;
     t.last_trade_side = top.last_trade_side as u8;
     t.trades = top.trades;
+    t.mark_px = top.mark_px;
+    t.index_px = top.index_px;
+    t.funding_rate = top.funding_rate;
+    t.next_funding_ns = top.next_funding_ns;
+    t.derivs_ts_ns = top.derivs_ts_ns;
+    t.liquidations = top.liquidations;
     t.updates = top.updates;
     t.kernels = slot_kernels(&top.kernels, i.kernels());
 }
@@ -197,5 +204,64 @@ pub fn slot_kernels(v: &KernelValues, kernels: &Kernels) -> SlotKernels {
         vol_half_life_ns: cfg.vol_half_life_ns,
         trade_window_ns: cfg.trade_window_ns,
         rate_window_ns: cfg.rate_window_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermes_book::event::Symbol;
+    use hermes_book::{Price, Qty, Scale, TradeSide, Venue};
+    use hermes_shm::FLAG_HAS_DERIVS;
+
+    #[test]
+    fn derivs_and_liquidations_reach_the_slot_image() {
+        let mut p = Publisher::new(None, KernelConfig::default());
+        let inst = InstId(0);
+        p.apply(&Event::Define {
+            inst,
+            venue: Venue::BinanceUsdm,
+            symbol: Symbol::new(b"BTCUSDT").unwrap(),
+            scale: Scale {
+                price_decimals: 2,
+                size_decimals: 3,
+            },
+        });
+        assert_eq!(p.last(inst).flags & FLAG_HAS_DERIVS, 0);
+        p.apply(&Event::Derivs {
+            inst,
+            mark_px: 6_185_012_000_000,
+            index_px: 6_184_990_050_000,
+            funding_rate: -37_500,
+            next_funding_ns: 1_723_104_000_000_000_000,
+            ts_ns: 1_723_100_000_123_000_000,
+        });
+        p.apply(&Event::Liquidation {
+            inst,
+            side: TradeSide::Sell,
+            price: Price(6_180_000),
+            qty: Qty(5),
+            ts_ns: 1_723_100_000_200_000_000,
+        });
+        let t = p.last(inst);
+        assert_ne!(t.flags & FLAG_HAS_DERIVS, 0);
+        assert_eq!(
+            (
+                t.mark_px,
+                t.index_px,
+                t.funding_rate,
+                t.next_funding_ns,
+                t.derivs_ts_ns,
+                t.liquidations
+            ),
+            (
+                6_185_012_000_000,
+                6_184_990_050_000,
+                -37_500,
+                1_723_104_000_000_000_000,
+                1_723_100_000_123_000_000,
+                1
+            )
+        );
     }
 }
