@@ -16,10 +16,10 @@
 //! * The journal thread appends every frame to the journal: a directory of segments, one
 //!   per persister start, each a native capture file (`ingest/CAPTURE.md`).
 //! * The database thread reads the journal behind it, turns records into rows
-//!   ([`rows::Projector`]: `raw_events`, `trades`, `book_snapshots`, `top_of_book`) and
-//!   writes them in batches flushed on size or age, each batch committing the journal
-//!   offset it reached in `ingest_offsets` in the same transaction ([`schema`] has the
-//!   tables). The database is a projection of the journal: a restart resumes at the
+//!   ([`rows::Projector`]: `raw_events`, `trades`, `book_snapshots`, `top_of_book`,
+//!   `funding`, `liquidations`) and writes them in batches flushed on size or age, each
+//!   batch committing the journal offset it reached in `ingest_offsets` in the same
+//!   transaction ([`schema`] has the tables). The database is a projection of the journal: a restart resumes at the
 //!   committed offset, and every insert is idempotent on its unique key.
 //! * [`PersistStats`] has the counters: rows per table, batches, COPY latency, lag in
 //!   bytes and time, retries, readiness, the last error.

@@ -2,19 +2,22 @@
 //!
 //! Every record yields a `raw_events` row from a light look at the frame (channel,
 //! sequence, exchange time, event type). The frame then goes through the project's own
-//! [`Decoder`] (the same code the engine runs): `Event::Trade`s become `trades` rows, and
-//! every event is applied to the projector's own [`Market`] (the same model the
-//! engine's book thread publishes from), from which `book_snapshots` (top-N levels at the
-//! first change of each snapshot interval) and `top_of_book` (BBO and kernels at the
-//! first change of each sampling interval) are taken: the table's best bid/ask,
-//! microprice and imbalance are the shm slot's for the same events. Intervals are measured on the frames' receive times, never on the wall clock,
-//! so the rows are a pure function of the journal: re-projecting the same records gives
-//! the same rows, which is what makes a restart exactly-once.
+//! [`Decoder`] (the same code the engine runs): `Event::Trade`s become `trades` rows,
+//! `Event::Derivs` (Binance futures `markPriceUpdate`) `funding` rows and
+//! `Event::Liquidation`s (`forceOrder`) `liquidations` rows, and every event is applied
+//! to the projector's own [`Market`] (the same model the engine's book thread publishes
+//! from), from which `book_snapshots` (top-N levels at the first change of each snapshot
+//! interval) and `top_of_book` (BBO and kernels at the first change of each sampling
+//! interval) are taken: the table's best bid/ask, microprice and imbalance are the shm
+//! slot's for the same events. Intervals are measured on the frames' receive times, never
+//! on the wall clock, so the rows are a pure function of the journal: re-projecting the
+//! same records gives the same rows, which is what makes a restart exactly-once.
 //!
 //! The projector keeps its own market rather than sampling the shm file: it then works
 //! at its own pace (while PostgreSQL is down it is behind the engine by design), and
 //! what it writes does not depend on when a sample happened to be taken.
 
+use hermes_book::event::DERIV_DECIMALS;
 use hermes_book::kernels::KernelConfig;
 use hermes_book::market::{Instrument, Market};
 use hermes_book::{InstId, Side};
@@ -23,6 +26,17 @@ use hermes_ingest::json::{parse_rfc3339_ns, Scanner};
 use hermes_ingest::{Decoder, DecoderOptions, Event, Venue};
 
 use crate::copy::CopyBuffer;
+use crate::stats::TABLES;
+
+/// Where each table's rows go in [`Batch::tables`] ([`TABLES`] order).
+pub(crate) mod table {
+    pub const RAW_EVENTS: usize = 0;
+    pub const TRADES: usize = 1;
+    pub const BOOK_SNAPSHOTS: usize = 2;
+    pub const TOP_OF_BOOK: usize = 3;
+    pub const FUNDING: usize = 4;
+    pub const LIQUIDATIONS: usize = 5;
+}
 
 /// Row sampling settings.
 #[derive(Clone, Debug)]
@@ -55,10 +69,11 @@ impl Default for ProjectionOptions {
 /// journal offset of the record it came from.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// `raw_events`, `trades`, `book_snapshots`, `top_of_book` ([`crate::TABLES`] order).
-    pub tables: [CopyBuffer; 4],
+    /// `raw_events`, `trades`, `book_snapshots`, `top_of_book`, `funding`,
+    /// `liquidations` ([`crate::TABLES`] order).
+    pub tables: [CopyBuffer; TABLES.len()],
     /// Per table, per row: the journal offset of its record.
-    pub row_offsets: [Vec<u64>; 4],
+    pub row_offsets: [Vec<u64>; TABLES.len()],
     /// Day numbers (UTC) the rows fall in, for partition creation.
     pub days: Vec<i32>,
 }
@@ -90,7 +105,7 @@ impl Batch {
 
     /// Keeps only the rows of records before journal offset `end`.
     pub fn truncate_before(&mut self, end: u64) {
-        for t in 0..4 {
+        for t in 0..TABLES.len() {
             let keep = self.row_offsets[t].partition_point(|&o| o < end);
             self.tables[t].truncate_rows(keep);
             self.row_offsets[t].truncate(keep);
@@ -345,7 +360,7 @@ impl Projector {
             self.decoder.reset_coinbase_connection(rec.conn);
         }
         if emit {
-            let t = &mut batch.tables[0];
+            let t = &mut batch.tables[table::RAW_EVENTS];
             t.begin_row(13);
             t.text(pos.stream);
             t.int8(pos.frame_no);
@@ -378,7 +393,7 @@ impl Projector {
                 t.bytea(rec.data);
             }
             t.end_row();
-            batch.row_offsets[0].push(pos.offset);
+            batch.row_offsets[table::RAW_EVENTS].push(pos.offset);
             batch.day(rec.recv_ts_ns);
         }
         let frame = rec.frame();
@@ -422,7 +437,7 @@ impl Projector {
                     if emit {
                         let i = self.market.instrument(inst);
                         snapshot_row(i, recv_ts_ns, self.opts.snapshot_depth, batch);
-                        batch.row_offsets[2].push(pos.offset);
+                        batch.row_offsets[table::BOOK_SNAPSHOTS].push(pos.offset);
                         batch.day(recv_ts_ns);
                     }
                 }
@@ -450,7 +465,7 @@ impl Projector {
                         i.symbol
                     ),
                 })?;
-                let t = &mut batch.tables[1];
+                let t = &mut batch.tables[table::TRADES];
                 t.begin_row(9);
                 t.text(venue_name(i.venue));
                 t.text(&i.symbol);
@@ -462,7 +477,66 @@ impl Projector {
                 t.timestamptz_ns(rec.recv_ts_ns);
                 t.bool(agg);
                 t.end_row();
-                batch.row_offsets[1].push(pos.offset);
+                batch.row_offsets[table::TRADES].push(pos.offset);
+                batch.day(ts_ns);
+            }
+            Event::Derivs {
+                inst,
+                mark_px,
+                index_px,
+                funding_rate,
+                next_funding_ns,
+                ts_ns,
+            } if emit => {
+                let i = self.market.instrument(inst);
+                let t = &mut batch.tables[table::FUNDING];
+                t.begin_row(10);
+                t.text(pos.stream);
+                t.int8(pos.frame_no);
+                t.text(venue_name(i.venue));
+                t.text(&i.symbol);
+                t.timestamptz_ns(ts_ns);
+                t.timestamptz_ns(rec.recv_ts_ns);
+                t.numeric(mark_px, DERIV_DECIMALS);
+                // The decoder's 0 is "the venue gives none": no index price; and a
+                // contract with no next funding time and no rate (a delivery contract:
+                // `"r":""`, `"T":0`) has no funding at all.
+                if index_px == 0 {
+                    t.null();
+                } else {
+                    t.numeric(index_px, DERIV_DECIMALS);
+                }
+                if next_funding_ns == 0 && funding_rate == 0 {
+                    t.null();
+                } else {
+                    t.numeric(funding_rate, DERIV_DECIMALS);
+                }
+                opt_ts(t, next_funding_ns);
+                t.end_row();
+                batch.row_offsets[table::FUNDING].push(pos.offset);
+                batch.day(ts_ns);
+            }
+            Event::Liquidation {
+                inst,
+                side,
+                price,
+                qty,
+                ts_ns,
+            } if emit => {
+                let i = self.market.instrument(inst);
+                let t = &mut batch.tables[table::LIQUIDATIONS];
+                t.begin_row(9);
+                t.text(pos.stream);
+                t.int8(pos.frame_no);
+                t.text(venue_name(i.venue));
+                t.text(&i.symbol);
+                t.text(side.name());
+                t.numeric(price.0, i.scale.price_decimals);
+                t.numeric(qty.0, i.scale.size_decimals);
+                t.timestamptz_ns(ts_ns);
+                t.timestamptz_ns(rec.recv_ts_ns);
+                t.end_row();
+                batch.row_offsets[table::LIQUIDATIONS].push(pos.offset);
                 batch.day(ts_ns);
             }
             _ => {}
@@ -487,7 +561,7 @@ impl Projector {
         buckets.tob = Some(b);
         if emit {
             tob_row(self.market.instrument(inst), recv_ts_ns, batch);
-            batch.row_offsets[3].push(pos.offset);
+            batch.row_offsets[table::TOP_OF_BOOK].push(pos.offset);
             batch.day(recv_ts_ns);
         }
     }
@@ -503,7 +577,7 @@ fn opt_ts(t: &mut CopyBuffer, ns: i64) {
 
 fn snapshot_row(i: &Instrument, ts: i64, depth: usize, batch: &mut Batch) {
     let (pd, sd) = (i.scale.price_decimals, i.scale.size_decimals);
-    let t = &mut batch.tables[2];
+    let t = &mut batch.tables[table::BOOK_SNAPSHOTS];
     t.begin_row(11);
     t.text(venue_name(i.venue));
     t.text(&i.symbol);
@@ -541,7 +615,7 @@ fn tob_row(i: &Instrument, ts: i64, batch: &mut Batch) {
     let (pd, sd) = (i.scale.price_decimals, i.scale.size_decimals);
     let top = &i.top;
     let k = &top.kernels;
-    let t = &mut batch.tables[3];
+    let t = &mut batch.tables[table::TOP_OF_BOOK];
     t.begin_row(17);
     t.text(venue_name(i.venue));
     t.text(&i.symbol);
@@ -611,6 +685,79 @@ mod tests {
         // Garbage gives an empty look, not an error.
         let (l, _) = look_binance(b"{\"stream\":", false);
         assert!(l.event_type.is_none());
+    }
+
+    #[test]
+    fn mark_price_and_force_order_rows() {
+        let frames: [&[u8]; 4] = [
+            br#"{"stream":"btcusdt@markPrice","data":{"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091","P":"11784.25641265","r":"0.00038167","T":1562306400000}}"#,
+            br#"{"stream":"btcusdt@forceOrder","data":{"e":"forceOrder","E":1568014460893,"o":{"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"9910","ap":"9910","X":"FILLED","l":"0.014","z":"0.014","T":1568014460893}}}"#,
+            br#"{"stream":"btcusdt@markPrice","data":{"e":"markPriceUpdate","E":1562305381000,"s":"BTCUSDT","p":"11794.15000000","i":"11784.62659091","P":"11784.25641265","r":"-0.00010000","T":1562306400000}}"#,
+            br#"{"stream":"btcusdt@trade","data":{"e":"trade","E":5,"s":"BTCUSDT","t":7,"p":"1","q":"1","T":4,"m":true}}"#,
+        ];
+        let mut p = Projector::new(ProjectionOptions::default());
+        let mut batch = Batch::default();
+        for (k, data) in frames.iter().enumerate() {
+            let rec = Record {
+                recv_ts_ns: 1_568_014_461_000_000_000 + k as i64,
+                venue: Venue::BinanceUsdm,
+                kind: RecordKind::Ws,
+                conn: 0,
+                tag: b"",
+                data,
+            };
+            let pos = Position {
+                journal: "j",
+                stream: "s",
+                frame_no: k as i64,
+                offset: 100 * k as u64,
+            };
+            p.record(&rec, pos, true, &mut batch).unwrap();
+        }
+        for (k, name) in [
+            (table::RAW_EVENTS, "raw_events"),
+            (table::TRADES, "trades"),
+            (table::BOOK_SNAPSHOTS, "book_snapshots"),
+            (table::TOP_OF_BOOK, "top_of_book"),
+            (table::FUNDING, "funding"),
+            (table::LIQUIDATIONS, "liquidations"),
+        ] {
+            assert_eq!(TABLES[k], name);
+        }
+        let rows: Vec<usize> = batch.tables.iter().map(|t| t.rows()).collect();
+        assert_eq!(rows[table::RAW_EVENTS], 4);
+        assert_eq!(rows[table::TRADES], 1);
+        assert_eq!(rows[table::FUNDING], 2);
+        assert_eq!(rows[table::LIQUIDATIONS], 1);
+        assert_eq!(batch.row_offsets[table::FUNDING], [0, 200]);
+        assert_eq!(batch.row_offsets[table::LIQUIDATIONS], [100]);
+        // 2019-07-05 and 2019-09-09 (exchange times), 2019-09-09 (receive time).
+        assert!(batch
+            .days
+            .contains(&crate::schema::day_of_ns(1_562_305_380_000_000_000)));
+        // Cut before the third record: its funding row goes, the first two stay.
+        batch.truncate_before(200);
+        assert_eq!(batch.tables[table::FUNDING].rows(), 1);
+        assert_eq!(batch.tables[table::LIQUIDATIONS].rows(), 1);
+        assert_eq!(batch.tables[table::TRADES].rows(), 0);
+        // Warm-up (emit false) writes nothing.
+        let mut quiet = Batch::default();
+        let rec = Record {
+            recv_ts_ns: 1,
+            venue: Venue::BinanceUsdm,
+            kind: RecordKind::Ws,
+            conn: 0,
+            tag: b"",
+            data: frames[0],
+        };
+        let pos = Position {
+            journal: "j",
+            stream: "s",
+            frame_no: 9,
+            offset: 900,
+        };
+        p.record(&rec, pos, false, &mut quiet).unwrap();
+        assert_eq!(quiet.rows(), 0);
     }
 
     #[test]

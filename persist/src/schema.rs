@@ -9,12 +9,15 @@
 //! | `trades` | trade | `venue, symbol, aggregate, trade_id` | `exchange_ts` |
 //! | `book_snapshots` | instrument × snapshot interval (top-N levels) | `venue, symbol, ts` | `ts` |
 //! | `top_of_book` | instrument × sampling interval (BBO + kernels) | `venue, symbol, ts` | `ts` |
+//! | `funding` | mark price update (mark, index, funding rate) | `stream, frame_no, symbol` (its journal position) | `exchange_ts` |
+//! | `liquidations` | forced liquidation order | `stream, frame_no, symbol` (its journal position) | `exchange_ts` |
 //! | `ingest_offsets` | journal segment | `journal` | — |
 //!
 //! PostgreSQL requires a partitioned table's unique keys to contain the partition column,
 //! so each key also holds its partition column. That column is a function of the rest of
 //! the key (a journal position has one receive time; a venue's trade has one trade time),
-//! so the uniqueness is the same.
+//! so the uniqueness is the same. (`funding` and `liquidations` rows come one per
+//! instrument of a journal record, whose frame says the exchange time.)
 //!
 //! When the `timescaledb` extension is available the same tables are created plain and
 //! turned into hypertables with one-day chunks instead of native partitions.
@@ -35,11 +38,13 @@ pub struct Migration {
 }
 
 /// Partitioned tables and the column they are partitioned on.
-pub const PARTITIONED: [(&str, &str); 4] = [
+pub const PARTITIONED: [(&str, &str); 6] = [
     ("raw_events", "receive_ts"),
     ("trades", "exchange_ts"),
     ("book_snapshots", "ts"),
     ("top_of_book", "ts"),
+    ("funding", "exchange_ts"),
+    ("liquidations", "exchange_ts"),
 ];
 
 const V1_TABLES: &str = r#"
@@ -147,6 +152,48 @@ INSERT INTO hermes_database (id)
 COMMENT ON TABLE hermes_database IS 'This database''s identity for Hermes: a random id made with the schema. A journal records the identity of the database it belongs to and never writes its frames into another.';
 "#;
 
+/// Version 4: the Binance futures' `markPriceUpdate` (`funding`) and `forceOrder`
+/// (`liquidations`) streams. Neither has an id of its own (a liquidation order has no
+/// order id in the stream), so each row is keyed by the journal position of the record it
+/// came from, as `raw_events`, plus its symbol (one record, one row per instrument): the
+/// same record projected again is the same row.
+const V4_FUNDING_LIQUIDATIONS: &str = r#"
+CREATE TABLE funding (
+    stream            text        NOT NULL,
+    frame_no          bigint      NOT NULL,
+    venue             text        NOT NULL,
+    symbol            text        NOT NULL,
+    exchange_ts       timestamptz NOT NULL,
+    receive_ts        timestamptz NOT NULL,
+    mark_px           numeric     NOT NULL,
+    index_px          numeric,
+    funding_rate      numeric,
+    next_funding_time timestamptz,
+    PRIMARY KEY (stream, frame_no, symbol, exchange_ts)
+) @PARTITION(exchange_ts)@;
+COMMENT ON TABLE funding IS 'Mark price updates of futures (Binance markPriceUpdate), once per journal position (stream, frame_no) and symbol.';
+COMMENT ON COLUMN funding.index_px IS 'Index price; NULL when the venue gives none.';
+COMMENT ON COLUMN funding.funding_rate IS 'Funding rate per funding interval (0.0001 = 0.01%), signed; NULL for a contract without funding (a delivery contract: next_funding_time NULL too).';
+COMMENT ON COLUMN funding.next_funding_time IS 'Next funding time; NULL for a contract without funding (a delivery contract).';
+
+CREATE TABLE liquidations (
+    stream      text        NOT NULL,
+    frame_no    bigint      NOT NULL,
+    venue       text        NOT NULL,
+    symbol      text        NOT NULL,
+    side        text        NOT NULL,
+    price       numeric     NOT NULL,
+    qty         numeric     NOT NULL,
+    exchange_ts timestamptz NOT NULL,
+    receive_ts  timestamptz NOT NULL,
+    PRIMARY KEY (stream, frame_no, symbol, exchange_ts)
+) @PARTITION(exchange_ts)@;
+COMMENT ON TABLE liquidations IS 'Forced liquidation orders (Binance forceOrder), once per journal position (stream, frame_no) and symbol. Their fills are also in the venue''s trade stream.';
+COMMENT ON COLUMN liquidations.side IS 'The liquidation order''s side: sell closes a long, buy a short.';
+COMMENT ON COLUMN liquidations.price IS 'Average fill price (ap), or the order price (p) before any fill.';
+COMMENT ON COLUMN liquidations.qty IS 'Size filled so far (z): the base asset, contracts on binance-coinm.';
+"#;
+
 /// The migrations, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -163,6 +210,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "hermes_database: the database's identity for journals",
         sql: V3_DATABASE_ID,
+    },
+    Migration {
+        version: 4,
+        name: "funding and liquidations (Binance futures mark price and forceOrder)",
+        sql: V4_FUNDING_LIQUIDATIONS,
     },
 ];
 
@@ -333,5 +385,18 @@ mod tests {
         assert!(!t.contains("PARTITION BY"));
         assert!(t.contains("create_hypertable('trades', 'exchange_ts'"));
         assert!(t.contains("create_hypertable('raw_events', 'receive_ts'"));
+        let t = render(V4_FUNDING_LIQUIDATIONS, Partitioning::Timescale);
+        assert!(t.contains("create_hypertable('funding', 'exchange_ts'"));
+        assert!(t.contains("create_hypertable('liquidations', 'exchange_ts'"));
+        let n = render(V4_FUNDING_LIQUIDATIONS, Partitioning::Native);
+        assert_eq!(n.matches("PARTITION BY RANGE (exchange_ts)").count(), 2);
+    }
+
+    #[test]
+    fn every_partitioned_table_is_a_table_rows_go_to() {
+        for (t, _) in PARTITIONED {
+            assert!(crate::TABLES.contains(&t), "{t}");
+        }
+        assert_eq!(PARTITIONED.len(), crate::TABLES.len());
     }
 }

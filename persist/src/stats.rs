@@ -15,7 +15,14 @@ pub(crate) fn venue_slot(venue: Venue) -> usize {
 }
 
 /// The tables rows go to, in [`PersistStats::rows`] order.
-pub const TABLES: [&str; 4] = ["raw_events", "trades", "book_snapshots", "top_of_book"];
+pub const TABLES: [&str; 6] = [
+    "raw_events",
+    "trades",
+    "book_snapshots",
+    "top_of_book",
+    "funding",
+    "liquidations",
+];
 
 /// Counters and health of one persister.
 #[derive(Debug)]
@@ -43,7 +50,7 @@ pub struct PersistStats {
     pub journal_failing: AtomicBool,
     /// Rows inserted per table ([`TABLES`] order); rows already present (a replay of the
     /// same data) are not counted here but in [`PersistStats::duplicate_rows`].
-    pub rows: [AtomicU64; 4],
+    pub rows: [AtomicU64; TABLES.len()],
     /// Rows the database already had (idempotent re-writes after a crash or a re-replay).
     pub duplicate_rows: AtomicU64,
     /// Batches committed.
@@ -189,11 +196,13 @@ impl PersistStats {
     pub fn summary(&self) -> String {
         let (p50, p99, _, max) = self.batch_latency_percentiles();
         format!(
-            "rows: raw_events {}, trades {}, book_snapshots {}, top_of_book {} ({} already present); {} batches, batch write p50 {} µs, p99 {} µs, max {} µs; lag {} bytes, {} ms; {} retries{}{}",
+            "rows: raw_events {}, trades {}, book_snapshots {}, top_of_book {}, funding {}, liquidations {} ({} already present); {} batches, batch write p50 {} µs, p99 {} µs, max {} µs; lag {} bytes, {} ms; {} retries{}{}",
             self.rows_of(0),
             self.rows_of(1),
             self.rows_of(2),
             self.rows_of(3),
+            self.rows_of(4),
+            self.rows_of(5),
             self.duplicate_rows.load(Relaxed),
             self.batches.load(Relaxed),
             p50,

@@ -565,7 +565,7 @@ impl DbWriter {
         }
         let t0 = Instant::now();
         let mut tx = client.transaction().map_err(Failure::Transient)?;
-        let mut inserted = [0u64; 4];
+        let mut inserted = [0u64; TABLES.len()];
         let mut sent = 0u64;
         for (k, t) in TABLES.iter().enumerate() {
             if self.batch.tables[k].is_empty() {

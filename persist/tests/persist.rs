@@ -76,8 +76,13 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// A test input: Binance REST snapshot, depth diffs, trades and a bookTicker for
-/// BTCUSDT; a Coinbase snapshot, updates and trades for BTC-USD.
+/// BTCUSDT; a Coinbase snapshot, updates and trades for BTC-USD; Binance USD-M mark
+/// price updates and liquidations for BTCUSDT.
 struct Input {
+    /// `funding` rows in frame order: (mark_px, funding_rate) as text.
+    funding: Vec<(String, String)>,
+    /// `liquidations` rows in frame order: (side, price, qty) as text.
+    liquidations: Vec<(&'static str, String, String)>,
     frames: Vec<(Venue, Option<&'static str>, String)>,
     /// (venue, symbol, trade id, price text, size text, side).
     trades: Vec<(
@@ -96,10 +101,18 @@ fn bn_trade(id: i64, px: &str, qty: &str, ms: i64, maker: bool) -> String {
     )
 }
 
+/// A decimal as PostgreSQL shows the `NUMERIC` the persister writes for it (8 decimals,
+/// trailing zeros dropped).
+fn exact(text: &str) -> String {
+    hermes_book::Decimal::new(hermes_book::parse_decimal(text.as_bytes(), 8).unwrap(), 8)
+        .to_string()
+}
+
 fn input(n_trades: usize) -> Input {
     let ms0 = T0 / 1_000_000;
     let mut frames = Vec::new();
     let mut trades = Vec::new();
+    let (mut funding, mut liquidations) = (Vec::new(), Vec::new());
     frames.push((
         Venue::Binance,
         Some("BTCUSDT"),
@@ -170,8 +183,89 @@ fn input(n_trades: usize) -> Input {
             ));
             cb_seq += 1;
         }
+        if i % 25 == 0 {
+            let mark = format!("61837.{:08}", 12_345 + i);
+            let rate = format!("{}0.000{:05}", if i % 50 == 0 { "-" } else { "" }, 100 + i);
+            frames.push((
+                Venue::BinanceUsdm,
+                None,
+                format!(
+                    r#"{{"stream":"btcusdt@markPrice@1s","data":{{"e":"markPriceUpdate","E":{},"s":"BTCUSDT","p":"{mark}","i":"61836.50000000","P":"{mark}","r":"{rate}","T":{}}}}}"#,
+                    ms0 + i as i64,
+                    ms0 + 28_800_000
+                ),
+            ));
+            funding.push((exact(&mark), exact(&rate)));
+        }
+        if i % 60 == 30 {
+            let side = if i % 120 == 30 { "SELL" } else { "BUY" };
+            let (px, qty) = (
+                format!("6180{}.50000000", i % 10),
+                format!("0.{:08}", 1 + i),
+            );
+            frames.push((
+                Venue::BinanceUsdm,
+                None,
+                format!(
+                    r#"{{"stream":"btcusdt@forceOrder","data":{{"e":"forceOrder","E":{0},"o":{{"s":"BTCUSDT","S":"{side}","o":"LIMIT","f":"IOC","q":"{qty}","p":"61000","ap":"{px}","X":"FILLED","l":"{qty}","z":"{qty}","T":{0}}}}}}}"#,
+                    ms0 + i as i64
+                ),
+            ));
+            liquidations.push((
+                if side == "SELL" { "sell" } else { "buy" },
+                exact(&px),
+                exact(&qty),
+            ));
+        }
     }
-    Input { frames, trades }
+    Input {
+        funding,
+        liquidations,
+        frames,
+        trades,
+    }
+}
+
+/// `funding` and `liquidations` hold exactly the input's updates and orders, in order
+/// (of exchange time: the tests that write their input in two runs reuse the stream id
+/// for different records, so record indexes do not follow the input).
+fn check_futures(c: &mut Client, inp: &Input) {
+    let funding: Vec<(String, String)> = c
+        .query(
+            "SELECT mark_px::text, funding_rate::text FROM funding
+              WHERE venue = 'binance-usdm' AND symbol = 'BTCUSDT' AND index_px = 61836.5
+              ORDER BY exchange_ts",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(funding, inp.funding);
+    assert_eq!(
+        query_i64(c, "SELECT count(*) FROM funding"),
+        inp.funding.len() as i64
+    );
+    let liquidations: Vec<(String, String, String)> = c
+        .query(
+            "SELECT side, price::text, qty::text FROM liquidations
+              WHERE venue = 'binance-usdm' AND symbol = 'BTCUSDT' ORDER BY exchange_ts",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let want: Vec<(String, String, String)> = inp
+        .liquidations
+        .iter()
+        .map(|(s, p, q)| (s.to_string(), p.clone(), q.clone()))
+        .collect();
+    assert_eq!(liquidations, want);
+    assert_eq!(
+        query_i64(c, "SELECT count(*) FROM liquidations"),
+        inp.liquidations.len() as i64
+    );
 }
 
 fn feed(tap: &mut PersistTap, frames: &[(Venue, Option<&'static str>, String)], first: usize) {
@@ -233,8 +327,12 @@ fn rows_match_the_input_exactly_and_a_second_write_adds_nothing() {
     let rep = p.finish().unwrap();
     assert_eq!(rep.stats.rows_of(0), inp.frames.len() as u64);
     assert_eq!(rep.stats.lag_bytes.load(Relaxed), 0);
+    assert_eq!(rep.stats.rows_of(4), inp.funding.len() as u64);
+    assert_eq!(rep.stats.rows_of(5), inp.liquidations.len() as u64);
+    assert_eq!((inp.funding.len(), inp.liquidations.len()), (12, 5));
     let mut c = Client::connect(&url, NoTls).unwrap();
     check_trades(&mut c, &inp);
+    check_futures(&mut c, &inp);
     assert_eq!(
         query_i64(&mut c, "SELECT count(*) FROM raw_events"),
         inp.frames.len() as i64
@@ -304,7 +402,13 @@ fn rows_match_the_input_exactly_and_a_second_write_adds_nothing() {
     assert!(snaps >= 20, "{snaps} snapshots");
     let tob = query_i64(&mut c, "SELECT count(*) FROM top_of_book");
     assert!(tob > snaps, "{tob} top-of-book rows");
-    let counts = [query_i64(&mut c, "SELECT count(*) FROM trades"), snaps, tob];
+    let counts = [
+        query_i64(&mut c, "SELECT count(*) FROM trades"),
+        snaps,
+        tob,
+        query_i64(&mut c, "SELECT count(*) FROM funding"),
+        query_i64(&mut c, "SELECT count(*) FROM liquidations"),
+    ];
 
     // The same input again (a re-replay): a new journal segment, nothing new in the
     // tables.
@@ -326,17 +430,23 @@ fn rows_match_the_input_exactly_and_a_second_write_adds_nothing() {
             query_i64(&mut c, "SELECT count(*) FROM trades"),
             query_i64(&mut c, "SELECT count(*) FROM book_snapshots"),
             query_i64(&mut c, "SELECT count(*) FROM top_of_book"),
+            query_i64(&mut c, "SELECT count(*) FROM funding"),
+            query_i64(&mut c, "SELECT count(*) FROM liquidations"),
         ],
         counts
     );
+    check_futures(&mut c, &inp);
     assert_eq!(query_i64(&mut c, "SELECT count(*) FROM ingest_offsets"), 2);
     // Daily partitions were created.
-    assert!(
-        query_i64(
-            &mut c,
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'trades'::regclass"
-        ) >= 2
-    );
+    for t in hermes_persist::TABLES {
+        assert!(
+            query_i64(
+                &mut c,
+                &format!("SELECT count(*) FROM pg_inherits WHERE inhparent = '{t}'::regclass")
+            ) >= 2,
+            "{t}"
+        );
+    }
 }
 
 #[test]
@@ -379,6 +489,7 @@ fn unwritten_journal_with_a_torn_tail_is_cut_and_written_on_the_next_start() {
     assert_eq!(rep.stats.torn_tails.load(Relaxed), 1);
     let mut c = Client::connect(&url, NoTls).unwrap();
     check_trades(&mut c, &inp);
+    check_futures(&mut c, &inp);
     assert_eq!(
         query_i64(&mut c, "SELECT count(*) FROM raw_events"),
         inp.frames.len() as i64
@@ -419,6 +530,7 @@ fn postgres_outage_loses_nothing_and_lag_returns_to_zero() {
     assert_eq!(rep.stats.lag_bytes.load(Relaxed), 0);
     let mut c = Client::connect(&url, NoTls).unwrap();
     check_trades(&mut c, &inp);
+    check_futures(&mut c, &inp);
     assert_eq!(
         query_i64(&mut c, "SELECT count(*) FROM raw_events"),
         inp.frames.len() as i64
@@ -500,7 +612,7 @@ fn migrations_are_idempotent() {
     let Some(url) = db("migrate") else {
         return;
     };
-    assert_eq!(hermes_persist::migrate(&url).unwrap(), vec![1, 2, 3]);
+    assert_eq!(hermes_persist::migrate(&url).unwrap(), vec![1, 2, 3, 4]);
     assert!(hermes_persist::migrate(&url).unwrap().is_empty());
     let mut c = Client::connect(&url, NoTls).unwrap();
     // The database's identity (what a journal records): stable for this database,
@@ -517,9 +629,17 @@ fn migrations_are_idempotent() {
     assert_eq!(
         strings(
             &mut c,
-            "SELECT relname::text FROM pg_class WHERE relname IN ('raw_events','trades','book_snapshots','top_of_book','ingest_offsets') ORDER BY 1"
+            "SELECT relname::text FROM pg_class WHERE relname IN ('raw_events','trades','book_snapshots','top_of_book','funding','liquidations','ingest_offsets') ORDER BY 1"
         ),
-        ["book_snapshots", "ingest_offsets", "raw_events", "top_of_book", "trades"]
+        [
+            "book_snapshots",
+            "funding",
+            "ingest_offsets",
+            "liquidations",
+            "raw_events",
+            "top_of_book",
+            "trades"
+        ]
     );
 }
 
