@@ -205,10 +205,11 @@ impl Drop for Sim {
 
 pub use hermes_persist::testing::Tmpfs;
 
-/// Row count and md5 of every row of the four tables, in a fixed order. With
-/// `positions`, `raw_events` rows include their journal position (stream, record index);
-/// without, only their content, to compare runs that number their records differently.
-/// (`ingest_offsets` differs by design: one row per journal segment.)
+/// Row count and md5 of every row of every table the persister writes
+/// (`hermes_persist::TABLES`), in a fixed order. With `positions`, the rows of the tables
+/// keyed by journal position (`raw_events`, `funding`, `liquidations`) include it
+/// (stream, record index); without, only their content, to compare runs that number their
+/// records differently. (`ingest_offsets` differs by design: one row per journal segment.)
 pub fn table_digests(url: &str, positions: bool) -> Vec<(String, i64, String)> {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let raw = if positions {
@@ -216,12 +217,40 @@ pub fn table_digests(url: &str, positions: bool) -> Vec<(String, i64, String)> {
     } else {
         ("receive_ts, frame::text", "venue || conn_id || coalesce(seq::text, '') || coalesce(channel, '') || coalesce(event_type, '') || receive_ts::text || coalesce(frame::text, '')")
     };
-    [
+    let funding_row = "venue || symbol || exchange_ts::text || receive_ts::text || mark_px::text || coalesce(index_px::text, '') || coalesce(funding_rate::text, '') || coalesce(next_funding_time::text, '')";
+    let liquidation_row = "venue || symbol || side || price::text || qty::text || exchange_ts::text || receive_ts::text";
+    let (funding, liquidations) = if positions {
+        (
+            (
+                "stream, frame_no, symbol".to_string(),
+                format!("stream || frame_no || {funding_row}"),
+            ),
+            (
+                "stream, frame_no, symbol".to_string(),
+                format!("stream || frame_no || {liquidation_row}"),
+            ),
+        )
+    } else {
+        // Ordered by the content itself: every column is in it.
+        (
+            (funding_row.to_string(), funding_row.to_string()),
+            (liquidation_row.to_string(), liquidation_row.to_string()),
+        )
+    };
+    let tables = [
         ("raw_events", raw.0, raw.1),
         ("trades", "venue, symbol, aggregate, trade_id", "venue || symbol || trade_id || price::text || size::text || side || exchange_ts::text || receive_ts::text"),
         ("book_snapshots", "venue, symbol, ts", "venue || symbol || ts::text || update_id || bid_px::text || bid_qty::text || ask_px::text || ask_qty::text || stale || crossed"),
         ("top_of_book", "venue, symbol, ts", "venue || symbol || ts::text || update_id || coalesce(bid_px::text, '') || coalesce(ask_px::text, '') || coalesce(mid::text, '') || coalesce(microprice::text, '') || stale"),
-    ]
+        ("funding", &funding.0, &funding.1),
+        ("liquidations", &liquidations.0, &liquidations.1),
+    ];
+    assert_eq!(
+        tables.map(|t| t.0),
+        hermes_persist::TABLES,
+        "a table the persister writes is missing here"
+    );
+    tables
     .iter()
     .map(|(t, order, row)| {
         let r = c

@@ -1,6 +1,8 @@
 //! `hermes` with PostgreSQL: `replay --database-url` killed with SIGKILL mid-run and run
-//! again gives exactly the rows of an uninterrupted run; `db migrate`; `demo` with its
-//! private cluster, twice. The database is a cluster this test process starts and
+//! again gives exactly the rows of an uninterrupted run (every table, the Binance futures'
+//! `funding` and `liquidations` too); a USD-M recording's exact `funding` and
+//! `liquidations` rows, replayed twice; `db migrate`; `demo` with its private cluster,
+//! twice. The database is a cluster this test process starts and
 //! removes (`hermes_persist::local_pg`, the harness every crate's tests share); each test
 //! first asks `local_pg::available_or_required`.
 
@@ -43,26 +45,118 @@ fn replay_cmd(cap: &Path, url: &str, dir: &TempDir, journal: &str) -> Command {
     c
 }
 
+/// A USD-M `markPriceUpdate` frame (`@markPrice@1s`).
+fn mark_price(sym: &str, ms: i64, mark: &str, index: &str, rate: &str, next_ms: i64) -> String {
+    let stream = sym.to_lowercase();
+    format!(
+        r#"{{"stream":"{stream}@markPrice@1s","data":{{"e":"markPriceUpdate","E":{ms},"s":"{sym}","p":"{mark}","i":"{index}","P":"{mark}","r":"{rate}","T":{next_ms}}}}}"#
+    )
+}
+
+/// A USD-M `forceOrder` frame: the liquidation order `side` of `filled` at average price
+/// `avg` (order price `px`), at `ms`.
+fn force_order(sym: &str, ms: i64, side: &str, px: &str, avg: &str, filled: &str) -> String {
+    let stream = sym.to_lowercase();
+    format!(
+        r#"{{"stream":"{stream}@forceOrder","data":{{"e":"forceOrder","E":{},"o":{{"s":"{sym}","S":"{side}","o":"LIMIT","f":"IOC","q":"{filled}","p":"{px}","ap":"{avg}","X":"FILLED","l":"{filled}","z":"{filled}","T":{ms}}}}}}}"#,
+        ms + 3
+    )
+}
+
+/// `src` (a native capture) with Binance USD-M mark price updates and liquidations mixed
+/// in: after every 100th record a `markPriceUpdate`, after every 700th a `forceOrder`
+/// (received with that record, exchange times from its receive time). Returns the
+/// records written.
+fn with_futures(src: &Path, dst: &Path) -> i64 {
+    use hermes_ingest::capture::{CaptureReader, CaptureWriter, Record, RecordKind};
+    let mut r = CaptureReader::open(src).unwrap();
+    let mut w = CaptureWriter::create(dst).unwrap();
+    let mut n = 0i64;
+    let mut k = 0i64;
+    while let Some(rec) = r.next_record().unwrap() {
+        w.append(&rec).unwrap();
+        n += 1;
+        k += 1;
+        let ms = rec.recv_ts_ns / 1_000_000;
+        let mut extra = Vec::new();
+        if k % 100 == 0 {
+            let rate = format!(
+                "{}0.0000{:04}",
+                if k % 300 == 0 { "-" } else { "" },
+                k % 9973
+            );
+            extra.push(mark_price(
+                "BTCUSDT",
+                ms,
+                &format!("6{:04}.{:08}", k % 10_000, k),
+                &format!("6{:04}.5", k % 10_000),
+                &rate,
+                (ms / 28_800_000 + 1) * 28_800_000,
+            ));
+        }
+        if k % 700 == 0 {
+            let side = if k % 1400 == 0 { "BUY" } else { "SELL" };
+            extra.push(force_order(
+                "ETHUSDT",
+                ms,
+                side,
+                "2500.10",
+                &format!("25{:02}.{:02}", (k / 700) % 100, k % 97),
+                &format!("0.{:03}", 1 + (k / 700) % 999),
+            ));
+        }
+        for data in &extra {
+            w.append(&Record {
+                recv_ts_ns: rec.recv_ts_ns,
+                venue: hermes_ingest::Venue::BinanceUsdm,
+                kind: RecordKind::Ws,
+                conn: 1,
+                tag: b"",
+                data: data.as_bytes(),
+            })
+            .unwrap();
+            n += 1;
+        }
+    }
+    w.sync().unwrap();
+    n
+}
+
 #[test]
 fn kill_9_mid_replay_then_rerun_loses_and_duplicates_nothing() {
     if !local_pg::available_or_required() {
         return;
     }
     let dir = TempDir::new("kill");
-    let cap = dir.path("big.hcap");
+    let spot = dir.path("spot.hcap");
     run_ok(
         hermes()
             .args(["generate", "--frames", "60000", "--out"])
-            .arg(&cap),
+            .arg(&spot),
     );
+    // Binance USD-M mark prices and liquidations throughout: a kill anywhere falls
+    // among them too.
+    let cap = dir.path("big.hcap");
+    let records = with_futures(&spot, &cap);
+    assert_eq!(records, 60_000 + 600 + 85);
     // The reference: one uninterrupted run.
     let reference_url = db("kill_ref");
     let out = run_ok(&mut replay_cmd(&cap, &reference_url, &dir, "jref"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("persisted ("), "{stderr}");
     assert!(stderr.contains("lag 0 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("funding 600, liquidations 85 ("),
+        "{stderr}"
+    );
     let want = fingerprint(&reference_url);
-    assert_eq!(want[0].1, 60_000, "one raw_events row per frame");
+    assert_eq!(want[0].1, records, "one raw_events row per frame");
+    assert_eq!(
+        want.iter()
+            .map(|(t, n, _)| (t.as_str(), *n))
+            .collect::<Vec<_>>()[4..],
+        [("funding", 600), ("liquidations", 85)]
+    );
     assert!(want.iter().all(|(_, n, _)| *n > 0), "{want:?}");
 
     // Killed with SIGKILL once the database shows rows, then run again.
@@ -102,6 +196,226 @@ fn kill_9_mid_replay_then_rerun_loses_and_duplicates_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already present"), "{stderr}");
     assert_eq!(fingerprint(&url), want);
+}
+
+/// The rows of `sql` as text (NULL as `-`). `NUMERIC`s show no trailing zeros: the
+/// persister writes each at its mantissa's decimals, trimmed.
+fn text_rows(c: &mut Client, sql: &str) -> Vec<Vec<String>> {
+    c.query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.get::<_, Option<String>>(i).unwrap_or_else(|| "-".into()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A Binance USD-M recording as `<receive ns> <frame>` lines: a REST depth snapshot,
+/// diffs chained by `pu`, mark price updates (a negative funding rate, and a delivery
+/// contract's, with `"r":""` and `"T":0`) and liquidations; replayed into PostgreSQL,
+/// `funding` and `liquidations` hold exactly its updates and orders, and replaying it
+/// again (same journal, then a new one) adds nothing.
+#[test]
+fn usdm_mark_prices_and_liquidations_are_rows_once() {
+    if !local_pg::available_or_required() {
+        return;
+    }
+    let dir = TempDir::new("usdm");
+    // 2026-08-09T00:00:00Z.
+    let ms0: i64 = 1_786_233_600_000;
+    let next_funding = ms0 + 8 * 3_600_000;
+    let depth = |ms: i64, first: u64, last: u64, prev: u64, b: &str, a: &str| {
+        format!(
+            r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":{},"T":{ms},"s":"BTCUSDT","U":{first},"u":{last},"pu":{prev},"b":[{b}],"a":[{a}]}}}}"#,
+            ms + 2
+        )
+    };
+    let frames = [
+        format!(
+            r#"{{"lastUpdateId":1000,"E":{},"T":{ms0},"bids":[["11780.00","1.000"],["11779.90","2.000"]],"asks":[["11780.10","0.500"],["11781.00","3.000"]]}}"#,
+            ms0 + 1
+        ),
+        // The first diff spans the snapshot (U <= 1000 <= u); then pu = previous u.
+        depth(ms0 + 100, 995, 1003, 990, r#"["11780.00","1.500"]"#, ""),
+        mark_price(
+            "BTCUSDT",
+            ms0 + 15,
+            "11794.15000000",
+            "11784.62659091",
+            "0.00038167",
+            next_funding,
+        ),
+        depth(ms0 + 300, 1004, 1008, 1003, "", r#"["11780.10","0.250"]"#),
+        force_order("BTCUSDT", ms0 + 40, "SELL", "9910", "9910", "0.014"),
+        mark_price(
+            "BTCUSDT",
+            ms0 + 1_015,
+            "11790.00000000",
+            "11791.25000000",
+            "-0.00012500",
+            next_funding,
+        ),
+        depth(ms0 + 1_100, 1009, 1012, 1008, r#"["11780.05","0.700"]"#, ""),
+        force_order("ETHUSDT", ms0 + 1_200, "BUY", "3001.00", "3000.55", "1.500"),
+        // A delivery contract: no funding.
+        mark_price(
+            "BTCUSDT_260925",
+            ms0 + 2_000,
+            "11900.10000000",
+            "11784.60000000",
+            "",
+            0,
+        ),
+        // Not filled yet: the order's price, nothing filled.
+        force_order("BTCUSDT", ms0 + 2_100, "BUY", "11850.5", "0", "0"),
+    ];
+    let mut text = String::new();
+    for (i, f) in frames.iter().enumerate() {
+        // Received 200 ms apart, 7 ms after the exchange's first time.
+        let recv_ns = (ms0 + 7 + 200 * i as i64) * 1_000_000;
+        text.push_str(&format!("{recv_ns} {f}\n"));
+    }
+    let cap = dir.path("usdm.jsonl");
+    std::fs::write(&cap, text).unwrap();
+    let url = db("usdm");
+    let replay = |journal: &str| {
+        let mut c = replay_cmd(&cap, &url, &dir, journal);
+        c.args(["--venue", "binance-usdm", "--symbol", "BTCUSDT"]);
+        let out = run_ok(&mut c);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = replay("j");
+    assert!(stderr.contains(": 10 frames,"), "{stderr}");
+    assert!(stderr.contains(" 0 errors, 0 gaps,"), "{stderr}");
+    assert!(stderr.contains("funding 3, liquidations 3 ("), "{stderr}");
+    assert!(stderr.contains("lag 0 bytes"), "{stderr}");
+
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    c.batch_execute("SET TIME ZONE 'UTC'").unwrap();
+    let stream: String = c
+        .query_one("SELECT DISTINCT stream FROM raw_events", &[])
+        .unwrap()
+        .get(0);
+    assert!(stream.starts_with("file-"), "{stream}");
+    let funding_sql = "SELECT frame_no::text, venue, symbol, exchange_ts::text, receive_ts::text, \
+         mark_px::text, index_px::text, funding_rate::text, next_funding_time::text \
+         FROM funding ORDER BY frame_no";
+    let liquidations_sql = "SELECT frame_no::text, venue, symbol, side, price::text, qty::text, \
+         exchange_ts::text, receive_ts::text FROM liquidations ORDER BY frame_no";
+    let row = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let funding = text_rows(&mut c, funding_sql);
+    assert_eq!(
+        funding,
+        [
+            row(&[
+                "2",
+                "binance-usdm",
+                "BTCUSDT",
+                "2026-08-09 00:00:00.015+00",
+                "2026-08-09 00:00:00.407+00",
+                "11794.15",
+                "11784.62659091",
+                "0.00038167",
+                "2026-08-09 08:00:00+00",
+            ]),
+            row(&[
+                "5",
+                "binance-usdm",
+                "BTCUSDT",
+                "2026-08-09 00:00:01.015+00",
+                "2026-08-09 00:00:01.007+00",
+                "11790",
+                "11791.25",
+                "-0.000125",
+                "2026-08-09 08:00:00+00",
+            ]),
+            row(&[
+                "8",
+                "binance-usdm",
+                "BTCUSDT_260925",
+                "2026-08-09 00:00:02+00",
+                "2026-08-09 00:00:01.607+00",
+                "11900.1",
+                "11784.6",
+                "-",
+                "-",
+            ]),
+        ]
+    );
+    let liquidations = text_rows(&mut c, liquidations_sql);
+    assert_eq!(
+        liquidations,
+        [
+            row(&[
+                "4",
+                "binance-usdm",
+                "BTCUSDT",
+                "sell",
+                "9910",
+                "0.014",
+                "2026-08-09 00:00:00.04+00",
+                "2026-08-09 00:00:00.807+00",
+            ]),
+            row(&[
+                "7",
+                "binance-usdm",
+                "ETHUSDT",
+                "buy",
+                "3000.55",
+                "1.5",
+                "2026-08-09 00:00:01.2+00",
+                "2026-08-09 00:00:01.407+00",
+            ]),
+            row(&[
+                "9",
+                "binance-usdm",
+                "BTCUSDT",
+                "buy",
+                "11850.5",
+                "0",
+                "2026-08-09 00:00:02.1+00",
+                "2026-08-09 00:00:01.807+00",
+            ]),
+        ]
+    );
+    // Every row carries the journal position of its frame.
+    let positions: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT stream, frame_no FROM funding UNION ALL \
+             SELECT stream, frame_no FROM liquidations) p \
+             JOIN raw_events r USING (stream, frame_no) \
+             WHERE r.event_type IN ('markPriceUpdate', 'forceOrder')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(positions, 6);
+    // The diffs chained on the snapshot: the book is live, never stale.
+    let tob = text_rows(
+        &mut c,
+        "SELECT bid_px::text, bid_qty::text, ask_px::text, ask_qty::text, stale::text \
+         FROM top_of_book WHERE symbol = 'BTCUSDT' ORDER BY ts DESC LIMIT 1",
+    );
+    assert_eq!(tob, [row(&["11780.05", "0.7", "11780.1", "0.25", "false"])]);
+    let before = fingerprint(&url);
+    assert_eq!(before[0].1, frames.len() as i64);
+    let content = common::table_digests(&url, false);
+    assert_eq!(content[4..].iter().map(|t| t.1).collect::<Vec<_>>(), [3, 3]);
+
+    // Replayed again, into the same journal and into a new one: nothing new.
+    for journal in ["j", "j2"] {
+        let stderr = replay(journal);
+        assert!(
+            stderr.contains("rows: raw_events 0, trades 0, book_snapshots 0, top_of_book 0, funding 0, liquidations 0 ("),
+            "{stderr}"
+        );
+        assert_eq!(fingerprint(&url), before);
+        assert_eq!(common::table_digests(&url, false), content);
+        assert_eq!(text_rows(&mut c, funding_sql), funding);
+        assert_eq!(text_rows(&mut c, liquidations_sql), liquidations);
+    }
 }
 
 #[test]
@@ -172,7 +486,7 @@ fn db_migrate_is_idempotent() {
     let out = run_ok(hermes().args(["db", "migrate", "--database-url", &url]));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "applied migrations [1, 2, 3]"
+        "applied migrations [1, 2, 3, 4]"
     );
     let out = run_ok(hermes().args(["db", "migrate"]).env("DATABASE_URL", &url));
     assert_eq!(
@@ -243,7 +557,7 @@ fn demo_starts_its_own_postgres_and_running_it_twice_adds_no_rows() {
     let rows = |s: &str| -> Vec<String> {
         s.lines()
             .filter(|l| {
-                ["raw_events", "trades", "book_snapshots", "top_of_book"]
+                hermes_persist::TABLES
                     .iter()
                     .any(|t| l.trim_start().starts_with(t))
             })
@@ -251,7 +565,14 @@ fn demo_starts_its_own_postgres_and_running_it_twice_adds_no_rows() {
             .collect()
     };
     let second = String::from_utf8_lossy(&demo().stdout).into_owned();
-    assert_eq!(rows(&first).len(), 4, "{first}");
+    assert_eq!(rows(&first).len(), 6, "{first}");
+    // The sample is spot and Coinbase: no mark prices, no liquidations.
+    assert!(
+        rows(&first)
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["funding", "0"]),
+        "{first}"
+    );
     assert_eq!(rows(&first), rows(&second), "{second}");
 }
 
