@@ -14,13 +14,14 @@ use ratatui::Frame;
 
 use super::feed::Snapshot;
 use super::rows::{
-    align, bps_text, dec, fmt_age, rate_text, signed_fraction, widths, RowView, COLUMNS, LEFT,
-    NCOLS,
+    align, bps_text, dec, fmt_age, present_columns, rate_text, signed_fraction, widths, RowView,
+    COLUMNS, LEFT, NCOLS, STALE,
 };
 use super::view::ViewState;
 
-/// Columns hidden first when the terminal is too narrow for all (SYMBOL and STALE stay).
-const DROP_ORDER: [usize; 9] = [7, 5, 6, 0, 4, 9, 8, 3, 2];
+/// Columns hidden first when the terminal is too narrow for all (SYMBOL and STALE stay):
+/// NEXT FUNDING, MARK, LAST, MID, IMBAL, VENUE, SPREAD BPS, FUNDING, AGE, UPD/S, ASK, BID.
+const DROP_ORDER: [usize; 12] = [12, 10, 7, 5, 6, 0, 4, 11, 9, 8, 3, 2];
 
 /// Draws the whole screen.
 pub(super) fn draw(
@@ -44,9 +45,11 @@ pub(super) fn draw(
     for (c, x) in w.iter_mut().enumerate() {
         *x = (*x).max(COLUMNS[c].chars().count() + 2); // room for the sort arrow
     }
-    let shown = fitting_columns(&w, body.width as usize);
+    let present = present_columns(&rows);
+    let shown = fitting_columns(&w, &present, body.width as usize);
+    let hidden = (0..NCOLS).filter(|&c| present[c] && !shown[c]).count();
     f.render_widget(
-        Paragraph::new(header_lines(path, snap, st, &rows, &shown)),
+        Paragraph::new(header_lines(path, snap, st, &rows, hidden)),
         head,
     );
     draw_table(f, body, &rows, st, &w, &shown, table);
@@ -78,9 +81,10 @@ fn status_style(st: Option<WriterStatus>) -> Style {
     }
 }
 
-/// Which columns of widths `w` fit in `width`, hiding the least important first.
-fn fitting_columns(w: &[usize; NCOLS], width: usize) -> [bool; NCOLS] {
-    let mut shown = [true; NCOLS];
+/// Which of the `present` columns, of widths `w`, fit in `width`, hiding the least
+/// important first.
+fn fitting_columns(w: &[usize; NCOLS], present: &[bool; NCOLS], width: usize) -> [bool; NCOLS] {
+    let mut shown = *present;
     let need = |shown: &[bool; NCOLS]| {
         let cols: Vec<usize> = (0..NCOLS).filter(|&c| shown[c]).map(|c| w[c]).collect();
         cols.iter().sum::<usize>() + 2 * cols.len().saturating_sub(1)
@@ -100,7 +104,7 @@ fn header_lines(
     snap: &Snapshot,
     st: &ViewState,
     rows: &[&RowView],
-    shown: &[bool; NCOLS],
+    hidden: usize,
 ) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     match (&snap.writer, &snap.error) {
@@ -151,7 +155,6 @@ fn header_lines(
             Style::new().fg(Color::Black).bg(Color::Yellow),
         ));
     }
-    let hidden = shown.iter().filter(|s| !**s).count();
     if hidden > 0 {
         info.push(Span::styled(
             format!("  ({hidden} columns hidden: widen the terminal)"),
@@ -188,7 +191,7 @@ fn draw_table(
         Row::new(cols.iter().map(|&c| {
             let text = &r.cells[c];
             let cell = Cell::from(align(text, w[c], LEFT[c]));
-            if c == NCOLS - 1 && (r.stale || r.busy) {
+            if c == STALE && (r.stale || r.busy) {
                 cell.style(
                     Style::new()
                         .fg(Color::White)
@@ -222,8 +225,12 @@ fn draw_table(
 fn draw_detail(f: &mut Frame, area: Rect, row: Option<&RowView>) {
     let Some(r) = row else { return };
     let (p, s) = (r.inst.price_decimals, r.inst.size_decimals);
+    let unit = match r.inst.venue.size_unit() {
+        "base" => String::new(),
+        u => format!(" (sizes in {u})"),
+    };
     let title = format!(
-        " {} {} — top {} levels ",
+        " {} {} — top {} levels{unit} ",
         r.inst.venue.name(),
         r.inst.symbol,
         DEPTH
@@ -261,7 +268,11 @@ fn draw_detail(f: &mut Frame, area: Rect, row: Option<&RowView>) {
         Row::new(["BID QTY", "BID", "ASK", "ASK QTY"].map(|h| Cell::from(align(h, 14, false))))
             .style(Style::new().add_modifier(Modifier::BOLD));
     f.render_widget(Table::new(ladder, widths).header(header), left);
-    f.render_widget(Paragraph::new(kernel_lines(&t, p, s)), right);
+    let mut lines = kernel_lines(&t, p, s);
+    if let Some(d) = &r.derivs {
+        lines.push(Line::styled(d.clone(), Style::new().fg(Color::Cyan)));
+    }
+    f.render_widget(Paragraph::new(lines), right);
 }
 
 /// The kernels of a published slot in words; `p` and `s` are the instrument's price and

@@ -5,7 +5,11 @@
 //! seqlock's optimistic reads, so it never slows or blocks the writer; a slot the writer
 //! stays inside is shown as `BUSY` with its previous values instead of stalling the view.
 //! The header tells the writer's state from the file (alive, closed, DEAD, STALLED,
-//! REPLACED) and reopens the file when a new writer replaced it.
+//! REPLACED) and reopens the file when a new writer replaced it. When some instrument is a
+//! perpetual or future with a mark price (`binance-usdm`, `binance-coinm`), the table gains
+//! MARK, FUNDING (the rate per funding interval, in % with 4 decimals) and NEXT FUNDING
+//! (time to it) columns, and its ladder a line with mark, index, funding, next funding and
+//! the liquidations seen; a table of spot books has neither.
 //!
 //! Two modes:
 //! * interactive (ratatui on crossterm, alternate screen): refreshes every 100 ms by

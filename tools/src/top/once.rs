@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::feed::{Feed, Snapshot};
-use super::rows::{align, rate_text, widths, RowView, COLUMNS, LEFT, NCOLS};
+use super::rows::{align, present_columns, rate_text, widths, RowView, COLUMNS, LEFT, NCOLS};
 
 /// The header line: file, writer, state and totals of `rows` (the visible ones).
 fn header_line(path: &Path, snap: &Snapshot, rows: &[&RowView]) -> String {
@@ -33,7 +33,8 @@ fn header_line(path: &Path, snap: &Snapshot, rows: &[&RowView]) -> String {
 }
 
 /// Prints one plain-text table of the file at `path` to `out`: a header line, the column
-/// titles, one row per instrument. No escape codes.
+/// titles, one row per instrument. No escape codes. The derivatives columns (MARK,
+/// FUNDING, NEXT FUNDING) are there only when an instrument has derivatives.
 pub(super) fn print_once(
     path: &Path,
     max_age: Duration,
@@ -54,9 +55,11 @@ pub(super) fn print_once(
         writeln!(out, "note: {n}")?;
     }
     let widths = widths(&rows);
+    let present = present_columns(&rows);
     // Columns two spaces apart, no trailing blanks.
     let line = |cells: [&str; NCOLS]| {
         let padded: Vec<String> = (0..NCOLS)
+            .filter(|&c| present[c])
             .map(|c| align(cells[c], widths[c], LEFT[c]))
             .collect();
         padded.join("  ").trim_end().to_string()

@@ -4,10 +4,11 @@
 use std::cmp::Ordering;
 
 use hermes_book::Decimal;
+use hermes_shm::layout::DERIV_DECIMALS;
 use hermes_shm::{Instrument, TopOfBook, FLAG_HAS_ASK, FLAG_HAS_BID};
 
 /// Column titles.
-pub(super) const COLUMNS: [&str; 11] = [
+pub(super) const COLUMNS: [&str; 14] = [
     "VENUE",
     "SYMBOL",
     "BID QTY × BID",
@@ -18,14 +19,23 @@ pub(super) const COLUMNS: [&str; 11] = [
     "LAST",
     "UPD/S",
     "AGE",
+    "MARK",
+    "FUNDING",
+    "NEXT FUNDING",
     "STALE",
 ];
 /// Number of columns.
 pub(super) const NCOLS: usize = COLUMNS.len();
 /// Columns shown left-aligned (text); the others are numbers, right-aligned.
 pub(super) const LEFT: [bool; NCOLS] = [
-    true, true, false, false, false, false, false, false, false, false, false,
+    true, true, false, false, false, false, false, false, false, false, false, false, false, false,
 ];
+/// The derivatives columns (mark, funding rate, time to the next funding): shown only
+/// when a row on screen is a perpetual or future with them, so a table of spot books
+/// keeps its shape.
+pub(super) const DERIVS_COLUMNS: [usize; 3] = [10, 11, 12];
+/// The STALE column (last).
+pub(super) const STALE: usize = NCOLS - 1;
 
 /// What a column sorts by.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,9 +60,16 @@ pub(super) struct RowView {
     pub(super) busy: bool,
     /// Updates per second shown (0 when nothing was published within the rate window).
     pub(super) rate_x100: u64,
+    /// The derivatives in words ([`derivs_line`]), for a perpetual or future.
+    pub(super) derivs: Option<String>,
 }
 
 impl RowView {
+    /// `true` when the row has derivatives to show.
+    pub(super) fn has_derivs(&self) -> bool {
+        self.derivs.is_some()
+    }
+
     /// Orders two rows by `column` (`desc`: descending), values a row lacks last in both
     /// directions, ties in slot order.
     pub(super) fn cmp_by(&self, other: &RowView, column: usize, desc: bool) -> Ordering {
@@ -122,6 +139,54 @@ pub(super) fn signed_fraction(ppm: i64, decimals: u8) -> String {
     )
 }
 
+/// A funding rate (mantissa at [`DERIV_DECIMALS`], a fraction per funding interval) as a
+/// signed percentage with 4 decimals, rounded half away from zero: `10_000` (0.0001) is
+/// `+0.0100%`, `-37_500` is `-0.0375%`.
+pub(super) fn funding_pct(rate: i64) -> String {
+    // The rate at 8 decimals is the percentage at 6 decimals; keep 4.
+    let r = round_div(rate, 10i64.pow(DERIV_DECIMALS as u32 - 2 - 4));
+    format!("{}{:#}%", if r > 0 { "+" } else { "" }, Decimal::new(r, 4))
+}
+
+/// Time from `now_ns` to the next funding at `next_ns` (`-` when the venue gives none,
+/// `due` once it has passed and no newer time has come).
+pub(super) fn next_funding_text(next_ns: i64, now_ns: i64) -> String {
+    if next_ns == 0 {
+        "-".into()
+    } else if next_ns <= now_ns {
+        "due".into()
+    } else {
+        fmt_age(next_ns - now_ns)
+    }
+}
+
+/// A derivative's mark, index, funding and next funding in words, with the liquidations
+/// when there were any; `None` for a slot without [`hermes_shm::FLAG_HAS_DERIVS`].
+pub(super) fn derivs_line(t: &TopOfBook, now_ns: i64) -> Option<String> {
+    if !t.has_derivs() {
+        return None;
+    }
+    let mut s = format!(
+        "mark {}  index {}  funding {}  next funding {}",
+        dec(t.mark_px, DERIV_DECIMALS),
+        if t.index_px == 0 {
+            "-".to_string()
+        } else {
+            dec(t.index_px, DERIV_DECIMALS)
+        },
+        funding_pct(t.funding_rate),
+        match next_funding_text(t.next_funding_ns, now_ns).as_str() {
+            "-" => "-".to_string(),
+            "due" => "due".to_string(),
+            d => format!("in {d}"),
+        }
+    );
+    if t.liquidations > 0 {
+        s.push_str(&format!("  liquidations {}", t.liquidations));
+    }
+    Some(s)
+}
+
 /// The row of `inst` from its last copy `tob`; `busy` when the copy is not fresh (the
 /// writer stayed inside the slot); ages are measured at `now_ns`.
 pub(super) fn row_view(
@@ -136,7 +201,8 @@ pub(super) fn row_view(
     keys[0] = SortKey::Text(cells[0].clone());
     cells[1] = inst.symbol.clone();
     keys[1] = SortKey::Text(inst.symbol.to_lowercase());
-    let (stale, rate_x100) = match tob.filter(|t| t.seq != 0) {
+    let published = tob.filter(|t| t.seq != 0);
+    let (stale, rate_x100) = match published {
         None => {
             for c in cells.iter_mut().skip(2) {
                 *c = "-".into();
@@ -145,14 +211,15 @@ pub(super) fn row_view(
         }
         Some(t) => published_cells(&inst, t, now_ns, &mut cells, &mut keys),
     };
-    cells[10] = if busy {
+    let derivs = published.and_then(|t| derivs_line(t, now_ns));
+    cells[STALE] = if busy {
         "BUSY".into()
     } else if stale {
         "STALE".into()
     } else {
         "-".into()
     };
-    keys[10] = SortKey::Num(Some(stale as u8 as f64 + 2.0 * busy as u8 as f64));
+    keys[STALE] = SortKey::Num(Some(stale as u8 as f64 + 2.0 * busy as u8 as f64));
     RowView {
         inst,
         tob: tob.copied(),
@@ -161,10 +228,11 @@ pub(super) fn row_view(
         stale,
         busy,
         rate_x100,
+        derivs,
     }
 }
 
-/// Fills the cells and keys of columns 2 to 9 from a published slot; returns whether it
+/// Fills the cells and keys of columns 2 to 12 from a published slot; returns whether it
 /// is stale and the rate shown.
 fn published_cells(
     inst: &Instrument,
@@ -219,7 +287,30 @@ fn published_cells(
     keys[8] = SortKey::Num(Some(rate_x100 as f64));
     cells[9] = fmt_age(age);
     keys[9] = SortKey::Num(Some(age as f64));
+    let [mark, funding, next] = DERIVS_COLUMNS;
+    if t.has_derivs() {
+        let d = |v: i64| v as f64 / 10f64.powi(DERIV_DECIMALS as i32);
+        cells[mark] = dec(t.mark_px, DERIV_DECIMALS);
+        keys[mark] = SortKey::Num(Some(d(t.mark_px)));
+        cells[funding] = funding_pct(t.funding_rate);
+        keys[funding] = SortKey::Num(Some(t.funding_rate as f64));
+        cells[next] = next_funding_text(t.next_funding_ns, now_ns);
+        keys[next] = SortKey::Num(
+            (t.next_funding_ns != 0).then(|| t.next_funding_ns.saturating_sub(now_ns) as f64),
+        );
+    } else {
+        for c in DERIVS_COLUMNS {
+            cells[c] = dash();
+        }
+    }
     (t.is_stale(), rate_x100)
+}
+
+/// Which columns a table of `rows` has: all, but the derivatives columns only when a row
+/// has derivatives.
+pub(super) fn present_columns(rows: &[&RowView]) -> [bool; NCOLS] {
+    let derivs = rows.iter().any(|r| r.has_derivs());
+    std::array::from_fn(|c| derivs || !DERIVS_COLUMNS.contains(&c))
 }
 
 /// Column widths in characters: the widest of the title and the cells.
@@ -268,5 +359,122 @@ mod tests {
         assert_eq!(fmt_age(3 * 86_400_000_000_000), "3d");
         assert_eq!(dec(12_345, 2), "123.45");
         assert_eq!(dec(1, 200), "?");
+        assert_eq!(funding_pct(10_000), "+0.0100%");
+        assert_eq!(funding_pct(-37_500), "-0.0375%");
+        assert_eq!(funding_pct(0), "0.0000%");
+        assert_eq!(funding_pct(49), "0.0000%");
+        assert_eq!(funding_pct(50), "+0.0001%");
+        assert_eq!(funding_pct(-75_000_000), "-75.0000%");
+        assert_eq!(funding_pct(i64::MIN), "-9223372036854.7758%");
+        assert_eq!(next_funding_text(0, 5), "-");
+        assert_eq!(next_funding_text(5, 5), "due");
+        assert_eq!(next_funding_text(11_525_000_000_005, 5), "3h12m");
+    }
+
+    fn inst(venue: hermes_shm::Venue) -> Instrument {
+        Instrument {
+            venue,
+            symbol: "BTCUSDT".into(),
+            price_decimals: 1,
+            size_decimals: 3,
+            slot: hermes_shm::SlotIndex(0),
+        }
+    }
+
+    #[test]
+    fn derivatives_render_only_for_rows_that_have_them() {
+        let now = 1_723_100_000_000_000_000;
+        let perp = TopOfBook {
+            seq: 2,
+            flags: hermes_shm::FLAG_HAS_DERIVS,
+            publish_ts_ns: now,
+            mark_px: 6_185_012_000_000,
+            index_px: 6_184_990_050_000,
+            funding_rate: 10_000,
+            next_funding_ns: now + 11_525_000_000_000,
+            derivs_ts_ns: now - 1,
+            liquidations: 2,
+            ..TopOfBook::default()
+        };
+        let r = row_view(
+            inst(hermes_shm::Venue::BinanceUsdm),
+            Some(&perp),
+            false,
+            now,
+        );
+        assert_eq!(r.cells[0], "binance-usdm");
+        assert_eq!(
+            DERIVS_COLUMNS.map(|c| (COLUMNS[c], r.cells[c].as_str())),
+            [
+                ("MARK", "61850.12"),
+                ("FUNDING", "+0.0100%"),
+                ("NEXT FUNDING", "3h12m")
+            ]
+        );
+        assert_eq!(
+            r.derivs.as_deref(),
+            Some(
+                "mark 61850.12  index 61849.9005  funding +0.0100%  next funding in 3h12m  \
+                 liquidations 2"
+            )
+        );
+        // A COIN-M perpetual without index or next funding, negative funding, no
+        // liquidations; the funding due.
+        let coinm = TopOfBook {
+            index_px: 0,
+            funding_rate: -37_500,
+            next_funding_ns: 0,
+            liquidations: 0,
+            ..perp
+        };
+        let c = row_view(
+            inst(hermes_shm::Venue::BinanceCoinm),
+            Some(&coinm),
+            false,
+            now,
+        );
+        assert_eq!(c.cells[0], "binance-coinm");
+        assert_eq!(
+            c.derivs.as_deref(),
+            Some("mark 61850.12  index -  funding -0.0375%  next funding -")
+        );
+        assert_eq!(
+            DERIVS_COLUMNS.map(|i| c.cells[i].clone()),
+            ["61850.12", "-0.0375%", "-"]
+        );
+        let due = TopOfBook {
+            next_funding_ns: now,
+            ..perp
+        };
+        let d = row_view(inst(hermes_shm::Venue::BinanceUsdm), Some(&due), false, now);
+        assert_eq!(d.cells[12], "due");
+        assert!(d.derivs.unwrap().contains("next funding due"));
+        // Sorting by funding: lowest first.
+        assert_eq!(c.cmp_by(&r, 11, false), Ordering::Less);
+
+        // A spot book (the words hold junk, the flag is clear): dashes, no detail line,
+        // and a table of such rows has no derivatives columns.
+        let spot = TopOfBook { flags: 0, ..perp };
+        let s = row_view(
+            inst(hermes_shm::Venue::CoinbaseExchange),
+            Some(&spot),
+            false,
+            now,
+        );
+        assert_eq!(s.cells[0], "coinbase-exchange");
+        assert_eq!(DERIVS_COLUMNS.map(|i| s.cells[i].clone()), ["-", "-", "-"]);
+        assert_eq!(s.derivs, None);
+        let never = row_view(
+            inst(hermes_shm::Venue::BinanceUsdm),
+            Some(&TopOfBook::default()),
+            false,
+            now,
+        );
+        assert_eq!(never.derivs, None);
+        assert_eq!(never.cells[STALE], "-");
+        let shown = present_columns(&[&s, &never]);
+        assert_eq!(shown.iter().filter(|x| **x).count(), NCOLS - 3);
+        assert!(DERIVS_COLUMNS.iter().all(|&c| !shown[c]));
+        assert!(present_columns(&[&s, &r]).iter().all(|x| *x));
     }
 }

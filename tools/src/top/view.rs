@@ -5,7 +5,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use hermes_shm::Venue;
 
 use super::feed::Snapshot;
-use super::rows::{RowView, NCOLS};
+use super::rows::{present_columns, RowView, NCOLS};
 
 /// Sort, filter, selection and mode of the live view.
 #[derive(Debug, Default)]
@@ -70,6 +70,8 @@ impl ViewState {
             return;
         }
         let cur = self.select_index(rows);
+        // The arrows step over columns the table does not have (no derivatives shown).
+        let present = present_columns(rows);
         match key.code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('/') => self.editing = true,
@@ -86,12 +88,13 @@ impl ViewState {
             KeyCode::Left => {
                 self.sort = match self.sort {
                     None | Some(0) => None,
-                    Some(c) => Some(c - 1),
+                    Some(c) => (0..c).rev().find(|&p| present[p]),
                 };
                 self.desc = false;
             }
             KeyCode::Right => {
-                self.sort = Some(self.sort.map_or(0, |c| (c + 1).min(NCOLS - 1)));
+                let from = self.sort.map_or(0, |c| c + 1);
+                self.sort = (from..NCOLS).find(|&p| present[p]).or(self.sort);
                 self.desc = false;
             }
             KeyCode::Up => {
@@ -222,6 +225,15 @@ mod tests {
         assert!(!st.detail);
         press(&mut st, KeyCode::Esc);
         assert_eq!(names(&st).len(), 3);
+        // The arrows step over the derivatives columns, absent from a spot table.
+        press(&mut st, KeyCode::Char('0'));
+        assert_eq!(st.sort, Some(9));
+        press(&mut st, KeyCode::Right);
+        assert_eq!(st.sort, Some(crate::top::rows::STALE));
+        press(&mut st, KeyCode::Right);
+        assert_eq!(st.sort, Some(crate::top::rows::STALE));
+        press(&mut st, KeyCode::Left);
+        assert_eq!(st.sort, Some(9));
         press(&mut st, KeyCode::Char('p'));
         assert!(st.paused);
         press(&mut st, KeyCode::Char('q'));
