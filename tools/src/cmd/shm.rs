@@ -62,7 +62,7 @@ pub fn cmd_shm_dump(path: &Path, json: bool, allow_other_owner: bool) -> Result<
         )?;
         writeln!(
             out,
-            "{:<9} {:<14} {:>16} {:>16} {:>16} {:>16} {:>12} {:>9} {:>5}",
+            "{:<17} {:<14} {:>16} {:>16} {:>16} {:>16} {:>12} {:>9} {:>5}",
             "venue", "symbol", "bid_qty", "bid", "ask", "ask_qty", "seq", "updates", "stale"
         )?;
     }
@@ -107,7 +107,7 @@ pub fn cmd_shm_dump(path: &Path, json: bool, allow_other_owner: bool) -> Result<
             let ha = t.flags & hermes_shm::FLAG_HAS_ASK != 0;
             writeln!(
                 out,
-                "{:<9} {:<14} {:>16} {:>16} {:>16} {:>16} {:>12} {:>9} {:>5}",
+                "{:<17} {:<14} {:>16} {:>16} {:>16} {:>16} {:>12} {:>9} {:>5}",
                 i.venue.name(),
                 i.symbol,
                 sz(t.bid_qty, hb),

@@ -18,7 +18,10 @@ pub(super) fn id_of(i: &Instrument) -> String {
     format!("{}:{}", i.venue.name(), i.symbol)
 }
 
-/// Detail of one instrument: the report fields plus times and ages.
+/// Detail of one instrument: the report fields (with, for a perpetual or future, its
+/// `derivs` object and `liquidations`, as in `hermes shm dump --json`) plus times, ages,
+/// what a size counts (`size_unit`: `contracts` on COIN-M, else `base`), and for a
+/// derivative the time to its next funding (`derivs.next_funding_in_ms`).
 pub(super) fn detail(i: &Instrument, t: &TopOfBook) -> Value {
     let mut v: Value = serde_json::from_str(&tob_json(
         i.venue.name(),
@@ -38,6 +41,14 @@ pub(super) fn detail(i: &Instrument, t: &TopOfBook) -> Value {
     };
     if let Some(o) = v.as_object_mut() {
         o.insert("id".into(), json!(id_of(i)));
+        o.insert("size_unit".into(), json!(i.venue.size_unit()));
+        if let Some(d) = o.get_mut("derivs").and_then(Value::as_object_mut) {
+            let next = t.next_funding_ns;
+            d.insert(
+                "next_funding_in_ms".into(),
+                json!((next > 0).then(|| (next - now).max(0) as f64 / 1e6)),
+            );
+        }
         o.insert("exch_ts_ns".into(), json!(t.exch_ts_ns));
         o.insert("recv_ts_ns".into(), json!(t.recv_ts_ns));
         o.insert("publish_ts_ns".into(), json!(t.publish_ts_ns));
