@@ -480,3 +480,138 @@ fn duplicate_ticks_are_applied_once_in_postgresql() {
     assert_eq!(n, 3, "duplicates applied once");
     drop(proc);
 }
+
+/// `hermes serve` over a file with a USD-M perpetual (mark, index, funding, liquidations),
+/// a COIN-M one and a Coinbase Exchange book: the detail shows the derivatives only for
+/// the perpetuals, and every venue by name.
+#[test]
+fn symbol_detail_shows_derivatives_and_new_venues() {
+    use hermes_shm::{
+        ShmWriter, TopOfBook, Venue, WriterOptions, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_HAS_DERIVS,
+    };
+    let dir = TempDir::new("http-derivs");
+    let shm = dir.path("shm");
+    let mut w = ShmWriter::create(
+        &shm,
+        WriterOptions {
+            slots: 4,
+            group_readable: false,
+            replace_foreign: false,
+        },
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let book = TopOfBook {
+        update_id: 9,
+        updates: 4,
+        flags: FLAG_HAS_BID | FLAG_HAS_ASK,
+        bid_px: 618_501,
+        bid_qty: 2_500,
+        ask_px: 618_502,
+        ask_qty: 100,
+        publish_ts_ns: now,
+        ..TopOfBook::default()
+    };
+    let perp = TopOfBook {
+        flags: book.flags | FLAG_HAS_DERIVS,
+        mark_px: 6_185_012_000_000,
+        index_px: 6_184_990_050_000,
+        funding_rate: -37_500,
+        // An hour ahead: far beyond any delay of this test.
+        next_funding_ns: now + 3_600_000_000_000,
+        derivs_ts_ns: now - 1_000_000,
+        liquidations: 2,
+        ..book
+    };
+    let usdm = w
+        .add_instrument(Venue::BinanceUsdm, "BTCUSDT", 1, 3)
+        .unwrap();
+    w.publish(usdm, &perp);
+    let coinm = w
+        .add_instrument(Venue::BinanceCoinm, "BTCUSD_PERP", 1, 0)
+        .unwrap();
+    w.publish(
+        coinm,
+        &TopOfBook {
+            liquidations: 0,
+            ..perp
+        },
+    );
+    let cbx = w
+        .add_instrument(Venue::CoinbaseExchange, "BTC-USD", 1, 3)
+        .unwrap();
+    w.publish(cbx, &book);
+    w.heartbeat();
+
+    let mut child = common::hermes()
+        .args(["serve", "--http", "127.0.0.1:0", "--shm"])
+        .arg(&shm)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let _serve = Proc(child);
+    let base = url.trim().trim_end_matches('/').to_string();
+    assert!(
+        base.starts_with("http://127.0.0.1:"),
+        "serve printed {url:?}"
+    );
+
+    let (st, body) = get(&format!("{base}/symbols"), &[]);
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = v["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "binance-usdm:BTCUSDT",
+            "binance-coinm:BTCUSD_PERP",
+            "coinbase-exchange:BTC-USD"
+        ]
+    );
+
+    let (st, body) = get(&format!("{base}/symbols/binance-usdm:BTCUSDT"), &[]);
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["venue"], "binance-usdm", "{body}");
+    assert_eq!(v["size_unit"], "base", "{body}");
+    let d = &v["derivs"];
+    assert_eq!(d["mark_px"], "61850.12", "{body}");
+    assert_eq!(d["index_px"], "61849.9005", "{body}");
+    assert_eq!(d["funding_rate"], "-0.000375", "{body}");
+    assert_eq!(d["next_funding_ns"], perp.next_funding_ns, "{body}");
+    assert_eq!(d["ts_ns"], perp.derivs_ts_ns, "{body}");
+    let next_ms = d["next_funding_in_ms"].as_f64().unwrap();
+    assert!(next_ms > 0.0 && next_ms <= 3_600_000.0, "{body}");
+    assert_eq!(v["liquidations"], 2, "{body}");
+
+    let (st, body) = get(&format!("{base}/symbols/binance-coinm:BTCUSD_PERP"), &[]);
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["size_unit"], "contracts", "{body}");
+    assert_eq!(v["derivs"]["mark_px"], "61850.12", "{body}");
+    assert!(v.get("liquidations").is_none(), "{body}");
+
+    let (st, body) = get(&format!("{base}/symbols/coinbase-exchange:BTC-USD"), &[]);
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["venue"], "coinbase-exchange", "{body}");
+    assert_eq!(v["bid_px"], "61850.1", "{body}");
+    assert!(
+        v.get("derivs").is_none() && v.get("liquidations").is_none(),
+        "{body}"
+    );
+    drop(w);
+}

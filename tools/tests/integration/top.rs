@@ -14,7 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use hermes_shm::{
-    ShmWriter, SlotKernels, TopOfBook, Venue, WriterOptions, FLAG_HAS_ASK, FLAG_HAS_BID, FLAG_STALE,
+    ShmWriter, SlotKernels, TopOfBook, Venue, WriterOptions, FLAG_HAS_ASK, FLAG_HAS_BID,
+    FLAG_HAS_DERIVS, FLAG_STALE,
 };
 
 use crate::common::{hermes, require, TempDir};
@@ -281,6 +282,85 @@ fn once_prints_golden_rows() {
         "{text}"
     );
     assert!(text.contains("61837.815"), "{text}");
+}
+
+#[test]
+fn once_shows_derivatives_columns_for_perpetuals() {
+    let dir = TempDir::new("once-derivs");
+    let path = dir.path("shm");
+    let mut w = ShmWriter::create(
+        &path,
+        WriterOptions {
+            slots: 4,
+            group_readable: false,
+            replace_foreign: false,
+        },
+    )
+    .unwrap();
+    let now = unix_ns();
+    let book = TopOfBook {
+        update_id: 9,
+        updates: 4,
+        flags: FLAG_HAS_BID | FLAG_HAS_ASK,
+        bid_px: 618_501,
+        bid_qty: 2_500,
+        ask_px: 618_502,
+        ask_qty: 100,
+        publish_ts_ns: now,
+        ..TopOfBook::default()
+    };
+    let usdm = w
+        .add_instrument(Venue::BinanceUsdm, "BTCUSDT", 1, 3)
+        .unwrap();
+    w.publish(
+        usdm,
+        &TopOfBook {
+            flags: book.flags | FLAG_HAS_DERIVS,
+            mark_px: 6_185_012_000_000,
+            index_px: 6_184_990_050_000,
+            funding_rate: 10_000,
+            next_funding_ns: now + 3 * 3_600_000_000_000 + 30 * 60_000_000_000,
+            derivs_ts_ns: now,
+            ..book
+        },
+    );
+    let cbx = w
+        .add_instrument(Venue::CoinbaseExchange, "BTC-USD", 1, 3)
+        .unwrap();
+    w.publish(cbx, &book);
+    w.heartbeat();
+
+    let out = run_once(&path);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "header, titles, 2 rows:\n{text}");
+    let titles = cells(lines[1]);
+    assert_eq!(
+        titles[10..],
+        ["MARK", "FUNDING", "NEXT FUNDING", "STALE"],
+        "{text}"
+    );
+    let perp = cells(lines[2]);
+    assert_eq!(perp[..2], ["binance-usdm", "BTCUSDT"], "{text}");
+    assert_eq!(perp[10..12], ["61850.12", "+0.0100%"], "{text}");
+    // 3h30m ahead at publication, a little less by the time top reads it.
+    let minutes = perp[12].split_once('h').and_then(|(h, m)| {
+        Some(h.parse::<u32>().ok()? * 60 + m.strip_suffix('m')?.parse::<u32>().ok()?)
+    });
+    assert!(
+        minutes.is_some_and(|m| m > 0 && m <= 210),
+        "next funding {:?} in {text}",
+        perp[12]
+    );
+    let spot = cells(lines[3]);
+    assert_eq!(spot[..2], ["coinbase-exchange", "BTC-USD"], "{text}");
+    assert_eq!(spot[10..], ["-", "-", "-", "-"], "{text}");
+    drop(w);
 }
 
 #[test]
