@@ -1,15 +1,32 @@
 //! A synthetic market: random-walk books for N instruments per venue, emitted as valid
-//! Coinbase Advanced Trade and Binance spot frames (with Binance REST depth snapshots).
+//! frames of every venue the simulator speaks:
+//!
+//! - Coinbase Advanced Trade (`SYN0-USD`): `l2_data` snapshots and updates,
+//!   `market_trades`, `heartbeats`, numbered by `sequence_num`;
+//! - Binance spot (`SYN0USDT`): `depthUpdate` diffs (`U` = previous `u` + 1),
+//!   `bookTicker`, `trade`, and a REST depth snapshot per symbol;
+//! - Binance USD-M (`SYN0USDT`) and COIN-M (`SYN0USD_PERP`, sizes in whole contracts)
+//!   futures: diffs chained by `pu` whose `U` skips ids other events used, `bookTicker`
+//!   with ids in the depth id space, `trade` and `aggTrade`, a `markPriceUpdate` per
+//!   symbol every simulated second, a `forceOrder` now and then, and a REST snapshot
+//!   whose `lastUpdateId` the first diff after it straddles;
+//! - Coinbase Exchange (`SYN0-USD`): `subscriptions`, a `snapshot` and a `last_match`
+//!   per product, then `l2update`s, `match`es (contiguous `trade_id`) each with its
+//!   `ticker`, and a `heartbeat` per product every simulated second.
 //!
 //! It keeps the books it emits, so it can also answer "what is the book now" (the
 //! simulator's resubscribe and REST snapshot), and its output is deterministic for a
-//! seed, so tests can generate the same sample twice.
+//! seed, so tests can generate the same sample twice. Adding a venue changes nothing in
+//! what the others emit for the same seed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use hermes_book::clock::rfc3339;
 use hermes_book::Venue;
+
+mod binance_futures;
+mod coinbase_exchange;
 
 /// Generator settings.
 #[derive(Clone, Debug)]
@@ -84,7 +101,8 @@ impl Rng {
 /// A level as (price ticks, size units).
 type Tick = (i64, i64);
 
-/// A synthetic book: prices in cents (2 decimals), sizes in 1e-8 units.
+/// A synthetic book: prices and sizes in ticks of the venue's decimals (prices in cents;
+/// sizes in 1e-8 units, except 1e-3 on USD-M and whole contracts on COIN-M).
 #[derive(Clone, Debug)]
 pub struct SynthBook {
     /// Venue.
@@ -102,6 +120,23 @@ pub struct SynthBook {
     /// Last trade id.
     pub trade_id: u64,
     depth: i64,
+    /// Decimals of prices and sizes.
+    price_decimals: u8,
+    size_decimals: u8,
+    /// Largest size of a level, in size units.
+    max_qty: u64,
+    /// Binance futures: the `u` of the last depth diff (the next one's `pu`).
+    last_diff_u: u64,
+    /// Binance futures: the last aggregate trade id.
+    agg_id: u64,
+    /// Coinbase Exchange: the product's full-channel sequence.
+    sequence: u64,
+    /// Coinbase Exchange: the ticker's day statistics (open, low and high price ticks,
+    /// volume in size units).
+    day: (i64, i64, i64, i64),
+    /// When the next periodic frame (futures mark price, Exchange heartbeat) is due, Unix
+    /// ns; `i64::MAX` for venues without one.
+    next_tick_ns: i64,
 }
 
 /// Formats a mantissa with exactly `decimals` decimals (Binance style: `61837.63000000`).
@@ -114,8 +149,45 @@ pub fn canon(m: i64, decimals: u8) -> String {
     hermes_book::Decimal::new(m, decimals).to_string()
 }
 
+/// A mantissa at `decimals` shown with trailing zeros dropped down to `min_decimals`
+/// (Binance futures style: `61800.20`, `0.014`, `35`), never losing a digit.
+pub fn fixed_at_least(m: i64, decimals: u8, min_decimals: u8) -> String {
+    let mut s = fixed(m, decimals);
+    if let Some(dot) = s.find('.') {
+        let keep = dot + 1 + min_decimals as usize;
+        while s.len() > keep && s.ends_with('0') {
+            s.pop();
+        }
+        if s.ends_with('.') {
+            s.pop();
+        }
+    }
+    s
+}
+
+/// RFC 3339 with microseconds, as Coinbase Exchange writes it
+/// (`2021-04-17T16:43:37.075687Z`).
+fn rfc3339_us(ns: i64) -> String {
+    let mut t = rfc3339(ns);
+    // `….075687123Z` → `….075687Z`
+    t.replace_range(t.len() - 4..t.len() - 1, "");
+    t
+}
+
 impl SynthBook {
-    fn new(venue: Venue, symbol: String, mid: i64, depth: usize, rng: &mut Rng) -> SynthBook {
+    fn new(
+        venue: Venue,
+        symbol: String,
+        mid: i64,
+        depth: usize,
+        rng: &mut Rng,
+        start_ns: i64,
+    ) -> SynthBook {
+        let (price_decimals, size_decimals, max_qty) = match venue {
+            Venue::BinanceUsdm => (2, 3, 20_000),
+            Venue::BinanceCoinm => (1, 0, 5_000),
+            _ => (2, 8, 500_000_000),
+        };
         let mut b = SynthBook {
             venue,
             symbol,
@@ -125,12 +197,51 @@ impl SynthBook {
             update_id: 1_000 + rng.below(1_000_000),
             trade_id: 1_000 + rng.below(1_000_000),
             depth: depth as i64,
+            price_decimals,
+            size_decimals,
+            max_qty,
+            last_diff_u: 0,
+            agg_id: 0,
+            sequence: 0,
+            day: (mid, mid, mid, 0),
+            next_tick_ns: i64::MAX,
         };
         for d in 1..=depth as i64 {
-            b.bids.insert(mid - d, 1 + rng.below(500_000_000) as i64);
-            b.asks.insert(mid + d, 1 + rng.below(500_000_000) as i64);
+            b.bids.insert(mid - d, 1 + rng.below(max_qty) as i64);
+            b.asks.insert(mid + d, 1 + rng.below(max_qty) as i64);
+        }
+        // Only the new venues draw more, so the others emit what they always did.
+        match venue {
+            Venue::BinanceUsdm | Venue::BinanceCoinm => {
+                // Futures ids run in the trillions and move by hundreds per diff.
+                b.update_id = b.update_id * 1_000_000 + rng.below(1_000_000);
+                b.last_diff_u = b.update_id;
+                b.agg_id = 1_000 + rng.below(1_000_000);
+                b.next_tick_ns = start_ns + 1_000_000 * rng.below(1_000) as i64;
+            }
+            Venue::CoinbaseExchange => {
+                b.sequence = 1_000_000 + rng.below(1_000_000_000);
+                b.next_tick_ns = start_ns + 1_000_000 * rng.below(1_000) as i64;
+            }
+            _ => {}
         }
         b
+    }
+
+    /// Decimals of its prices and sizes: a level `(p, q)` is `p / 10^price` at
+    /// `q / 10^size`.
+    pub fn decimals(&self) -> (u8, u8) {
+        (self.price_decimals, self.size_decimals)
+    }
+
+    /// A price in ticks as the venue writes it.
+    fn px(&self, ticks: i64) -> String {
+        fixed(ticks, self.price_decimals)
+    }
+
+    /// A size in units as the venue writes it.
+    fn qty(&self, units: i64) -> String {
+        fixed(units, self.size_decimals)
     }
 
     /// A random set of level changes (absolute sizes; 0 deletes), applied to the model.
@@ -165,7 +276,7 @@ impl SynthBook {
             let qty = if rng.pct(25) && book.len() > 3 {
                 0
             } else {
-                1 + rng.below(500_000_000) as i64
+                1 + rng.below(self.max_qty) as i64
             };
             if qty == 0 {
                 if book.remove(&px).is_none() {
@@ -260,11 +371,25 @@ impl Synth {
         for &v in &opts.venues {
             for k in 0..opts.instruments {
                 let symbol = match v {
-                    Venue::Coinbase => format!("SYN{k}-USD"),
+                    Venue::Coinbase | Venue::CoinbaseExchange => format!("SYN{k}-USD"),
+                    Venue::BinanceCoinm => format!("SYN{k}USD_PERP"),
                     _ => format!("SYN{k}USDT"),
                 };
                 let mid = 100_000 + rng.below(5_000_000) as i64;
-                books.push(SynthBook::new(v, symbol, mid, opts.depth, &mut rng));
+                // COIN-M prices have one decimal: the same $1,000–$51,000.
+                let mid = if v == Venue::BinanceCoinm {
+                    mid / 10
+                } else {
+                    mid
+                };
+                books.push(SynthBook::new(
+                    v,
+                    symbol,
+                    mid,
+                    opts.depth,
+                    &mut rng,
+                    opts.start_ns,
+                ));
             }
         }
         let mut s = Synth {
@@ -312,6 +437,18 @@ impl Synth {
             let sym = self.books[i].symbol.clone();
             self.queue.push_back((Venue::Binance, None, early));
             self.queue.push_back((Venue::Binance, Some(sym), snapshot));
+        }
+        let futures: Vec<usize> = (0..self.books.len())
+            .filter(|&i| self.books[i].venue.is_binance_futures())
+            .collect();
+        for &i in &futures {
+            self.futures_opening(i);
+        }
+        let exchange: Vec<usize> = (0..self.books.len())
+            .filter(|&i| self.books[i].venue == Venue::CoinbaseExchange)
+            .collect();
+        if !exchange.is_empty() {
+            self.exchange_opening(&exchange);
         }
     }
 
@@ -409,6 +546,8 @@ impl Synth {
                 );
                 self.coinbase_frame("l2_data", &ev)
             }
+            Venue::BinanceUsdm | Venue::BinanceCoinm => self.futures_frame(i, roll),
+            Venue::CoinbaseExchange => self.exchange_frame(i, roll),
             _ if roll < 60 => self.binance_depth(i),
             _ if roll < 85 => {
                 let b = &self.books[i];
@@ -447,12 +586,34 @@ impl Synth {
         (venue, f)
     }
 
+    /// The frame due every simulated second for a book whose time has come, if any: a
+    /// futures `markPriceUpdate`, a Coinbase Exchange `heartbeat`.
+    fn periodic(&mut self) -> Option<(Venue, String)> {
+        let now = self.now;
+        let i = self.books.iter().position(|b| b.next_tick_ns <= now)?;
+        self.books[i].next_tick_ns += 1_000_000_000;
+        let venue = self.books[i].venue;
+        let f = match venue {
+            Venue::CoinbaseExchange => self.exchange_heartbeat(i),
+            _ => self.mark_price(i),
+        };
+        Some((venue, f))
+    }
+
+    /// Queues a frame to follow the current one.
+    fn follow(&mut self, venue: Venue, rest_symbol: Option<String>, data: String) {
+        self.queue.push_back((venue, rest_symbol, data));
+    }
+
     /// The next frame.
     pub fn next_frame(&mut self) -> SynthFrame {
         let (venue, rest_symbol, data) = match self.queue.pop_front() {
             Some(q) => q,
             None => {
-                let (v, f) = self.random_frame();
+                let (v, f) = match self.periodic() {
+                    Some(p) => p,
+                    None => self.random_frame(),
+                };
                 (v, None, f)
             }
         };

@@ -32,9 +32,9 @@ pub struct GenerateArgs {
     /// Seed (same seed, same file).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Write JSON lines (`<recv ns> <frame>`) instead of the native format. Binance REST
-    /// snapshots cannot be expressed per symbol in that format, so it needs a single
-    /// Binance instrument or Coinbase only.
+    /// Write JSON lines (`<recv ns> <frame>`) instead of the native format. A line has no
+    /// venue and a Binance REST snapshot line no symbol, so it needs a single venue, and
+    /// for a Binance venue (spot or futures) a single instrument.
     #[arg(long)]
     pub jsonl: bool,
 }
@@ -74,8 +74,18 @@ pub fn generate(path: &Path, opts: SynthOptions, frames: u64, jsonl: bool) -> Re
 
 pub fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let venues: Vec<Venue> = a.venues.iter().map(|v| Venue::from(*v)).collect();
-    if a.jsonl && venues.contains(&Venue::Binance) && (a.instruments > 1 || venues.len() > 1) {
-        bail!("--jsonl holds Binance REST snapshots only for a single Binance instrument; use the native format (drop --jsonl) or --venues binance --instruments 1");
+    if a.jsonl {
+        if let Some(bn) = venues.iter().find(|v| v.is_binance()) {
+            if a.instruments > 1 || venues.len() > 1 {
+                bail!("--jsonl holds Binance REST snapshots only for a single Binance instrument; use the native format (drop --jsonl) or --venues {bn} --instruments 1");
+            }
+        }
+        let mut distinct = venues.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() > 1 {
+            bail!("--jsonl writes one venue per file (a line does not say its venue); use the native format (drop --jsonl) or a single --venues");
+        }
     }
     if a.instruments == 0 || a.depth == 0 {
         bail!("--instruments and --depth must be at least 1");
