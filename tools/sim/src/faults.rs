@@ -9,10 +9,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::options::{Fault, FaultKind, SimOptions, Trigger};
 use crate::synth::Rng;
+use crate::venue::{Exposure, SimVenue};
 use crate::{SimStats, Ws};
 
 /// Per-connection fault decisions.
 pub(crate) struct Faults {
+    sim: &'static dyn SimVenue,
     list: Vec<Fault>,
     rng: Rng,
     /// Frames forwarded so far.
@@ -22,9 +24,10 @@ pub(crate) struct Faults {
 }
 
 impl Faults {
-    /// The faults of `opts` for connection `id` (seeded by both).
-    pub(crate) fn new(opts: &SimOptions, id: u64) -> Faults {
+    /// The faults of `opts` for connection `id` (seeded by both) of venue `sim`.
+    pub(crate) fn new(sim: &'static dyn SimVenue, opts: &SimOptions, id: u64) -> Faults {
         Faults {
+            sim,
             list: opts.faults.clone(),
             rng: Rng::new(opts.seed ^ id),
             n: 0,
@@ -50,15 +53,16 @@ impl Faults {
         fired
     }
 
-    /// Sends one forwarded frame with faults (`skippable`: a `gap` may drop it);
-    /// `Ok(false)` = close the connection.
+    /// Sends one forwarded frame with the faults its `exposure` allows (a `gap` drops
+    /// only a frame whose loss the client can tell; `malformed` and `reorder` leave alone
+    /// a frame whose tearing or moving it could not); `Ok(false)` = close the connection.
     ///
     /// The counters are for reports: `Relaxed`.
     pub(crate) async fn send(
         &mut self,
         ws: &mut Ws,
         text: String,
-        skippable: bool,
+        exposure: Exposure,
         opts: &SimOptions,
         stats: &SimStats,
     ) -> Result<bool> {
@@ -70,18 +74,20 @@ impl Faults {
                     ws.close(None).await.ok();
                     return Ok(false);
                 }
-                FaultKind::Gap if skippable => out.clear(),
+                FaultKind::Gap if exposure.gap => out.clear(),
                 FaultKind::Gap => {}
                 FaultKind::Duplicate => {
                     if let Some(t) = out.first().cloned() {
                         out.push(t);
                     }
                 }
+                FaultKind::Reorder if exposure.unsequenced => {}
                 FaultKind::Reorder => {
                     if self.held.is_none() {
                         self.held = out.pop();
                     }
                 }
+                FaultKind::Malformed if exposure.unsequenced => {}
                 FaultKind::Malformed => {
                     if let Some(t) = out.first_mut() {
                         t.truncate(t.len() / 2);
@@ -89,7 +95,7 @@ impl Faults {
                 }
                 FaultKind::Oversize => {
                     let pad = "x".repeat(opts.oversize_bytes);
-                    out.insert(0, format!(r#"{{"channel":"status","pad":"{pad}"}}"#));
+                    out.insert(0, self.sim.oversize(&pad));
                 }
                 FaultKind::Stall => tokio::time::sleep(opts.stall).await,
             }

@@ -1,9 +1,10 @@
 //! The market task, single sequencer of everything clients see: it owns the books,
 //! walks the source at the chosen pacing, routes each frame to the connections
 //! subscribed to it, and answers subscriptions and REST snapshot requests between two
-//! frames, so a snapshot is exactly consistent with the stream that follows it.
+//! frames, so a snapshot is exactly consistent with the stream that follows it. What is
+//! venue-specific it asks the venue's [`SimVenue`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,54 +16,46 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::feed::{Feed, Owned};
 use crate::options::Pacing;
-use crate::{binance, coinbase, SimStats};
-
-/// One frame the market hands to connections.
-#[derive(Debug)]
-pub(crate) struct Outgoing {
-    pub(crate) text: String,
-    /// Coinbase channel name as subscribed (`level2`, `market_trades`, …), or the Binance
-    /// stream name.
-    pub(crate) route: String,
-    /// Coinbase products the frame concerns.
-    pub(crate) products: Vec<String>,
-    /// A Binance depth diff (a `gap` fault applies only to those).
-    pub(crate) diff: bool,
-    /// A Coinbase level-2 snapshot from the source: only for clients still waiting for
-    /// their first snapshot of one of `products`.
-    pub(crate) snapshot: bool,
-}
+use crate::venue::{
+    self, ChannelList, Delivery, DepthQuery, Opening, Outgoing, SimVenue, Subs, View,
+};
+use crate::SimStats;
 
 /// A connection's queue of frames to send.
 pub(crate) type ClientTx = mpsc::Sender<Arc<Outgoing>>;
 
+/// How far the market reads ahead in the source for the next diff of a symbol a REST
+/// snapshot is asked for (futures); past it, the snapshot names the last diff instead.
+const LOOKAHEAD_FRAMES: usize = 50_000;
+
+/// The market's answer to a (un)subscription, for the connection to send once it has
+/// sent the `after` frames routed to it before (so the answer sits in the stream exactly
+/// where the market made it).
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    pub(crate) frames: Vec<String>,
+    pub(crate) after: u64,
+}
+
 /// What connections ask of the market.
 pub(crate) enum Control {
-    /// A Coinbase client subscribes: answer with the confirmation and snapshots, and
-    /// route matching frames to it from now on.
+    /// A client subscribes (by message, or with the streams of its URL): answer with what
+    /// the venue sends a new subscriber, and route matching frames to it from now on.
     Subscribe {
         client: u64,
-        channel: String,
-        products: Vec<String>,
+        channels: ChannelList,
         tx: ClientTx,
-        /// Frames to send, each `channel\0events`.
-        reply: oneshot::Sender<Vec<String>>,
+        reply: oneshot::Sender<Answered>,
     },
-    /// A Coinbase client unsubscribes.
+    /// A client unsubscribes (`None`: the whole channel).
     Unsubscribe {
         client: u64,
-        channel: String,
-        products: Vec<String>,
-    },
-    /// A Binance client with its streams.
-    Streams {
-        client: u64,
-        streams: Vec<String>,
-        tx: ClientTx,
+        channels: Vec<(String, Option<Vec<String>>)>,
+        reply: oneshot::Sender<Answered>,
     },
     /// A connection ended.
     Gone { client: u64 },
-    /// A Binance REST depth snapshot; `None` for an unknown symbol.
+    /// A REST depth snapshot; `None` for an unknown symbol.
     Depth {
         symbol: String,
         limit: usize,
@@ -79,37 +72,59 @@ impl EventSink for Apply<'_> {
     }
 }
 
+/// A connected client: its queue, its subscriptions, and how many frames were routed to
+/// it.
+struct Client {
+    tx: ClientTx,
+    subs: Subs,
+    routed: u64,
+}
+
 /// The market: source, books, subscriptions.
 pub(crate) struct Market {
     venue: Venue,
+    sim: &'static dyn SimVenue,
     feed: Feed,
     decoder: Decoder,
     books: Books,
-    /// Coinbase: client → (channel → products).
-    cb_subs: HashMap<u64, (ClientTx, HashMap<String, HashSet<String>>)>,
-    /// Coinbase: client → level-2 products it waits a first snapshot for.
+    clients: HashMap<u64, Client>,
+    /// Client → products it waits a first book snapshot for.
     awaiting: HashMap<u64, HashSet<String>>,
-    /// Binance: a REST snapshot went by in the source.
+    /// (route, product) → the latest frame kept for new subscribers.
+    latest: HashMap<(String, String), String>,
+    /// A REST snapshot went by in the source.
     saw_rest: bool,
-    /// Binance: client → streams.
-    bn_subs: HashMap<u64, (ClientTx, HashSet<String>)>,
+    /// Receive time of the last frame walked, Unix ns.
+    clock_ns: i64,
     stats: Arc<SimStats>,
-    pending: Option<Owned>,
+    /// Frames read from the source but not walked yet (the opening's first frame, and a
+    /// look-ahead for a futures snapshot).
+    ahead: VecDeque<Owned>,
+    /// A source error met while looking ahead, reported once `ahead` is walked.
+    failed: Option<anyhow::Error>,
 }
 
 impl Market {
-    pub(crate) fn new(venue: Venue, feed: Feed, stats: Arc<SimStats>) -> Market {
+    pub(crate) fn new(
+        venue: Venue,
+        sim: &'static dyn SimVenue,
+        feed: Feed,
+        stats: Arc<SimStats>,
+    ) -> Market {
         Market {
             venue,
+            sim,
             feed,
             decoder: Decoder::default(),
             books: Books::default(),
-            cb_subs: HashMap::new(),
+            clients: HashMap::new(),
             awaiting: HashMap::new(),
+            latest: HashMap::new(),
             saw_rest: false,
-            bn_subs: HashMap::new(),
+            clock_ns: 0,
             stats,
-            pending: None,
+            ahead: VecDeque::new(),
+            failed: None,
         }
     }
 
@@ -129,14 +144,19 @@ impl Market {
             data: f.data.as_bytes(),
         };
         let _ = self.decoder.decode(&frame, &mut Apply(&mut self.books));
+        self.clock_ns = f.recv_ts_ns;
         if f.rest_symbol.is_some() || f.venue != self.venue {
             return None;
         }
         let v: serde_json::Value = serde_json::from_str(&f.data).ok()?;
-        match self.venue {
-            Venue::Coinbase => coinbase::outgoing(&v, &f.data),
-            _ => binance::outgoing(&v, &f.data),
+        let out = self.sim.route(&v, &f.data)?;
+        if out.keep {
+            for p in out.products.iter().flatten() {
+                self.latest
+                    .insert((out.route.clone(), p.clone()), out.text.clone());
+            }
         }
+        (out.delivery != Delivery::Keep).then_some(out)
     }
 
     fn book_of(&self, symbol: &str) -> Option<&Instrument> {
@@ -147,148 +167,183 @@ impl Market {
         match c {
             Control::Subscribe {
                 client,
-                channel,
-                products,
+                channels,
                 tx,
                 reply,
             } => {
-                let _ = reply.send(self.subscribe(client, channel, products, tx));
+                let entry = self.clients.entry(client).or_insert_with(|| Client {
+                    tx,
+                    subs: Subs::new(),
+                    routed: 0,
+                });
+                for (ch, ps) in &channels {
+                    entry
+                        .subs
+                        .entry(ch.clone())
+                        .or_default()
+                        .extend(ps.iter().cloned());
+                }
+                let view = View {
+                    venue: self.venue,
+                    books: &self.books,
+                    latest: &self.latest,
+                };
+                let answer = self.sim.answer(&entry.subs, &channels, true, &view);
+                if !answer.awaiting.is_empty() {
+                    self.awaiting
+                        .entry(client)
+                        .or_default()
+                        .extend(answer.awaiting);
+                }
+                let _ = reply.send(Answered {
+                    frames: answer.frames,
+                    after: entry.routed,
+                });
             }
             Control::Unsubscribe {
                 client,
-                channel,
-                products,
+                channels,
+                reply,
             } => {
-                if let Some((_, subs)) = self.cb_subs.get_mut(&client) {
-                    if let Some(set) = subs.get_mut(&channel) {
-                        for p in &products {
-                            set.remove(p);
+                let mut answered = Answered::default();
+                if let Some(c) = self.clients.get_mut(&client) {
+                    for (ch, ps) in &channels {
+                        match ps {
+                            Some(ps) => {
+                                if let Some(set) = c.subs.get_mut(ch) {
+                                    for p in ps {
+                                        set.remove(p);
+                                    }
+                                }
+                            }
+                            None => {
+                                c.subs.remove(ch);
+                            }
                         }
                     }
+                    let asked = channels
+                        .iter()
+                        .map(|(ch, ps)| (ch.clone(), ps.clone().unwrap_or_default()))
+                        .collect();
+                    let view = View {
+                        venue: self.venue,
+                        books: &self.books,
+                        latest: &self.latest,
+                    };
+                    answered = Answered {
+                        frames: self.sim.answer(&c.subs, &asked, false, &view).frames,
+                        after: c.routed,
+                    };
                 }
-            }
-            Control::Streams {
-                client,
-                streams,
-                tx,
-            } => {
-                self.bn_subs
-                    .insert(client, (tx, streams.into_iter().collect()));
+                let _ = reply.send(answered);
             }
             Control::Gone { client } => {
                 self.awaiting.remove(&client);
-                self.cb_subs.remove(&client);
-                self.bn_subs.remove(&client);
+                self.clients.remove(&client);
             }
             Control::Depth {
                 symbol,
                 limit,
                 reply,
             } => {
-                let depth = self.book_of(&symbol).map(|i| binance::depth(i, limit));
-                let _ = reply.send(depth);
+                let _ = reply.send(self.depth(&symbol, limit));
             }
         }
     }
 
-    /// A Coinbase subscription: the frames to answer with (`channel\0events`), the
-    /// confirmation first, then a `level2` snapshot of each product whose book exists;
-    /// the others get the source's first snapshot when it comes.
-    fn subscribe(
-        &mut self,
-        client: u64,
-        channel: String,
-        products: Vec<String>,
-        tx: ClientTx,
-    ) -> Vec<String> {
-        let mut out = Vec::new();
-        if channel == "level2" {
-            for p in &products {
-                match self.book_of(p).map(|i| coinbase::snapshot(p, i)) {
-                    Some(s) => out.push(("l2_data".to_string(), s)),
-                    None => {
-                        self.awaiting.entry(client).or_default().insert(p.clone());
+    /// The REST depth body for `symbol`, from the books as they are between two frames.
+    fn depth(&mut self, symbol: &str, limit: usize) -> Option<String> {
+        let route = self.sim.rest()?;
+        self.book_of(symbol)?;
+        let next_first_id = if route.next_diff {
+            self.next_diff_first_id(symbol)
+        } else {
+            None
+        };
+        let book = self.book_of(symbol)?;
+        Some(self.sim.depth(&DepthQuery {
+            symbol,
+            book,
+            limit,
+            next_first_id,
+            now_ms: self.clock_ns.div_euclid(1_000_000),
+        }))
+    }
+
+    /// The `U` of the next diff of `symbol` in the source, reading ahead (the frames
+    /// read stay queued, in order).
+    fn next_diff_first_id(&mut self, symbol: &str) -> Option<u64> {
+        if let Some(u) = self
+            .ahead
+            .iter()
+            .find_map(|f| self.sim.diff_first_id(f, symbol))
+        {
+            return Some(u);
+        }
+        while self.failed.is_none() && self.ahead.len() < LOOKAHEAD_FRAMES {
+            match self.feed.next() {
+                Ok(Some(f)) => {
+                    let u = self.sim.diff_first_id(&f, symbol);
+                    self.ahead.push_back(f);
+                    if u.is_some() {
+                        return u;
                     }
                 }
+                Ok(None) => return None,
+                Err(e) => self.failed = Some(e),
             }
         }
-        let entry = self
-            .cb_subs
-            .entry(client)
-            .or_insert_with(|| (tx, HashMap::new()));
-        entry
-            .1
-            .entry(channel.clone())
-            .or_default()
-            .extend(products.iter().cloned());
-        let confirm = coinbase::confirmation(&entry.1);
-        let mut frames = vec![format!("subscriptions\u{0}{confirm}")];
-        frames.extend(out.into_iter().map(|(ch, ev)| format!("{ch}\u{0}{ev}")));
-        frames
+        None
+    }
+
+    /// The next source frame to walk.
+    fn next_frame(&mut self) -> Result<Option<Owned>> {
+        if let Some(f) = self.ahead.pop_front() {
+            return Ok(Some(f));
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.feed.next()
     }
 
     fn has_clients(&self) -> bool {
-        !self.cb_subs.is_empty() || !self.bn_subs.is_empty()
+        !self.clients.is_empty()
     }
 
     /// Whether the source is still in its opening part, consumed before anyone
-    /// connects so the books exist: Coinbase subscription confirmations and snapshots up
-    /// to the first level-2 update; Binance frames until a first REST snapshot, REST
-    /// snapshots, and diffs of symbols not yet synced.
+    /// connects so the books exist (the venue says what that is; REST snapshots always
+    /// are).
     fn is_setup(&self, f: &Owned) -> bool {
-        match f.venue {
-            _ if f.rest_symbol.is_some() => true,
-            Venue::Coinbase => {
-                !f.data.contains("\"type\":\"update\"")
-                    || !f.data.contains("\"channel\":\"l2_data\"")
-            }
-            _ => {
-                if !self.saw_rest {
-                    return true;
-                }
-                if !f.data.contains("depthUpdate") {
-                    return false;
-                }
-                let sym = f
-                    .data
-                    .split("\"s\":\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .unwrap_or("");
-                self.book_of(sym).is_none_or(|i| i.top.update_id == 0)
-            }
+        if f.rest_symbol.is_some() {
+            return true;
         }
+        let opening = Opening {
+            saw_rest: self.saw_rest,
+            books: &self.books,
+            venue: self.venue,
+        };
+        venue::of(f.venue).is_some_and(|v| v.is_setup(f, &opening))
     }
 
     /// The connections a frame goes to.
     fn targets(&mut self, out: &Outgoing) -> Vec<(u64, ClientTx)> {
         let mut targets = Vec::new();
-        match self.venue {
-            Venue::Coinbase if out.snapshot => {
-                for (id, (tx, _)) in &self.cb_subs {
-                    if let Some(set) = self.awaiting.get_mut(id) {
-                        if out.products.iter().any(|p| set.remove(p)) {
-                            targets.push((*id, tx.clone()));
-                        }
-                    }
-                }
-            }
-            Venue::Coinbase => {
-                for (id, (tx, subs)) in &self.cb_subs {
-                    if let Some(ps) = subs.get(&out.route) {
-                        if out.route == "heartbeats" || out.products.iter().any(|p| ps.contains(p))
-                        {
-                            targets.push((*id, tx.clone()));
-                        }
-                    }
-                }
-            }
-            _ => {
-                for (id, (tx, streams)) in &self.bn_subs {
-                    if streams.contains(&out.route) {
-                        targets.push((*id, tx.clone()));
-                    }
-                }
+        let products = out.products.as_deref();
+        for (id, c) in &self.clients {
+            let wanted = match out.delivery {
+                Delivery::FirstSnapshot => self
+                    .awaiting
+                    .get_mut(id)
+                    .is_some_and(|set| products.unwrap_or(&[]).iter().any(|p| set.remove(p))),
+                Delivery::Stream => c.subs.iter().any(|(ch, ps)| {
+                    self.sim.route_of(ch) == out.route
+                        && products.is_none_or(|list| list.iter().any(|p| ps.contains(p)))
+                }),
+                Delivery::Keep => false,
+            };
+            if wanted {
+                targets.push((*id, c.tx.clone()));
             }
         }
         targets
@@ -299,6 +354,11 @@ impl Market {
     async fn route(&mut self, out: Outgoing, pacing: Pacing, ctrl: &mut mpsc::Receiver<Control>) {
         let out = Arc::new(out);
         for (id, tx) in self.targets(&out) {
+            // Counted before it is handed over: an answer made while the market waits
+            // for this client to take it comes after it.
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.routed += 1;
+            }
             let ok = if pacing == Pacing::Max {
                 // Wait for the client to read, but keep answering requests meanwhile: a
                 // client may be waiting for the answer to a subscription before it reads.
@@ -329,21 +389,20 @@ impl Market {
                 }
             };
             if !ok {
-                self.cb_subs.remove(&id);
-                self.bn_subs.remove(&id);
+                self.clients.remove(&id);
             }
         }
     }
 
     /// Consumes the source's opening (snapshots) so the books exist before anyone asks.
     fn open(&mut self) -> Result<()> {
-        while let Some(f) = self.feed.next()? {
+        while let Some(f) = self.next_frame()? {
             if self.is_setup(&f) {
                 self.saw_rest |= f.rest_symbol.is_some();
                 self.absorb(&f);
                 self.stats.frames.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.pending = Some(f);
+                self.ahead.push_front(f);
                 break;
             }
         }
@@ -377,19 +436,16 @@ pub(crate) async fn run(
             }
             continue;
         }
-        let f = match m.pending.take() {
+        let mut f = match m.next_frame()? {
             Some(f) => f,
-            None => match m.feed.next()? {
-                Some(f) => f,
-                None => {
-                    m.stats.done.store(true, Ordering::Relaxed);
-                    tracing::info!(
-                        "source exhausted after {} frames; still serving snapshots",
-                        m.stats.frames.load(Ordering::Relaxed)
-                    );
-                    continue;
-                }
-            },
+            None => {
+                m.stats.done.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    "source exhausted after {} frames; still serving snapshots",
+                    m.stats.frames.load(Ordering::Relaxed)
+                );
+                continue;
+            }
         };
         let due = match pacing {
             Pacing::Max => None,
@@ -400,6 +456,9 @@ pub(crate) async fn run(
             }
         };
         if let Some(due) = due {
+            // Requests answered while waiting see this frame as not yet walked: it goes
+            // back to the front of the queue, where a look-ahead finds it.
+            m.ahead.push_front(f);
             let sleep = tokio::time::sleep_until(due.into());
             tokio::pin!(sleep);
             loop {
@@ -411,6 +470,10 @@ pub(crate) async fn run(
                     },
                 }
             }
+            f = match m.ahead.pop_front() {
+                Some(f) => f,
+                None => continue,
+            };
         }
         n += 1;
         m.stats.frames.fetch_add(1, Ordering::Relaxed);

@@ -42,13 +42,18 @@ pub enum Pacing {
 pub enum FaultKind {
     /// Close the connection.
     Disconnect,
-    /// Skip a sequence number (Coinbase) or a depth diff (Binance).
+    /// Drop a frame whose loss the client can tell: any frame on Coinbase Advanced Trade
+    /// (a `sequence_num` is skipped), a depth diff on Binance spot and futures, a `match`
+    /// on Coinbase Exchange (its level-2 frames have no sequence). On another frame it
+    /// does nothing.
     Gap,
     /// Send a frame twice.
     Duplicate,
-    /// Swap a frame with the next one.
+    /// Swap a frame with the next one (not a Coinbase Exchange level-2 frame: nothing
+    /// would tell).
     Reorder,
-    /// Send broken JSON (it consumes a Coinbase sequence number).
+    /// Send broken JSON (it consumes a Coinbase sequence number; not a Coinbase Exchange
+    /// level-2 frame: nothing would tell).
     Malformed,
     /// Send a frame larger than the client's limit.
     Oversize,
@@ -119,7 +124,7 @@ impl std::str::FromStr for Fault {
 /// Simulator settings.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
-    /// Venue protocol to speak.
+    /// Venue protocol to speak: any venue but the webhook.
     pub venue: Venue,
     /// Frames.
     pub source: SimSource,

@@ -1,19 +1,18 @@
 //! The plain-HTTP side of the listener: telling a request from a WebSocket upgrade, and
-//! Binance's REST depth endpoint (`/api/v3/depth?symbol=…&limit=…`), answered by the
-//! market and rate-limited per second with `429` and `Retry-After`.
+//! the venue's REST depth endpoint (Binance `/api/v3/depth?symbol=…&limit=…`, USD-M
+//! `/fapi/v1/depth`, COIN-M `/dapi/v1/depth`), answered by the market and rate-limited per
+//! second with `429` and `Retry-After`.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use hermes_ingest::Venue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::market::Control;
-use crate::options::SimOptions;
-use crate::SimStats;
+use crate::Shared;
 
 /// The REST request limit, per one-second window (shared by all connections).
 #[derive(Default)]
@@ -66,14 +65,11 @@ pub(crate) async fn serve_http(
     mut stream: TcpStream,
     head_len: usize,
     path: &str,
-    ctrl: &mpsc::Sender<Control>,
-    opts: &SimOptions,
-    stats: &SimStats,
-    limiter: &RestLimiter,
+    shared: &Shared,
 ) -> Result<()> {
     let mut sink = vec![0u8; head_len + 4];
     stream.read_exact(&mut sink).await?;
-    let (status, body, extra) = rest_response(path, ctrl, opts, stats, limiter).await;
+    let (status, body, extra) = rest_response(path, shared).await;
     let resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
         body.len()
@@ -86,22 +82,17 @@ pub(crate) async fn serve_http(
 /// Status, body and extra header lines of a REST answer.
 ///
 /// The counters are for reports: `Relaxed`.
-async fn rest_response(
-    path: &str,
-    ctrl: &mpsc::Sender<Control>,
-    opts: &SimOptions,
-    stats: &SimStats,
-    limiter: &RestLimiter,
-) -> (&'static str, String, String) {
+async fn rest_response(path: &str, shared: &Shared) -> (&'static str, String, String) {
+    let (stats, limiter) = (&shared.stats, &shared.rest);
     let (route, query) = path.split_once('?').unwrap_or((path, ""));
-    if route != "/api/v3/depth" || opts.venue != Venue::Binance {
+    let Some(rest) = shared.sim.rest().filter(|r| r.path == route) else {
         return (
             "404 Not Found",
             r#"{"code":-1,"msg":"not found"}"#.into(),
             String::new(),
         );
-    }
-    if !limiter.admit(opts.rest_per_second) {
+    };
+    if !limiter.admit(shared.opts.rest_per_second) {
         stats.rest_limited.fetch_add(1, Ordering::Relaxed);
         return (
             "429 Too Many Requests",
@@ -114,7 +105,7 @@ async fn rest_response(
     for kv in query.split('&') {
         match kv.split_once('=') {
             Some(("symbol", s)) => symbol = Some(s.to_ascii_uppercase()),
-            Some(("limit", l)) => limit = l.parse().unwrap_or(100).clamp(1, 5000),
+            Some(("limit", l)) => limit = l.parse().unwrap_or(100).clamp(1, rest.max_limit),
             _ => {}
         }
     }
@@ -126,7 +117,8 @@ async fn rest_response(
         );
     };
     let (reply, rx) = oneshot::channel();
-    if ctrl
+    if shared
+        .ctrl
         .send(Control::Depth {
             symbol,
             limit,

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 use hermes_engine::Speed;
-use hermes_ingest::Venue;
 
 use crate::flags::VenueArg;
 
@@ -103,7 +102,7 @@ pub fn cmd_sim(a: SimArgs) -> Result<()> {
         eprintln!(
             "sim: serving {} on ws://{addr}{}",
             opts.venue.name(),
-            if opts.venue == Venue::Binance { format!(" (streams: ws://{addr}/stream?streams=…, REST: http://{addr}/api/v3/depth)") } else { String::new() }
+            hermes_sim::endpoints(opts.venue, addr)
         );
         let stats = std::sync::Arc::new(hermes_sim::SimStats::default());
         let serve = hermes_sim::serve(listener, opts, stats.clone());
