@@ -92,6 +92,8 @@ mod market;
 mod options;
 mod rest;
 pub mod synth;
+#[cfg(test)]
+mod tests;
 mod venue;
 
 pub use options::{Fault, FaultKind, Pacing, SimOptions, SimSource, Trigger};
