@@ -139,13 +139,68 @@ fn synthetic_books_match_the_independent_reference() {
             "bn.jsonl",
             &["--venues", "binance", "--instruments", "1"][..],
         ),
+        (
+            "usdm.jsonl",
+            &["--venues", "binance-usdm", "--instruments", "1"][..],
+        ),
+        (
+            "coinm.jsonl",
+            &["--venues", "binance-coinm", "--instruments", "1"][..],
+        ),
+        (
+            "cbx.jsonl",
+            &["--venues", "coinbase-exchange", "--instruments", "3"][..],
+        ),
     ] {
         let mut a = vec!["--frames", "30000", "--jsonl"];
         a.extend_from_slice(args);
         let f = generate(&dir, name, &a);
-        let (fin, _) = replay(&f, &dir.path("shm"), &[]);
+        let (fin, stderr) = replay(&f, &dir.path("shm"), &[]);
         assert!(!fin.is_empty());
+        assert!(stderr.contains(" 0 errors, 0 gaps"), "{name}: {stderr}");
         assert_eq!(engine_books(&fin), reference(&f), "{name}");
+    }
+}
+
+#[test]
+fn every_venue_generates_frames_that_replay_without_errors_or_gaps() {
+    let dir = TempDir::new("venues");
+    let cap = generate(
+        &dir,
+        "all.hcap",
+        &[
+            "--frames",
+            "40000",
+            "--instruments",
+            "3",
+            "--venues",
+            "coinbase,binance,binance-usdm,binance-coinm,coinbase-exchange",
+        ],
+    );
+    let (fin, stderr) = replay(&cap, &dir.path("shm"), &[]);
+    assert!(stderr.contains(" 0 errors, 0 gaps"), "{stderr}");
+    assert_eq!(fin.len(), 15, "{fin:?}");
+    for (venue, symbol) in [
+        ("binance-usdm", "SYN2USDT"),
+        ("binance-coinm", "SYN2USD_PERP"),
+        ("coinbase-exchange", "SYN2-USD"),
+    ] {
+        let line = format!("{{\"venue\":\"{venue}\",\"symbol\":\"{symbol}\"");
+        assert!(fin.iter().any(|l| l.starts_with(&line)), "{line}: {fin:?}");
+    }
+    // A JSON lines file holds one venue, and Binance REST snapshots of one symbol.
+    for (venues, instruments, says) in [
+        ("coinbase,coinbase-exchange", "1", "one venue per file"),
+        ("binance-usdm", "2", "--venues binance-usdm --instruments 1"),
+    ] {
+        let out = hermes()
+            .args(["generate", "--jsonl", "--frames", "10", "--venues", venues])
+            .args(["--instruments", instruments, "--out"])
+            .arg(dir.path("x.jsonl"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
     }
 }
 
