@@ -438,6 +438,10 @@ impl Market {
                 ts_ns,
             } => {
                 let t = &mut self.inst(inst).top;
+                if ts_ns < t.derivs_ts_ns {
+                    // An older update arriving late (reordered): the newer one stands.
+                    return Applied::Staged;
+                }
                 t.mark_px = mark_px;
                 t.index_px = index_px;
                 t.funding_rate = funding_rate;
@@ -472,6 +476,40 @@ mod tests {
     use super::*;
     use crate::event::Symbol;
     use crate::Side;
+
+    /// Mark price and funding: the newest update stands (a late, reordered one is
+    /// ignored); liquidations are counted; both show the derivatives flag.
+    #[test]
+    fn derivatives_keep_the_newest_mark_and_count_liquidations() {
+        let mut m = Market::default();
+        let inst = define(&mut m, Venue::BinanceUsdm);
+        assert_eq!(m.instrument(inst).top.flags & FLAG_HAS_DERIVS, 0);
+        let derivs = |mark_px, ts_ns| Event::Derivs {
+            inst,
+            mark_px,
+            index_px: 5,
+            funding_rate: -7,
+            next_funding_ns: 9,
+            ts_ns,
+        };
+        assert_eq!(m.apply(&derivs(100, 2_000)), Applied::Changed(inst));
+        assert_eq!(m.apply(&derivs(99, 1_000)), Applied::Staged);
+        let t = m.instrument(inst).top;
+        assert_eq!(
+            (t.mark_px, t.funding_rate, t.derivs_ts_ns),
+            (100, -7, 2_000)
+        );
+        assert_ne!(t.flags & FLAG_HAS_DERIVS, 0);
+        m.apply(&Event::Liquidation {
+            inst,
+            side: TradeSide::Sell,
+            price: Price(1),
+            qty: Qty(1),
+            ts_ns: 3_000,
+        });
+        assert_eq!(m.instrument(inst).top.liquidations, 1);
+        assert_eq!(m.instrument(inst).top.trades, 0, "not a trade");
+    }
 
     fn define(m: &mut Market, venue: Venue) -> InstId {
         let inst = InstId(m.instruments().len() as u32);
