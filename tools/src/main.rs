@@ -65,7 +65,9 @@ fn init_logging(json: bool) {
         tracing_subscriber::EnvFilter::try_from_default_env()
             // PostgreSQL's NOTICEs (e.g. "relation already exists, skipping" from the
             // idempotent migrations) are not events a user needs.
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"))
+            .unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,postgres=warn")
+            })
     };
     if json {
         tracing_subscriber::fmt()

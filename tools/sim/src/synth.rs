@@ -363,6 +363,16 @@ pub struct Synth {
     emitted: u64,
 }
 
+/// The `k`-th synthetic instrument of `venue`, spelled as the venue spells its own:
+/// `SYN0-USD` (Coinbase), `SYN0USDT` (Binance spot and USD-M), `SYN0USD_PERP` (COIN-M).
+pub fn symbol(venue: Venue, k: usize) -> String {
+    match venue {
+        Venue::Coinbase | Venue::CoinbaseExchange => format!("SYN{k}-USD"),
+        Venue::BinanceCoinm => format!("SYN{k}USD_PERP"),
+        _ => format!("SYN{k}USDT"),
+    }
+}
+
 impl Synth {
     /// A generator; the first frames it emits open each venue's stream.
     pub fn new(opts: SynthOptions) -> Synth {
@@ -370,11 +380,7 @@ impl Synth {
         let mut books = Vec::new();
         for &v in &opts.venues {
             for k in 0..opts.instruments {
-                let symbol = match v {
-                    Venue::Coinbase | Venue::CoinbaseExchange => format!("SYN{k}-USD"),
-                    Venue::BinanceCoinm => format!("SYN{k}USD_PERP"),
-                    _ => format!("SYN{k}USDT"),
-                };
+                let symbol = symbol(v, k);
                 let mid = 100_000 + rng.below(5_000_000) as i64;
                 // COIN-M prices have one decimal: the same $1,000–$51,000.
                 let mid = if v == Venue::BinanceCoinm {

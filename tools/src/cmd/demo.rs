@@ -1,5 +1,5 @@
 //! `hermes demo`: the whole engine on a generated market: generate, start PostgreSQL,
-//! replay with the persister, ingest live from two simulators, read shm back.
+//! replay with the persister, ingest live from one simulator per venue, read shm back.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use hermes_engine::Speed;
 use hermes_ingest::source::SourceOptions;
-use hermes_ingest::Venue;
 use hermes_sim::synth::SynthOptions;
 
 use crate::cmd::generate::generate;
@@ -122,8 +121,8 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let sample = dir.join("sample.hcap");
-    eprintln!("[1/5] generating a synthetic market ({} frames, Coinbase + Binance, 3 instruments each) into {}", a.frames, sample.display());
-    generate(&sample, SynthOptions::default(), a.frames, false)?;
+    eprintln!("[1/5] generating a synthetic market ({} frames, 3 instruments on each venue: Coinbase Advanced Trade and Exchange, Binance spot, USD-M and COIN-M futures) into {}", a.frames, sample.display());
+    generate(&sample, demo_synth(), a.frames, false)?;
     let db = demo_db(&a, &dir)?;
     let mut persist = a.persist.clone();
     persist.database_url = match &db {
@@ -156,7 +155,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         report_persist(p)?;
     }
     eprintln!(
-        "[4/5] serving the same sample from the exchange simulator (Coinbase and Binance protocols on local WebSockets) and ingesting it live (hermes run)"
+        "[4/5] serving the same sample from the exchange simulator (each venue's protocol on its own local WebSocket, REST snapshots on the same port) and ingesting it live (hermes run)"
     );
     let live = demo_live(&a, &sample, &persist)?;
     let d = &live.decode;
@@ -279,6 +278,14 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// The demo's market: every venue with a live protocol, three instruments each.
+fn demo_synth() -> SynthOptions {
+    SynthOptions {
+        venues: hermes_ingest::venue::LIVE_VENUES.to_vec(),
+        ..SynthOptions::default()
+    }
+}
+
 /// The demo's PostgreSQL directory: under the demo directory, unless the server user
 /// (as root: `postgres`) cannot reach it (e.g. under /root), then under /var/tmp.
 pub fn demo_pg_dir(dir: &Path) -> PathBuf {
@@ -292,12 +299,12 @@ pub fn demo_pg_dir(dir: &Path) -> PathBuf {
     }
 }
 
-/// The demo's live stage: two simulators (Coinbase, Binance) serve `sample` on loopback
+/// The demo's live stage: one simulator per venue serves its part of `sample` on loopback
 /// ports, and the engine ingests them until they go quiet.
 pub fn demo_live(a: &DemoArgs, sample: &Path, persist: &PersistArgs) -> Result<LiveOutcome> {
     use hermes_sim::{Pacing, SimOptions, SimSource};
     let mut urls = Vec::new();
-    for venue in [Venue::Coinbase, Venue::Binance] {
+    for venue in demo_synth().venues {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").context("binding a simulator port")?;
         listener.set_nonblocking(true)?;
@@ -336,23 +343,21 @@ pub fn demo_live(a: &DemoArgs, sample: &Path, persist: &PersistArgs) -> Result<L
             .context("starting a simulator thread")?;
         urls.push(format!("ws://{addr}"));
     }
-    let synth = SynthOptions::default();
-    let symbols = |v: Venue| -> Vec<String> {
-        (0..synth.instruments)
-            .map(|k| match v {
-                Venue::Coinbase => format!("SYN{k}-USD"),
-                _ => format!("SYN{k}USDT"),
-            })
-            .collect()
-    };
+    let synth = demo_synth();
     let mut cfg = hermes_live::LiveConfig::default();
-    let cb = cfg.feed_mut(Venue::Coinbase);
-    cb.ws_url = urls[0].clone();
-    cb.symbols = symbols(Venue::Coinbase);
-    let bn = cfg.feed_mut(Venue::Binance);
-    bn.ws_url = urls[1].clone();
-    bn.rest_url = urls[1].replacen("ws://", "http://", 1);
-    bn.symbols = symbols(Venue::Binance);
+    for (venue, url) in synth.venues.iter().zip(&urls) {
+        let feed = cfg.feed_mut(*venue);
+        feed.ws_url = url.clone();
+        feed.rest_url = url.replacen("ws://", "http://", 1);
+        feed.symbols = (0..synth.instruments)
+            .map(|k| hermes_sim::synth::symbol(*venue, k))
+            .collect();
+        if venue.is_binance_futures() {
+            // The sample has `trade` frames too (besides the default `aggTrade`): take
+            // every frame the simulator serves.
+            feed.channels.push("trade".into());
+        }
+    }
     let run = RunArgs {
         config: None,
         duration: Some(120.0),
