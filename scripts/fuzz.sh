@@ -8,6 +8,10 @@
 #
 #   scripts/fuzz.sh SECONDS [TARGET...]    # default: every target
 #
+# "Every target" is what `cargo fuzz list` reads from the [[bin]] entries of
+# ingest/fuzz/Cargo.toml: binance, capture, coinbase, config, decimal, exchange (Coinbase
+# Exchange), futures (Binance USD-M and COIN-M), shm, webhook.
+#
 # Bounded allocation is part of the contract: an input that makes a target allocate more
 # than 256 MB at once (-malloc_limit_mb) or grow past 2 GB (-rss_limit_mb), or spend more
 # than 10 s, is a finding like a panic. A finding is saved under

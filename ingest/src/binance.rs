@@ -232,6 +232,20 @@ fn num(s: &mut Scanner<'_>, field: &'static str) -> Result<u64, DecodeError> {
         .map_err(|e| DecodeError::new(ErrorKind::Json(e), field, e.offset))
 }
 
+/// Sets a field that may appear once per payload; a repeat is refused.
+pub(crate) fn set_once<T>(
+    slot: &mut Option<T>,
+    v: T,
+    field: &'static str,
+    at: usize,
+) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::new(ErrorKind::BadValue, field, at));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
 fn ms_to_ns(ms: Option<u64>) -> i64 {
     ms.map(|m| (m as i64).saturating_mul(1_000_000))
         .unwrap_or(0)
@@ -315,13 +329,16 @@ impl Decoder {
         while let Some(k) = s.key(&mut first)? {
             let at = s.offset();
             match k {
-                b"e" => f.e = Some(s.string().field("e")?),
-                b"s" => f.sym = Some((s.string().field("s")?, at)),
+                // The fields that decide what a frame is and where it goes are taken once:
+                // a second `e`, `s`, `U`, `u` or `pu` would make the frame one thing while
+                // its levels were applied as another.
+                b"e" => set_once(&mut f.e, s.string().field("e")?, "e", at)?,
+                b"s" => set_once(&mut f.sym, (s.string().field("s")?, at), "s", at)?,
                 b"E" => f.event_ms = Some(num(s, "E")?),
                 b"T" => f.trade_ms = Some(num(s, "T")?),
-                b"U" => f.first_id = Some(num(s, "U")?),
-                b"u" => f.last_id = Some(num(s, "u")?),
-                b"pu" => f.prev_id = Some(num(s, "pu")?),
+                b"U" => set_once(&mut f.first_id, num(s, "U")?, "U", at)?,
+                b"u" => set_once(&mut f.last_id, num(s, "u")?, "u", at)?,
+                b"pu" => set_once(&mut f.prev_id, num(s, "pu")?, "pu", at)?,
                 b"t" => f.trade_id = Some(num(s, "t")?),
                 b"i" => f.index = Some((s.string().field("i")?, at)),
                 b"r" => f.funding = Some((s.string().field("r")?, at)),

@@ -22,6 +22,7 @@
 
 use hermes_book::{Price, Qty, Side};
 
+use crate::binance::set_once;
 use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::{parse_rfc3339_ns, Scanner};
@@ -213,8 +214,15 @@ impl Decoder {
         while let Some(k) = s.key(&mut first)? {
             let at = s.offset();
             match k {
-                b"type" => ty = Some(type_of(s.string().field("type")?)),
-                b"product_id" => f.product = Some((s.string().field("product_id")?, at)),
+                // Taken once: a second `type` or `product_id` would make the frame one
+                // thing while its levels were applied as another.
+                b"type" => set_once(&mut ty, type_of(s.string().field("type")?), "type", at)?,
+                b"product_id" => set_once(
+                    &mut f.product,
+                    (s.string().field("product_id")?, at),
+                    "product_id",
+                    at,
+                )?,
                 b"trade_id" => f.trade_id = Some(num(&mut s, "trade_id")?),
                 b"last_trade_id" => f.last_trade_id = Some(num(&mut s, "last_trade_id")?),
                 b"sequence" => f.sequence = Some(num(&mut s, "sequence")?),

@@ -287,6 +287,23 @@ mod futures {
             };
             assert_eq!((got, e.field), (kind, field), "{frame}: {e}");
         }
+        // Found by reading the decoders for the fuzz targets: a repeated `e` or `u`
+        // made the frame one thing while its levels were applied as another.
+        rest(&mut dec, v, "BTCUSDT", &snapshot(100));
+        for (frame, field) in [
+            (
+                r#"{"e":"depthUpdate","s":"BTCUSDT","U":96,"u":102,"pu":100,"b":[["1","1"]],"a":[],"e":"kline"}"#,
+                "e",
+            ),
+            (
+                r#"{"e":"depthUpdate","s":"BTCUSDT","U":96,"u":102,"pu":100,"b":[["1","1"]],"a":[],"u":5000}"#,
+                "u",
+            ),
+        ] {
+            let e = refused(&mut dec, v, frame);
+            assert_eq!((e.kind, e.field), (ErrorKind::BadValue, field), "{frame}");
+        }
+        assert_eq!(commits(&ok(&mut dec, v, &diff(96, 102, 100))), [102]);
         // Futures-only events on spot are unknown there.
         let e = refused(
             &mut dec,
@@ -294,7 +311,7 @@ mod futures {
             r#"{"e":"forceOrder","E":1,"o":{"s":"BTCUSDT","S":"BUY","p":"1","ap":"1","z":"1","T":1}}"#,
         );
         assert_eq!((e.kind, e.field), (ErrorKind::UnknownType, "e"));
-        assert_eq!(dec.stats().parse_errors, 8);
+        assert_eq!(dec.stats().parse_errors, 10);
     }
 }
 
@@ -474,6 +491,11 @@ mod exchange {
                 "asks",
             ),
             (matched("match", 1, "up"), "side"),
+            (
+                r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["1","1"]],"type":"status"}"#
+                    .to_string(),
+                "type",
+            ),
             (
                 r#"{"type":"match","trade_id":1,"side":"buy","size":"1","product_id":"BTC-USD"}"#
                     .to_string(),

@@ -1,5 +1,5 @@
 //! Writes the seed corpora of the fuzz targets, from the project's own generator
-//! (`hermes_sim::synth::Synth`) and simulator-shaped inputs: the faults the simulator
+//! (`hermes_sim::synth::Synth`, every venue) and simulator-shaped inputs: the faults the simulator
 //! injects (gaps, duplicates, reordering, truncated frames, disconnects, oversize
 //! frames), each capture format `hermes replay` reads, the frames the webhook builds,
 //! config files, and shm regions written by the real writer. Nothing is copied from a
@@ -92,8 +92,19 @@ fn frames(s: &mut Synth, n: usize) -> Vec<Owned> {
     (0..n).map(|_| Owned::of(&s.next_frame())).collect()
 }
 
-/// The simulator's faults (`hermes_sim::FaultKind`) applied to frame `at` of `frames`.
-fn faulted(frames: &[Owned], at: usize) -> Vec<(&'static str, Vec<Line>)> {
+/// The oversize frame the simulator sends (its `SimVenue::oversize`) on every venue but
+/// Coinbase Exchange.
+fn oversize_channel(pad: &str) -> String {
+    format!(r#"{{"channel":"status","pad":"{pad}"}}"#)
+}
+
+/// The simulator's faults (`hermes_sim::FaultKind`) applied to frame `at` of `frames`;
+/// `oversize` makes the venue's oversize frame around its padding.
+fn faulted(
+    frames: &[Owned],
+    at: usize,
+    oversize: fn(&str) -> String,
+) -> Vec<(&'static str, Vec<Line>)> {
     let all = |skip: Option<usize>| -> Vec<Line> {
         frames
             .iter()
@@ -115,15 +126,9 @@ fn faulted(frames: &[Owned], at: usize) -> Vec<(&'static str, Vec<Line>)> {
     half.data.truncate(half.data.len() / 2);
     malformed[at] = Line::Frame(half);
     out.push(("malformed", malformed));
-    let mut oversize = all(None);
-    oversize.insert(
-        at,
-        Line::Frame(Owned::ws(format!(
-            r#"{{"channel":"status","pad":"{}"}}"#,
-            "x".repeat(512)
-        ))),
-    );
-    out.push(("oversize", oversize));
+    let mut big = all(None);
+    big.insert(at, Line::Frame(Owned::ws(oversize(&"x".repeat(512)))));
+    out.push(("oversize", big));
     out
 }
 
@@ -159,7 +164,7 @@ fn coinbase(out: &Out) {
                 "synth-2-decimals",
                 &script(two_decimals, &lines),
             );
-            for (name, lines) in faulted(&fs, 8) {
+            for (name, lines) in faulted(&fs, 8, oversize_channel) {
                 out.put(
                     "coinbase",
                     &format!("fault-{name}"),
@@ -228,7 +233,7 @@ fn binance(out: &Out) {
             &script(Scale::default(), &lines),
         );
         if seed == 1 {
-            for (name, lines) in faulted(&fs, 8) {
+            for (name, lines) in faulted(&fs, 8, oversize_channel) {
                 out.put(
                     "binance",
                     &format!("fault-{name}"),
@@ -286,6 +291,323 @@ fn binance(out: &Out) {
         "rest-error",
         b"@SYN0USDT {\"code\":-1121,\"msg\":\"Invalid symbol.\"}\n",
     );
+}
+
+/// A generator of one venue whose clock moves 50 ms a frame, so that the periodic frames
+/// (a futures `markPriceUpdate`, an Exchange `heartbeat`, each due every simulated
+/// second) come within a seed's few dozen frames.
+fn synth_slow(venue: Venue, instruments: usize, seed: u64) -> Synth {
+    Synth::new(SynthOptions {
+        venues: vec![venue],
+        instruments,
+        depth: 3,
+        seed,
+        interval_ns: 50_000_000,
+        ..SynthOptions::default()
+    })
+}
+
+/// Symbol, `U` and `u` of a futures depth diff (combined-stream frame).
+fn diff_ids(data: &str) -> Option<(String, u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    let d = &v["data"];
+    if d["e"] != "depthUpdate" {
+        return None;
+    }
+    Some((
+        d["s"].as_str()?.to_string(),
+        d["U"].as_u64()?,
+        d["u"].as_u64()?,
+    ))
+}
+
+/// Binance USD-M and COIN-M, both for the `futures` target (which decodes every script
+/// as both venues).
+fn futures(out: &Out) {
+    let put =
+        |name: &str, lines: &[Line]| out.put("futures", name, &script(Scale::default(), lines));
+    for (venue, tag, exact) in [
+        (Venue::BinanceUsdm, "usdm", (2, 3)),
+        (Venue::BinanceCoinm, "coinm", (1, 0)),
+    ] {
+        for seed in 1..=3 {
+            let mut s = synth_slow(venue, 2, seed);
+            let fs = frames(&mut s, 24);
+            let lines: Vec<Line> = fs.iter().map(|f| Line::Frame(f.copy())).collect();
+            put(&format!("synth-{tag}-{seed}"), &lines);
+            if seed != 1 {
+                continue;
+            }
+            // The generator's own decimals: one more digit anywhere is refused.
+            let scale = Scale {
+                price_decimals: exact.0,
+                size_decimals: exact.1,
+            };
+            out.put(
+                "futures",
+                &format!("synth-{tag}-exact-decimals"),
+                &script(scale, &lines),
+            );
+            for (name, lines) in faulted(&fs, 10, oversize_channel) {
+                put(&format!("fault-{tag}-{name}"), &lines);
+            }
+            // A disconnect: stale, the diffs of the new connection buffered, then a fresh
+            // REST snapshot per symbol whose `lastUpdateId` falls inside the last buffered
+            // diff (it straddles the snapshot and is applied, the later ones chain by
+            // `pu`).
+            let mut lines: Vec<Line> = fs[..12].iter().map(|f| Line::Frame(f.copy())).collect();
+            lines.push(Line::Stale);
+            let mut last_diff: Vec<Option<(u64, u64)>> = vec![None; s.books.len()];
+            let (mut n, mut ms) = (0, 0);
+            while n < 6 || last_diff.iter().any(Option::is_none) {
+                assert!(n < 500, "the generator sends diffs of every symbol");
+                let f = s.next_frame();
+                ms = f.recv_ts_ns / 1_000_000;
+                if let Some((sym, first, last)) = diff_ids(&f.data) {
+                    let k = s
+                        .books
+                        .iter()
+                        .position(|b| b.symbol == sym)
+                        .expect("a book");
+                    last_diff[k] = Some((first, last));
+                }
+                lines.push(Line::Frame(Owned::of(&f)));
+                n += 1;
+            }
+            for (b, ids) in s.books.iter().zip(&last_diff) {
+                let (first, last) = ids.expect("a diff");
+                lines.push(Line::Frame(Owned {
+                    rest_symbol: Some(b.symbol.clone()),
+                    conn: 0,
+                    data: b.futures_rest(1000, first + (last - first) / 2, ms),
+                }));
+            }
+            lines.extend(frames(&mut s, 8).into_iter().map(Line::Frame));
+            put(&format!("fault-{tag}-disconnect"), &lines);
+            // Bare payloads (a raw stream, not the combined one).
+            let bare: Vec<Line> = fs
+                .iter()
+                .map(|f| match f.rest_symbol {
+                    Some(_) => Line::Frame(f.copy()),
+                    None => {
+                        let v: serde_json::Value = serde_json::from_str(&f.data).expect("JSON");
+                        Line::Frame(Owned::ws(v["data"].to_string()))
+                    }
+                })
+                .collect();
+            put(&format!("bare-payloads-{tag}"), &bare);
+        }
+    }
+    // The diff-depth rules in a few lines: two diffs before the snapshot (the first
+    // older, dropped; the second straddling `lastUpdateId`, applied), one chained by `pu`,
+    // one whose `pu` names a diff never seen (a gap: stale, buffering), and the snapshot
+    // that syncs the book again.
+    let diff = |first: u64, last: u64, prev: u64, px: &str| {
+        format!(
+            r#"{{"stream":"syn0usdt@depth@100ms","data":{{"e":"depthUpdate","E":1786309548101,"T":1786309548100,"s":"SYN0USDT","U":{first},"u":{last},"pu":{prev},"b":[["{px}","1.500"]],"a":[["1000.30","0.000"]]}}}}"#
+        )
+    };
+    let rest = |l: u64| Owned {
+        rest_symbol: Some("SYN0USDT".into()),
+        conn: 0,
+        data: format!(
+            r#"{{"lastUpdateId":{l},"E":1786309548200,"T":1786309548199,"bids":[["1000.10","2.000"],["1000.00","1.000"]],"asks":[["1000.30","0.500"],["1000.40","3.000"]]}}"#
+        ),
+    };
+    let rules = vec![
+        Line::Frame(Owned::ws(diff(100, 120, 90, "1000.10"))),
+        Line::Frame(Owned::ws(diff(130, 160, 120, "1000.20"))),
+        Line::Frame(rest(145)),
+        Line::Frame(Owned::ws(diff(170, 175, 160, "1000.15"))),
+        Line::Frame(Owned::ws(diff(200, 210, 190, "1000.05"))),
+        Line::Frame(Owned::ws(diff(215, 220, 210, "1000.00"))),
+        Line::Frame(rest(212)),
+        Line::Frame(Owned::ws(diff(221, 230, 220, "1000.25"))),
+    ];
+    put("pu-chain", &rules);
+    let singles = [
+        (
+            "mark-price",
+            r#"{"stream":"syn0usdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1786309548000,"s":"SYN0USDT","p":"1000.25000000","i":"1000.12345678","P":"1000.30000000","r":"0.00010000","T":1786320000000}}"#,
+        ),
+        (
+            "mark-price-negative-rate",
+            r#"{"stream":"syn0usdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1786309548000,"s":"SYN0USDT","p":"1000.25000000","i":"1000.12345678","P":"1000.30000000","r":"-0.00012345","T":1786320000000}}"#,
+        ),
+        // A delivery contract: no funding, `"r":""` and `"T":0`.
+        (
+            "mark-price-delivery",
+            r#"{"stream":"syn0usdt_260925@markPrice@1s","data":{"e":"markPriceUpdate","E":1786309548000,"s":"SYN0USDT_260925","p":"1001.50000000","i":"1000.12345678","P":"1000.90000000","r":"","T":0}}"#,
+        ),
+        (
+            "mark-price-coinm",
+            r#"{"stream":"syn0usd_perp@markPrice@1s","data":{"e":"markPriceUpdate","E":1786309548000,"s":"SYN0USD_PERP","p":"1000.2","P":"1000.3","i":"1000.1","r":"-0.00005000","T":1786320000000}}"#,
+        ),
+        (
+            "force-order",
+            r#"{"stream":"syn0usdt@forceOrder","data":{"e":"forceOrder","E":1786309548001,"o":{"s":"SYN0USDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"999.10","ap":"999.80","X":"FILLED","l":"0.014","z":"0.014","T":1786309548000}}}"#,
+        ),
+        // Nothing filled yet: the order's own price.
+        (
+            "force-order-unfilled",
+            r#"{"stream":"syn0usdt@forceOrder","data":{"e":"forceOrder","E":1786309548001,"o":{"s":"SYN0USDT","S":"BUY","o":"LIMIT","f":"IOC","q":"0.500","p":"1001.40","ap":"0.00","X":"NEW","l":"0","z":"0","T":1786309548000}}}"#,
+        ),
+        (
+            "force-order-coinm",
+            r#"{"stream":"syn0usd_perp@forceOrder","data":{"e":"forceOrder","E":1786309548001,"o":{"s":"SYN0USD_PERP","ps":"SYN0USD","S":"SELL","o":"LIMIT","f":"IOC","q":"3","p":"999.1","ap":"999.8","X":"FILLED","l":"3","z":"3","T":1786309548000}}}"#,
+        ),
+        (
+            "book-ticker",
+            r#"{"stream":"syn0usdt@bookTicker","data":{"e":"bookTicker","u":4009002170,"s":"SYN0USDT","b":"1000.20","B":"31.210","a":"1000.30","A":"40.660","T":1786309548000,"E":1786309548001}}"#,
+        ),
+        (
+            "book-ticker-coinm",
+            r#"{"stream":"syn0usd_perp@bookTicker","data":{"e":"bookTicker","u":4009002170,"s":"SYN0USD_PERP","ps":"SYN0USD","b":"1000.2","B":"31","a":"1000.3","A":"40","T":1786309548000,"E":1786309548001}}"#,
+        ),
+        (
+            "agg-trade",
+            r#"{"stream":"syn0usdt@aggTrade","data":{"e":"aggTrade","E":1786309548001,"a":26129,"s":"SYN0USDT","p":"1000.25","q":"0.500","f":100,"l":105,"T":1786309548000,"m":true}}"#,
+        ),
+        (
+            "ignored",
+            r#"{"stream":"syn0usdt@indexPrice","data":{"e":"indexPriceUpdate","E":1786309548000,"i":"SYN0USDT","p":"1000.12345678"}}"#,
+        ),
+        ("subscribed", r#"{"result":null,"id":1}"#),
+        ("error", r#"{"code":-1121,"msg":"Invalid symbol.","id":1}"#),
+    ];
+    for (name, frame) in singles {
+        out.put("futures", name, frame.as_bytes());
+    }
+    out.put(
+        "futures",
+        "rest-error",
+        b"@SYN0USDT {\"code\":-1121,\"msg\":\"Invalid symbol.\"}\n",
+    );
+}
+
+/// The oversize frame the simulator sends on Coinbase Exchange.
+fn oversize_type(pad: &str) -> String {
+    format!(r#"{{"type":"status","pad":"{pad}"}}"#)
+}
+
+/// `product_id` and the frame of a Coinbase Exchange `match`, if it is one.
+fn exchange_match(data: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    if v["type"] != "match" {
+        return None;
+    }
+    Some((v["product_id"].as_str()?.to_string(), data.to_string()))
+}
+
+fn exchange(out: &Out) {
+    let put =
+        |name: &str, lines: &[Line]| out.put("exchange", name, &script(Scale::default(), lines));
+    for seed in 1..=3 {
+        let mut s = synth_slow(Venue::CoinbaseExchange, 2, seed);
+        let fs = frames(&mut s, 24);
+        let lines: Vec<Line> = fs.iter().map(|f| Line::Frame(f.copy())).collect();
+        put(&format!("synth-{seed}"), &lines);
+        if seed != 1 {
+            continue;
+        }
+        out.put(
+            "exchange",
+            "synth-exact-decimals",
+            &script(
+                Scale {
+                    price_decimals: 2,
+                    size_decimals: 8,
+                },
+                &lines,
+            ),
+        );
+        for (name, lines) in faulted(&fs, 10, oversize_type) {
+            put(&format!("fault-{name}"), &lines);
+        }
+        // A disconnect: stale, updates that cannot be placed until the new connection's
+        // snapshot of each product, then its last trade again as `last_match`.
+        let mut lines: Vec<Line> = fs[..12].iter().map(|f| Line::Frame(f.copy())).collect();
+        lines.push(Line::Stale);
+        let more = frames(&mut s, 4);
+        let mut last_match = std::collections::BTreeMap::new();
+        for f in fs.iter().chain(&more) {
+            if let Some((product, m)) = exchange_match(&f.data) {
+                last_match.insert(product, m.replacen("\"match\"", "\"last_match\"", 1));
+            }
+        }
+        lines.extend(more.into_iter().map(Line::Frame));
+        for b in s.books.iter() {
+            lines.push(Line::Frame(Owned::ws(b.exchange_snapshot())));
+        }
+        for m in last_match.into_values() {
+            lines.push(Line::Frame(Owned::ws(m)));
+        }
+        lines.extend(frames(&mut s, 8).into_iter().map(Line::Frame));
+        put("fault-disconnect", &lines);
+    }
+    // Trade ids: contiguous, a repeat skipped, a jump a gap; a heartbeat naming a trade
+    // never seen is a gap too.
+    let snapshot = r#"{"type":"snapshot","product_id":"SYN0-USD","asks":[["1000.30","0.50000000"],["1000.40","3.00000000"]],"bids":[["1000.10","2.00000000"],["1000.00","1.00000000"]]}"#;
+    let trade = |id: u64, seq: u64| {
+        format!(
+            r#"{{"type":"match","trade_id":{id},"maker_order_id":"5f4c2e1a-0b3d-4e6f-8a9b-1c2d3e4f5a6b","taker_order_id":"7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d","side":"sell","size":"0.01000000","price":"1000.30","product_id":"SYN0-USD","sequence":{seq},"time":"2026-08-09T21:05:48.505350Z"}}"#
+        )
+    };
+    let heartbeat = |last: u64, seq: u64| {
+        format!(
+            r#"{{"type":"heartbeat","last_trade_id":{last},"product_id":"SYN0-USD","sequence":{seq},"time":"2026-08-09T21:05:49.000000Z"}}"#
+        )
+    };
+    let l2 = r#"{"type":"l2update","product_id":"SYN0-USD","changes":[["buy","1000.20","0.75000000"],["sell","1000.30","0"]],"time":"2026-08-09T21:05:48.600000Z"}"#;
+    let rules = vec![
+        Line::Frame(Owned::ws(l2)),
+        Line::Frame(Owned::ws(snapshot)),
+        Line::Frame(Owned::ws(trade(100, 5000))),
+        Line::Frame(Owned::ws(l2)),
+        Line::Frame(Owned::ws(trade(101, 5003))),
+        Line::Frame(Owned::ws(trade(101, 5003))),
+        Line::Frame(Owned::ws(heartbeat(101, 5004))),
+        Line::Frame(Owned::ws(trade(104, 5010))),
+        Line::Frame(Owned::ws(snapshot)),
+        Line::Frame(Owned::ws(heartbeat(107, 5020))),
+        Line::Frame(Owned::ws(snapshot)),
+    ];
+    put("trade-ids", &rules);
+    let singles = [
+        (
+            "ticker",
+            r#"{"type":"ticker","sequence":5001,"product_id":"SYN0-USD","price":"1000.30","open_24h":"990.00","volume_24h":"12.50000000","low_24h":"985.00","high_24h":"1010.00","volume_30d":"375.00000000","best_bid":"1000.10","best_bid_size":"2.00000000","best_ask":"1000.30","best_ask_size":"0.49000000","side":"buy","time":"2026-08-09T21:05:48.505350Z","trade_id":100,"last_size":"0.01000000"}"#,
+        ),
+        // Older feeds: no sizes at the best prices.
+        (
+            "ticker-without-sizes",
+            r#"{"type":"ticker","sequence":5001,"product_id":"SYN0-USD","price":"1000.30","best_bid":"1000.10","best_ask":"1000.30","side":"sell","time":"2026-08-09T21:05:48.505350Z","trade_id":100,"last_size":"0.01000000"}"#,
+        ),
+        (
+            "heartbeat",
+            r#"{"type":"heartbeat","last_trade_id":100,"product_id":"SYN0-USD","sequence":5004,"time":"2026-08-09T21:05:49.000000Z"}"#,
+        ),
+        (
+            "error",
+            r#"{"type":"error","message":"Failed to subscribe","reason":"SYN9-USD is not a valid product"}"#,
+        ),
+        (
+            "subscriptions",
+            r#"{"type":"subscriptions","channels":[{"name":"level2_batch","product_ids":["SYN0-USD","SYN1-USD"]},{"name":"matches","product_ids":["SYN0-USD","SYN1-USD"]},{"name":"ticker","product_ids":["SYN0-USD"]},{"name":"heartbeat","product_ids":["SYN0-USD"]}]}"#,
+        ),
+        (
+            "status",
+            r#"{"type":"status","products":[{"id":"SYN0-USD","base_currency":"SYN0","quote_currency":"USD","base_increment":"0.00000001","quote_increment":"0.01","display_name":"SYN0/USD","status":"online","status_message":"","min_market_funds":"1","post_only":false,"limit_only":false,"cancel_only":false,"fx_stablecoin":false}],"currencies":[{"id":"USD","name":"United States Dollar","display_name":"USD","min_size":"0.01","status":"online","status_message":"","max_precision":"0.01","convertible_to":[],"details":{}}]}"#,
+        ),
+        // A snapshot whose levels carry an order count (older feeds).
+        (
+            "snapshot-with-counts",
+            r#"{"type":"snapshot","product_id":"SYN0-USD","bids":[["1000.10","2.00000000",3]],"asks":[["1000.30","0.50000000",1]]}"#,
+        ),
+    ];
+    for (name, frame) in singles {
+        out.put("exchange", name, frame.as_bytes());
+    }
 }
 
 /// The canonical frame the HTTP server builds from a `POST /ingest/tick` body (serde_json
@@ -596,6 +918,8 @@ fn main() {
     let out = Out { dir };
     coinbase(&out);
     binance(&out);
+    futures(&out);
+    exchange(&out);
     webhook(&out);
     capture(&out);
     config(&out);

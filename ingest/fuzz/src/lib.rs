@@ -7,7 +7,7 @@
 //!
 //! | target | parser | checked besides "never panics" |
 //! |---|---|---|
-//! | `coinbase`, `binance`, `webhook` | [`hermes_ingest::Decoder`] over a [`script`] of frames | see [`decoding`]: same events from fresh decoders, rejected frames emit only what the contract allows and leave no trace, accepted levels end in a commit, values round-trip through decimal text, the book takes the events |
+//! | `coinbase`, `binance`, `futures` (Binance USD-M, and the same script as COIN-M), `exchange` (Coinbase Exchange), `webhook` | [`hermes_ingest::Decoder`] over a [`script`] of frames | see [`decoding`]: same events from fresh decoders, rejected frames emit only what the contract allows and leave no trace, accepted levels end in a commit, values round-trip through decimal text, the book takes the events; USD-M and COIN-M decode a script alike |
 //! | `capture` | [`hermes_ingest::source::Source`]: native, JSON lines, `<ts> <json>`, cryptofeed 1 and 2, plain, `.gz` or `.zst` | see [`capture`]: native records written back read the same; a torn tail starts where the good records end |
 //! | `config` | [`hermes_live::LiveConfig::load`] (TOML file and environment) | see [`config`]: an accepted config obeys the validation rules; loading is deterministic |
 //! | `shm` | [`hermes_shm::ShmReader`] on a file of hostile bytes | see [`shm`]: directory entries point at real slots; a slot with an even sequence reads, an odd one does not; the slot JSON parses |

@@ -7,7 +7,8 @@
 //! %P,S          first line only: the decoders' default scale (price and size decimals, 0-18)
 //! !stale        the live driver marks every instrument stale (a lost connection)
 //! !reset N      Coinbase connection N reconnected: its sequence starts over
-//! @SYMBOL BODY  a Binance REST depth snapshot (`/api/v3/depth`) of SYMBOL
+//! @SYMBOL BODY  a Binance REST depth snapshot of SYMBOL (`/api/v3/depth`; futures
+//!               `/fapi/v1/depth`, `/dapi/v1/depth`)
 //! #N BODY       a WebSocket frame that arrived on connection N (one digit)
 //! BODY          a WebSocket frame on connection 0
 //! ```

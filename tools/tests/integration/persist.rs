@@ -566,11 +566,19 @@ fn demo_starts_its_own_postgres_and_running_it_twice_adds_no_rows() {
     };
     let second = String::from_utf8_lossy(&demo().stdout).into_owned();
     assert_eq!(rows(&first).len(), 6, "{first}");
-    // The sample is spot and Coinbase: no mark prices, no liquidations.
-    assert!(
-        rows(&first)
+    // The sample has every venue: the futures' mark prices and liquidations are rows.
+    for table in ["funding", "liquidations"] {
+        let n: u64 = rows(&first)
             .iter()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["funding", "0"]),
+            .find_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w[0] == table).then(|| w[1].parse().unwrap())
+            })
+            .unwrap();
+        assert!(n > 0, "{table}: {first}");
+    }
+    assert!(
+        first.contains("SYN2USD_PERP") && first.contains("coinbase-exchange"),
         "{first}"
     );
     assert_eq!(rows(&first), rows(&second), "{second}");
