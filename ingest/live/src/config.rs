@@ -383,6 +383,74 @@ impl LiveConfig {
 mod tests {
     use super::*;
 
+    /// The new venues' sections and variables follow the same rules as the old ones.
+    #[test]
+    fn futures_and_exchange_feeds_from_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("hermes-live-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[binance_coinm]\nsymbols = [\"btcusd_perp\"]\ndepth_limit = 500\n[coinbase_exchange]\nproducts = [\"BTC-USD\"]\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "BINANCE_USDM_SYMBOLS" => Some("btcusdt".to_string()),
+            "BINANCE_USDM_REST_URL" => Some("http://127.0.0.1:9".to_string()),
+            "COINBASE_EXCHANGE_WS_URL" => Some("ws://127.0.0.1:8".to_string()),
+            _ => None,
+        };
+        let c = LiveConfig::load(Some(&f), &env).unwrap();
+        let usdm = c.feed(Venue::BinanceUsdm);
+        assert_eq!(usdm.symbols, ["BTCUSDT"]);
+        assert_eq!(usdm.rest_url, "http://127.0.0.1:9");
+        assert_eq!(usdm.ws_url, "wss://fstream.binance.com");
+        let coinm = c.feed(Venue::BinanceCoinm);
+        assert_eq!(
+            (coinm.symbols.clone(), coinm.depth_limit),
+            (vec!["BTCUSD_PERP".to_string()], 500)
+        );
+        assert_eq!(coinm.rest_url, "https://dapi.binance.com");
+        let ex = c.feed(Venue::CoinbaseExchange);
+        assert_eq!(ex.symbols, ["BTC-USD"]);
+        assert_eq!(ex.ws_url, "ws://127.0.0.1:8");
+        let enabled: Vec<Venue> = c.enabled().map(|f| f.venue).collect();
+        assert_eq!(
+            enabled,
+            [
+                Venue::BinanceUsdm,
+                Venue::BinanceCoinm,
+                Venue::CoinbaseExchange
+            ]
+        );
+        // A depth the futures endpoints refuse, and a key of the other venue family.
+        std::fs::write(
+            &f,
+            "[binance_usdm]\nsymbols = [\"BTCUSDT\"]\ndepth_limit = 300\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", LiveConfig::load(Some(&f), &|_| None).unwrap_err());
+        assert!(
+            e.contains("binance_usdm depth_limit 300") && e.contains("500 or 1000"),
+            "{e}"
+        );
+        std::fs::write(&f, "[coinbase_exchange]\nsymbols = [\"BTC-USD\"]\n").unwrap();
+        let e = format!("{:#}", LiveConfig::load(Some(&f), &|_| None).unwrap_err());
+        assert!(e.contains("unknown field `symbols`"), "{e}");
+        let env = |k: &str| (k == "BINANCE_COINM_WS_URL").then(|| "http://x".to_string());
+        let e = format!("{:#}", LiveConfig::load(None, &env).unwrap_err());
+        assert!(e.contains("BINANCE_COINM_WS_URL"), "{e}");
+        assert_eq!(
+            env_names(Venue::BinanceUsdm),
+            [
+                "BINANCE_USDM_SYMBOLS",
+                "BINANCE_USDM_WS_URL",
+                "BINANCE_USDM_REST_URL"
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn config_layers_and_errors() {
         let dir = std::env::temp_dir().join(format!("hermes-live-cfg-{}", std::process::id()));
