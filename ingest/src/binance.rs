@@ -663,6 +663,20 @@ impl Decoder {
         side: Side,
         field: &'static str,
     ) -> Result<(), DecodeError> {
+        self.price_size_levels(s, inst, side, field, false)
+    }
+
+    /// `[["price","size"], …]` into level events: Binance depth and the Coinbase
+    /// Exchange snapshot. With `extra_ok`, elements after the size (the order count of
+    /// older Exchange snapshots) are skipped; otherwise they are refused.
+    pub(crate) fn price_size_levels(
+        &mut self,
+        s: &mut Scanner<'_>,
+        inst: InstId,
+        side: Side,
+        field: &'static str,
+        extra_ok: bool,
+    ) -> Result<(), DecodeError> {
         let scale = self.sh.inst.scale(inst);
         s.array_begin()?;
         let mut first = true;
@@ -717,8 +731,11 @@ impl Decoder {
                         dec(s.string().field(field)?, scale.size_decimals, field, at)?
                     }
                 };
-                if s.elem(&mut f)? {
-                    return Err(DecodeError::new(ErrorKind::BadValue, field, s.offset()));
+                while s.elem(&mut f)? {
+                    if !extra_ok {
+                        return Err(DecodeError::new(ErrorKind::BadValue, field, s.offset()));
+                    }
+                    s.skip()?;
                 }
                 self.sh.pending.push(Event::Level {
                     inst,

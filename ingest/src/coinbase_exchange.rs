@@ -263,11 +263,12 @@ impl Decoder {
                                 snapshot_begun = true;
                             }
                             let side = if k == b"bids" { Side::Bid } else { Side::Ask };
-                            self.cbx_levels(
+                            self.price_size_levels(
                                 &mut s,
                                 id,
                                 side,
                                 if k == b"bids" { "bids" } else { "asks" },
+                                true,
                             )?;
                         }
                         Some((id, false)) => {
@@ -330,7 +331,7 @@ impl Decoder {
                         return Err(missing(name));
                     }
                     if let Some(at) = at {
-                        self.cbx_levels(&mut Scanner::at(input, at), id, side, name)?;
+                        self.price_size_levels(&mut Scanner::at(input, at), id, side, name, true)?;
                     }
                 }
                 self.sh.set_stale(id, false);
@@ -477,74 +478,6 @@ impl Decoder {
             ask_qty: Qty(ask_qty),
             recv_ts_ns: frame.recv_ts_ns,
         });
-        Ok(())
-    }
-
-    /// `[[price, size], …]` of a snapshot side.
-    fn cbx_levels(
-        &mut self,
-        s: &mut Scanner<'_>,
-        inst: InstId,
-        side: Side,
-        field: &'static str,
-    ) -> Result<(), DecodeError> {
-        let scale = self.sh.inst.scale(inst);
-        s.array_begin()?;
-        let mut first = true;
-        let mut i = 0u32;
-        while s.elem(&mut first)? {
-            if let Some((price, qty)) = s.fixed_pair(scale.price_decimals, scale.size_decimals) {
-                self.sh.pending.push(Event::Level {
-                    inst,
-                    side,
-                    price: Price(price),
-                    qty: Qty(qty),
-                });
-                i += 1;
-                while let Some((price, qty)) =
-                    s.next_fixed_pair(scale.price_decimals, scale.size_decimals)
-                {
-                    self.sh.pending.push(Event::Level {
-                        inst,
-                        side,
-                        price: Price(price),
-                        qty: Qty(qty),
-                    });
-                    i += 1;
-                }
-                continue;
-            }
-            let r = (|| {
-                s.array_begin()?;
-                let mut f = true;
-                let mut vals = [0i64; 2];
-                for (k, v) in vals.iter_mut().enumerate() {
-                    if !s.elem(&mut f)? {
-                        return Err(DecodeError::new(ErrorKind::Missing, field, s.offset()));
-                    }
-                    let at = s.offset();
-                    let d = if k == 0 {
-                        scale.price_decimals
-                    } else {
-                        scale.size_decimals
-                    };
-                    *v = dec(s.string().field(field)?, d, field, at)?;
-                }
-                // Older feeds sent a third element (the number of orders): ignored.
-                while s.elem(&mut f)? {
-                    s.skip()?;
-                }
-                self.sh.pending.push(Event::Level {
-                    inst,
-                    side,
-                    price: Price(vals[0]),
-                    qty: Qty(vals[1]),
-                });
-                Ok(())
-            })();
-            r.map_err(|e: DecodeError| e.at_index(i))?;
-            i += 1;
-        }
         Ok(())
     }
 
