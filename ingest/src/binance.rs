@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use hermes_book::event::DERIV_DECIMALS;
 use hermes_book::{parse_decimal, Price, Qty, Side};
 
-use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame, FrameKind};
+use crate::decoder::{dec, set_once, DecodeError, Decoder, ErrorKind, FieldExt, Frame, FrameKind};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::Scanner;
 use crate::venue::{Resync, VenueProtocol};
@@ -202,7 +202,7 @@ fn force_order<'a>(s: &mut Scanner<'a>) -> Result<ForceOrder<'a>, DecodeError> {
             b"p" => o.price = Some((s.string().field("o.p")?, at)),
             b"ap" => o.avg_price = Some((s.string().field("o.ap")?, at)),
             b"z" => o.filled = Some((s.string().field("o.z")?, at)),
-            b"T" => o.time_ms = Some(num(s, "o.T")?),
+            b"T" => o.time_ms = Some(s.u64().field("o.T")?),
             _ => {
                 s.skip()?;
             }
@@ -225,25 +225,6 @@ struct ErrorFrame<'a> {
     code: Option<i64>,
     #[serde(borrow)]
     msg: Option<&'a str>,
-}
-
-fn num(s: &mut Scanner<'_>, field: &'static str) -> Result<u64, DecodeError> {
-    s.u64()
-        .map_err(|e| DecodeError::new(ErrorKind::Json(e), field, e.offset))
-}
-
-/// Sets a field that may appear once per payload; a repeat is refused.
-pub(crate) fn set_once<T>(
-    slot: &mut Option<T>,
-    v: T,
-    field: &'static str,
-    at: usize,
-) -> Result<(), DecodeError> {
-    if slot.is_some() {
-        return Err(DecodeError::new(ErrorKind::BadValue, field, at));
-    }
-    *slot = Some(v);
-    Ok(())
 }
 
 fn ms_to_ns(ms: Option<u64>) -> i64 {
@@ -334,12 +315,12 @@ impl Decoder {
                 // its levels were applied as another.
                 b"e" => set_once(&mut f.e, s.string().field("e")?, "e", at)?,
                 b"s" => set_once(&mut f.sym, (s.string().field("s")?, at), "s", at)?,
-                b"E" => f.event_ms = Some(num(s, "E")?),
-                b"T" => f.trade_ms = Some(num(s, "T")?),
-                b"U" => set_once(&mut f.first_id, num(s, "U")?, "U", at)?,
-                b"u" => set_once(&mut f.last_id, num(s, "u")?, "u", at)?,
-                b"pu" => set_once(&mut f.prev_id, num(s, "pu")?, "pu", at)?,
-                b"t" => f.trade_id = Some(num(s, "t")?),
+                b"E" => f.event_ms = Some(s.u64().field("E")?),
+                b"T" => f.trade_ms = Some(s.u64().field("T")?),
+                b"U" => set_once(&mut f.first_id, s.u64().field("U")?, "U", at)?,
+                b"u" => set_once(&mut f.last_id, s.u64().field("u")?, "u", at)?,
+                b"pu" => set_once(&mut f.prev_id, s.u64().field("pu")?, "pu", at)?,
+                b"t" => f.trade_id = Some(s.u64().field("t")?),
                 b"i" => f.index = Some((s.string().field("i")?, at)),
                 b"r" => f.funding = Some((s.string().field("r")?, at)),
                 b"o" if s.peek() == Some(b'{') => f.order = Some(force_order(s)?),
@@ -400,9 +381,9 @@ impl Decoder {
                         }
                         // aggTrade's id; in older trade messages `b`/`a` were the
                         // buyer/seller order ids, which we do not use.
-                        _ if !bids => f.agg_id = Some(num(s, "a")?),
+                        _ if !bids => f.agg_id = Some(s.u64().field("a")?),
                         _ => {
-                            num(s, "b")?;
+                            s.u64().field("b")?;
                         }
                     }
                 }
@@ -766,9 +747,9 @@ impl Decoder {
         self.sh.pending.push(Event::Snapshot { inst });
         while let Some(k) = s.key(&mut first)? {
             match k {
-                b"lastUpdateId" => last_id = Some(num(&mut s, "lastUpdateId")?),
+                b"lastUpdateId" => last_id = Some(s.u64().field("lastUpdateId")?),
                 // Futures snapshots carry the matching engine's time.
-                b"T" => exch_ms = Some(num(&mut s, "T")?),
+                b"T" => exch_ms = Some(s.u64().field("T")?),
                 b"bids" => self.depth_levels(&mut s, inst, Side::Bid, "bids")?,
                 b"asks" => self.depth_levels(&mut s, inst, Side::Ask, "asks")?,
                 b"code" | b"msg" => {

@@ -111,10 +111,6 @@ impl VenueProtocol for CoinbaseAdvanced {
     fn decode(&self, dec: &mut Decoder, frame: &Frame<'_>) -> Result<(), DecodeError> {
         dec.decode_coinbase(frame)
     }
-
-    fn new_connection(&self, dec: &mut Decoder, conn: u16) {
-        dec.cb.reset(conn);
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -139,12 +135,14 @@ fn channel_of(name: &[u8], offset: usize) -> Result<Channel, DecodeError> {
     })
 }
 
+/// A Coinbase error frame (`{"type":"error","message":…,"reason":…}`), Advanced Trade's
+/// and the Exchange's alike.
 #[derive(serde::Deserialize)]
-struct ErrorFrame<'a> {
+pub(crate) struct ErrorFrame<'a> {
     #[serde(borrow)]
-    message: Option<&'a str>,
+    pub(crate) message: Option<&'a str>,
     #[serde(borrow)]
-    reason: Option<&'a str>,
+    pub(crate) reason: Option<&'a str>,
 }
 
 impl Decoder {

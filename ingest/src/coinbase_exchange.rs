@@ -22,8 +22,8 @@
 
 use hermes_book::{Price, Qty, Side};
 
-use crate::binance::set_once;
-use crate::decoder::{dec, DecodeError, Decoder, ErrorKind, FieldExt, Frame};
+use crate::coinbase::ErrorFrame;
+use crate::decoder::{dec, set_once, DecodeError, Decoder, ErrorKind, FieldExt, Frame};
 use crate::event::{Event, InstId, TradeSide, Venue};
 use crate::json::{parse_rfc3339_ns, Scanner};
 use crate::venue::{json_list, Resync, VenueProtocol};
@@ -183,19 +183,6 @@ struct Fields<'a> {
     changes_at: Option<usize>,
 }
 
-#[derive(serde::Deserialize)]
-struct ErrorFrame<'a> {
-    #[serde(borrow)]
-    message: Option<&'a str>,
-    #[serde(borrow)]
-    reason: Option<&'a str>,
-}
-
-fn num(s: &mut Scanner<'_>, field: &'static str) -> Result<u64, DecodeError> {
-    s.u64()
-        .map_err(|e| DecodeError::new(ErrorKind::Json(e), field, e.offset))
-}
-
 impl Decoder {
     pub(crate) fn decode_coinbase_exchange(
         &mut self,
@@ -223,9 +210,9 @@ impl Decoder {
                     "product_id",
                     at,
                 )?,
-                b"trade_id" => f.trade_id = Some(num(&mut s, "trade_id")?),
-                b"last_trade_id" => f.last_trade_id = Some(num(&mut s, "last_trade_id")?),
-                b"sequence" => f.sequence = Some(num(&mut s, "sequence")?),
+                b"trade_id" => f.trade_id = Some(s.u64().field("trade_id")?),
+                b"last_trade_id" => f.last_trade_id = Some(s.u64().field("last_trade_id")?),
+                b"sequence" => f.sequence = Some(s.u64().field("sequence")?),
                 b"side" => f.side = Some((s.string().field("side")?, at)),
                 b"price" => f.price = Some((s.string().field("price")?, at)),
                 b"size" => f.size = Some((s.string().field("size")?, at)),

@@ -543,6 +543,20 @@ impl Decoder {
     }
 }
 
+/// Sets a field that may appear once per payload; a repeat is refused.
+pub(crate) fn set_once<T>(
+    slot: &mut Option<T>,
+    v: T,
+    field: &'static str,
+    at: usize,
+) -> Result<(), DecodeError> {
+    if slot.is_some() {
+        return Err(DecodeError::new(ErrorKind::BadValue, field, at));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
 /// Parses a non-negative decimal field at `decimals`, naming the field on error.
 #[inline]
 pub(crate) fn dec(

@@ -120,9 +120,6 @@ pub trait VenueProtocol: Sync {
 
     /// The book of `inst` was lost (its connection ended): start its sync over.
     fn restart(&self, _dec: &mut Decoder, _inst: InstId) {}
-
-    /// A new connection `conn` starts (per-connection numbering starts over).
-    fn new_connection(&self, _dec: &mut Decoder, _conn: u16) {}
 }
 
 /// Every venue with a live protocol, in code order.
