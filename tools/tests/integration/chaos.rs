@@ -51,16 +51,21 @@ fn wait_for(what: &str, cond: impl FnMut() -> bool) {
 }
 
 /// Lines of a child's pipe, collected by a thread.
-fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+/// Reads `pipe` line by line on a thread, into the shared vector. Join the handle once the
+/// child has exited: until then the last lines may still be in the pipe (a wait that
+/// returns does not mean the reader has read them; on a loaded machine it often has not).
+fn collect(
+    pipe: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let out = lines.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for l in BufReader::new(pipe).lines() {
             let Ok(l) = l else { break };
             out.lock().unwrap().push(l);
         }
     });
-    lines
+    (lines, reader)
 }
 
 fn books(lines: &[String]) -> Vec<String> {
@@ -137,8 +142,8 @@ fn chaos_loses_and_doubles_nothing_but_what_it_reports() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = collect(child.stdout.take().unwrap());
-    let stderr = collect(child.stderr.take().unwrap());
+    let (stdout, stdout_reader) = collect(child.stdout.take().unwrap());
+    let (stderr, stderr_reader) = collect(child.stderr.take().unwrap());
     let log = || stderr.lock().unwrap().join("\n");
     let mut base = String::new();
     wait_for("the HTTP address", || {
@@ -223,6 +228,9 @@ fn chaos_loses_and_doubles_nothing_but_what_it_reports() {
     });
 
     let status = child.wait().unwrap();
+    // Every line the run wrote, read to the end of both pipes.
+    stdout_reader.join().unwrap();
+    stderr_reader.join().unwrap();
     drop(sim);
     let err = log();
     let out = stdout.lock().unwrap().clone();
