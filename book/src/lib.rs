@@ -23,6 +23,9 @@
 //! trade-flow and order-flow imbalance, update rate); its docs give each definition and
 //! unit.
 //!
+//! [`wire`] is the compact binary form of one instrument's events (MD messages) for
+//! scale-out: a mirror decodes them and applies them through the same [`Market`].
+//!
 //! ```
 //! use hermes_book::{parse_decimal, Decimal, OrderBook, Price, Qty, Side};
 //!
@@ -40,6 +43,7 @@ pub mod fixed;
 pub mod kernels;
 mod ladder;
 pub mod market;
+pub mod wire;
 
 pub use event::{Event, EventSink, InstId, Symbol, TradeSide, Venue};
 pub use fixed::{parse_decimal, Decimal, DecimalError, Price, Qty, Scale};
