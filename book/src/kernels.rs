@@ -103,6 +103,7 @@
 use crate::event::TradeSide;
 use crate::fixed::{pow10, Decimal, Scale, MAX_DECIMALS};
 use crate::ladder::{Level, OrderBook};
+use crate::wire::{invalid, put_f64, put_i64, put_opt_i64, put_u32, put_u64, FieldError, Reader};
 
 /// Buckets per time window (see the module docs).
 pub const WINDOW_BUCKETS: usize = 10;
@@ -277,6 +278,35 @@ impl<const K: usize> Window<K> {
     }
 }
 
+impl<const K: usize> Window<K> {
+    /// Appends the buckets for a checkpoint: per bucket its index, then its `K` sums
+    /// (`i64` each). The width is not written: the configuration gives it.
+    fn write_buckets(&self, out: &mut Vec<u8>) {
+        for (idx, sums) in &self.buckets {
+            put_i64(out, *idx);
+            for s in sums {
+                put_i64(out, *s);
+            }
+        }
+    }
+
+    /// Reads what [`Window::write_buckets`] wrote.
+    fn read_buckets(
+        &mut self,
+        r: &mut Reader<'_>,
+        idx_field: &'static str,
+        sum_field: &'static str,
+    ) -> Result<(), FieldError> {
+        for (idx, sums) in &mut self.buckets {
+            *idx = r.i64(idx_field)?;
+            for s in sums {
+                *s = r.i64(sum_field)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The state of the kernels of one instrument.
 #[derive(Clone, Debug)]
 pub struct Kernels {
@@ -373,6 +403,112 @@ impl Kernels {
     /// Decimals of averaged prices (`kp`).
     pub fn price_decimals(&self) -> u8 {
         self.price_decimals
+    }
+
+    /// Appends the whole state for a checkpoint, in the order the
+    /// [`checkpoint`](crate::checkpoint) module docs give: the configuration, then what
+    /// the kernels accumulated. The VWAP size, `kp` and the window widths are not written:
+    /// [`Kernels::new`] derives them from the configuration and the scale.
+    pub(crate) fn write_state(&self, out: &mut Vec<u8>) {
+        // Destructured so a new field does not compile until it is checkpointed.
+        let Kernels {
+            cfg,
+            vwap_qty: _,
+            price_decimals: _,
+            price_factor: _,
+            clock,
+            prev_bbo,
+            ofi_total,
+            vol_sum,
+            vol_time,
+            vol_returns,
+            last_mid,
+            flow,
+            rate,
+        } = self;
+        let KernelConfig {
+            levels,
+            vwap_size,
+            vol_half_life_ns,
+            trade_window_ns,
+            rate_window_ns,
+        } = *cfg;
+        // `new` clamped `levels` to MAX_LEVELS.
+        put_u32(out, u32::try_from(levels).unwrap_or(u32::MAX));
+        put_i64(out, vwap_size.mantissa);
+        out.push(vwap_size.decimals);
+        put_i64(out, vol_half_life_ns);
+        put_i64(out, trade_window_ns);
+        put_i64(out, rate_window_ns);
+        put_i64(out, *clock);
+        match prev_bbo {
+            None => out.push(0),
+            Some((b, a)) => {
+                out.push(1);
+                for x in [b.price.0, b.qty.0, a.price.0, a.qty.0] {
+                    put_i64(out, x);
+                }
+            }
+        }
+        put_i64(out, *ofi_total);
+        put_f64(out, *vol_sum);
+        put_i64(out, *vol_time);
+        put_u64(out, *vol_returns);
+        put_opt_i64(out, *last_mid);
+        flow.write_buckets(out);
+        rate.write_buckets(out);
+    }
+
+    /// Reads what [`Kernels::write_state`] wrote, for an instrument of `scale`.
+    pub(crate) fn read_state(r: &mut Reader<'_>, scale: Scale) -> Result<Kernels, FieldError> {
+        let at = r.pos();
+        let levels = r.u32("kernel levels")?;
+        if !(1..=MAX_LEVELS as u64).contains(&u64::from(levels)) {
+            return Err(invalid("kernel levels", at, levels, "1 to 1000"));
+        }
+        let vwap_size = Decimal::new(r.i64("kernel vwap size")?, r.u8("kernel vwap decimals")?);
+        let at = r.pos();
+        let vol_half_life_ns = r.i64("kernel volatility half-life")?;
+        if vol_half_life_ns <= 0 {
+            return Err(invalid(
+                "kernel volatility half-life",
+                at,
+                vol_half_life_ns,
+                "a positive number of ns",
+            ));
+        }
+        let cfg = KernelConfig {
+            levels: levels as usize,
+            vwap_size,
+            vol_half_life_ns,
+            trade_window_ns: r.i64("kernel trade window")?,
+            rate_window_ns: r.i64("kernel rate window")?,
+        };
+        // In range, so `new` keeps `cfg` as it is (it clamps only levels and half-life).
+        let mut k = Kernels::new(&cfg, scale);
+        k.clock = r.i64("kernel clock")?;
+        k.prev_bbo = match r.flag("kernel previous bbo")? {
+            false => None,
+            true => {
+                let mut lvl = || -> Result<Level, FieldError> {
+                    Ok(Level {
+                        price: crate::Price(r.i64("kernel previous bbo")?),
+                        qty: crate::Qty(r.i64("kernel previous bbo")?),
+                    })
+                };
+                Some((lvl()?, lvl()?))
+            }
+        };
+        k.ofi_total = r.i64("kernel ofi total")?;
+        k.vol_sum = r.f64("kernel volatility sum")?;
+        k.vol_time = r.i64("kernel volatility time")?;
+        k.vol_returns = r.u64("kernel volatility returns")?;
+        k.last_mid = r.opt_i64("kernel last mid")?;
+        k.flow
+            .read_buckets(r, "kernel trade window bucket", "kernel trade window sum")?;
+        k.rate
+            .read_buckets(r, "kernel rate window bucket", "kernel rate window count")?;
+        Ok(k)
     }
 
     #[inline]

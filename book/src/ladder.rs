@@ -269,6 +269,40 @@ impl OrderBook {
     pub fn is_crossed(&self) -> bool {
         matches!(self.spread_ticks(), Some(s) if s <= 0)
     }
+
+    /// A side's levels as stored, for a checkpoint: worst → best (best last) in a settled
+    /// book; in arrival order, zero sizes and repeats included, while a snapshot loads.
+    pub(crate) fn stored(&self, side: Side) -> &[Level] {
+        match side {
+            Side::Bid => &self.bids.levels,
+            Side::Ask => &self.asks.levels,
+        }
+    }
+
+    /// The book [`OrderBook::stored`] read, loading or not. Settled sides must be in
+    /// storage order with sizes > 0 (the caller checks with [`OrderBook::better`]).
+    pub(crate) fn from_stored(bids: Vec<Level>, asks: Vec<Level>, loading: bool) -> OrderBook {
+        let mut book = OrderBook {
+            bids: Ladder { levels: bids },
+            asks: Ladder { levels: asks },
+            loading,
+        };
+        if !loading {
+            // The same headroom as after a snapshot load.
+            for levels in [&mut book.bids.levels, &mut book.asks.levels] {
+                levels.reserve(levels.len().max(MIN_RESERVE));
+            }
+        }
+        book
+    }
+
+    /// `true` when `a` is a strictly better price than `b` on `side`.
+    pub(crate) fn better(side: Side, a: Price, b: Price) -> bool {
+        match side {
+            Side::Bid => Ladder::<false>::better(a, b),
+            Side::Ask => Ladder::<true>::better(a, b),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@
 //! unit.
 //!
 //! [`wire`] is the compact binary form of one instrument's events (MD messages) for
-//! scale-out: a mirror decodes them and applies them through the same [`Market`].
+//! scale-out: a mirror decodes them and applies them through the same [`Market`], after
+//! loading the instrument's [`checkpoint`] (its whole state, binary and versioned).
 //!
 //! ```
 //! use hermes_book::{parse_decimal, Decimal, OrderBook, Price, Qty, Side};
@@ -37,6 +38,7 @@
 //! assert_eq!(Decimal::new(best.price.0, 8).to_string(), "65083.66");
 //! ```
 
+pub mod checkpoint;
 pub mod clock;
 pub mod event;
 pub mod fixed;

@@ -173,10 +173,10 @@ pub struct Instrument {
     pub top: Top,
     /// Commits that left the book crossed or locked (reported, never "fixed").
     pub crossed_commits: u64,
-    kernels: Kernels,
-    quote: Option<VenueQuote>,
-    has_levels: bool,
-    stale: bool,
+    pub(crate) kernels: Kernels,
+    pub(crate) quote: Option<VenueQuote>,
+    pub(crate) has_levels: bool,
+    pub(crate) stale: bool,
 }
 
 impl Instrument {
@@ -463,6 +463,35 @@ impl Market {
         self.inst(inst).derive(event_ns);
         self.stats.changes += 1;
         Applied::Changed(inst)
+    }
+
+    /// Loads a [checkpoint](crate::checkpoint) and returns the instrument's id. When the
+    /// market has an instrument of the checkpoint's venue and symbol (the first, as
+    /// [`Market::find`] sees it), its whole state is replaced in place and keeps its id;
+    /// otherwise the instrument is added with the next id, as [`Event::Define`] would.
+    ///
+    /// Afterwards the instrument is the one that was checkpointed: the same events give
+    /// it the same [`Top`] and book as the original. It keeps the original's kernel
+    /// settings ([`Checkpoint::kernel_config`](crate::checkpoint::Checkpoint::kernel_config)),
+    /// whatever [`Market::kernel_config`] says. The market's [`MarketStats`] are left as
+    /// they are: they count the events this market applied.
+    pub fn restore(&mut self, cp: crate::checkpoint::Checkpoint) -> InstId {
+        let inst = cp.into_instrument();
+        let idx = match self
+            .instruments
+            .iter()
+            .position(|i| i.venue == inst.venue && i.symbol == inst.symbol)
+        {
+            Some(idx) => {
+                self.instruments[idx] = inst;
+                idx
+            }
+            None => {
+                self.instruments.push(inst);
+                self.instruments.len() - 1
+            }
+        };
+        InstId(idx as u32)
     }
 
     #[inline]

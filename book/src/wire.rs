@@ -2,7 +2,7 @@
 //! binary form, for scale-out. The ingest host that holds the lease publishes them; a
 //! mirror decodes them with [`decode_events`] and applies them through the same
 //! [`Market::apply`](crate::Market::apply), after loading the instrument's latest
-//! checkpoint, so it ends with exactly the publisher's state.
+//! [checkpoint](crate::checkpoint), so it ends with exactly the publisher's state.
 //!
 //! Not JSON: every field is a fixed-width little-endian integer, with no padding and no
 //! alignment, so a level update is 18 bytes.
@@ -187,7 +187,10 @@ pub enum WireError {
         error: FieldError,
     },
     /// An MD message ends without its end record: it was truncated.
-    #[error("MD message truncated: it ends at byte {offset}, after {records} records, without its end record")]
+    #[error(
+        "MD message truncated: it ends at byte {offset}, after {records} records, \
+         without its end record"
+    )]
     Unterminated {
         /// Complete records before the end of the buffer.
         records: usize,
@@ -508,6 +511,11 @@ pub(crate) fn read_version(
     }
 }
 
+/// Appends a `u32`, little-endian.
+pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
 /// Appends a `u64`, little-endian.
 pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -516,6 +524,22 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 /// Appends an `i64`, little-endian.
 pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Appends an `f64` as its IEEE 754 bits, little-endian (exact, NaNs included).
+pub(crate) fn put_f64(out: &mut Vec<u8>, v: f64) {
+    put_u64(out, v.to_bits());
+}
+
+/// Appends an `Option<i64>`: `0`, or `1` and the value.
+pub(crate) fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        None => out.push(0),
+        Some(x) => {
+            out.push(1);
+            put_i64(out, x);
+        }
+    }
 }
 
 /// A cursor over a buffer whose reads fail with the field's name and offset, never
@@ -593,6 +617,11 @@ impl<'a> Reader<'a> {
         Ok(self.array::<1>(field)?[0])
     }
 
+    /// A little-endian `u32`.
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, FieldError> {
+        Ok(u32::from_le_bytes(self.array(field)?))
+    }
+
     /// A little-endian `u64`.
     pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, FieldError> {
         Ok(u64::from_le_bytes(self.array(field)?))
@@ -603,6 +632,11 @@ impl<'a> Reader<'a> {
         Ok(i64::from_le_bytes(self.array(field)?))
     }
 
+    /// An `f64` from its little-endian bits.
+    pub(crate) fn f64(&mut self, field: &'static str) -> Result<f64, FieldError> {
+        Ok(f64::from_bits(self.u64(field)?))
+    }
+
     /// A byte that must be `0` or `1`.
     pub(crate) fn flag(&mut self, field: &'static str) -> Result<bool, FieldError> {
         let at = self.pos;
@@ -611,6 +645,14 @@ impl<'a> Reader<'a> {
             1 => Ok(true),
             v => Err(invalid(field, at, v, "0 or 1")),
         }
+    }
+
+    /// An `Option<i64>` as [`put_opt_i64`] writes it.
+    pub(crate) fn opt_i64(&mut self, field: &'static str) -> Result<Option<i64>, FieldError> {
+        Ok(match self.flag(field)? {
+            true => Some(self.i64(field)?),
+            false => None,
+        })
     }
 
     /// A [`Side`] code.
