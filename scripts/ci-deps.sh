@@ -13,6 +13,8 @@
 #   chromium, node + npm  the web dashboard in a real headless browser
 #            (tools/tests/integration/dashboard.rs, bench/browser/), driven by playwright-core,
 #            which `npm ci` installs into tools/tests/browser/node_modules (no browser download)
+#   nats-server  the JetStream clusters of the scale-out tests (tools/tests/integration/nats.rs;
+#            hermes_nats::testing); Debian installs it to /usr/sbin
 set -euo pipefail
 
 # The same probes the tests use (common::require, local_pg::available_or_required): a tool
@@ -34,6 +36,7 @@ missing_packages() {
     runs chromium --version || m+=(chromium)
     runs node --version || m+=(nodejs)
     runs npm --version || m+=(npm)
+    { runs nats-server --version || runs /usr/sbin/nats-server --version; } || m+=(nats-server)
     echo "${m[@]+"${m[@]}"}"
 }
 # As root the server runs as `postgres` (initdb refuses root); the postgresql package

@@ -49,6 +49,9 @@ enum Cmd {
     /// Live ingest from the exchanges' WebSockets (or the simulator), configured by a
     /// TOML file and COINBASE_*/BINANCE_* environment variables.
     Run(cmd::live::RunArgs),
+    /// Another host's books in a local shm file, from NATS JetStream (what `run`,
+    /// `record` or `replay` with `--nats` publish).
+    Mirror(cmd::mirror::MirrorArgs),
     /// Like `run`, and write every received frame to rotating native capture files.
     Record(cmd::live::RecordArgs),
     /// The HTTP face (web dashboard at /, REST, SSE, /metrics, health) over an existing
@@ -98,6 +101,7 @@ fn main() {
         Cmd::Top(a) => top::run(&a),
         Cmd::Db(c) => cmd::db::run(c),
         Cmd::Run(a) => cmd::live::cmd_run(a, None),
+        Cmd::Mirror(a) => cmd::mirror::cmd_mirror(a),
         Cmd::Record(a) => cmd::live::cmd_record(a),
         Cmd::Serve(a) => cmd::serve::cmd_serve(a),
         Cmd::Sim(a) => cmd::sim::cmd_sim(a),

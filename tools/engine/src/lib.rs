@@ -49,7 +49,7 @@ pub use publisher::{encode, slot_kernels, PublishStats, Publisher};
 pub use replay::{replay, ReplaySummary, Speed};
 pub use ring::{RingFullPolicy, RingSink, RingStats};
 pub use shutdown::shutdown_flag;
-pub use threads::{run, EngineOptions, EngineResult};
+pub use threads::{run, EngineOptions, EngineResult, EventTap, EventTapSlot};
 
 /// Why the engine could not run.
 #[derive(Debug, thiserror::Error)]

@@ -95,6 +95,19 @@ impl Publisher {
         }
     }
 
+    /// Restores an instrument whole from a checkpoint (a mirror loading a SNAP): its
+    /// state replaces what the market had of it (or defines it), and its slot is
+    /// published.
+    pub fn restore(&mut self, cp: hermes_book::checkpoint::Checkpoint) -> InstId {
+        let known = self.market.instruments().len();
+        let inst = self.market.restore(cp);
+        if inst.0 as usize >= known {
+            self.define(inst);
+        }
+        self.publish(inst);
+        inst
+    }
+
     fn define(&mut self, inst: InstId) {
         debug_assert_eq!(inst.0 as usize, self.slots.len());
         let i = self.market.instrument(inst);

@@ -18,6 +18,40 @@ use crate::publisher::Publisher;
 use crate::ring::{RingFullPolicy, RingSink, RingStats};
 use crate::EngineError;
 
+/// A second consumer of the book thread's events (the NATS publisher's ring): called on
+/// the book thread after each event is applied, with the market as it is then. It must
+/// not block (push to a ring; drop and count when it is full).
+pub trait EventTap: Send {
+    /// One applied event.
+    fn event(&mut self, ev: &Event, market: &hermes_book::Market);
+    /// The book thread found no event (a chance to retry what a full ring refused).
+    fn idle(&mut self, _market: &hermes_book::Market) {}
+    /// The engine is done: no more events.
+    fn finish(&mut self, _market: &hermes_book::Market) {}
+}
+
+/// A place for an [`EventTap`] in the (cloneable) [`EngineOptions`]; the book thread
+/// takes it out when it starts.
+#[derive(Clone, Default)]
+pub struct EventTapSlot(Arc<std::sync::Mutex<Option<Box<dyn EventTap>>>>);
+
+impl EventTapSlot {
+    /// A slot holding `tap`.
+    pub fn new(tap: Box<dyn EventTap>) -> EventTapSlot {
+        EventTapSlot(Arc::new(std::sync::Mutex::new(Some(tap))))
+    }
+
+    fn take(&self) -> Option<Box<dyn EventTap>> {
+        self.0.lock().ok().and_then(|mut t| t.take())
+    }
+}
+
+impl std::fmt::Debug for EventTapSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventTapSlot")
+    }
+}
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -44,6 +78,8 @@ pub struct EngineOptions {
     /// Record, per commit, receive time → visible in shm (meaningful for live feeds,
     /// where the receive time is this host's clock at the socket).
     pub measure_visible: bool,
+    /// A second consumer of the applied events (the NATS publisher), if any.
+    pub event_tap: EventTapSlot,
 }
 
 impl Default for EngineOptions {
@@ -60,6 +96,7 @@ impl Default for EngineOptions {
             ring_stats: Arc::default(),
             measure_visible: false,
             kernels: Default::default(),
+            event_tap: EventTapSlot::default(),
         }
     }
 }
@@ -127,6 +164,7 @@ where
     let measure_visible = opts.measure_visible;
     let kernels = opts.kernels;
     let book_core = pinned.then(|| cores[1]);
+    let mut tap = opts.event_tap.take();
     let book = std::thread::Builder::new()
         .name("hermes-book".into())
         .spawn(move || {
@@ -171,6 +209,9 @@ where
                         if measure_visible {
                             if let Event::Commit { recv_ts_ns, .. } = ev {
                                 books.apply(&ev);
+                                if let Some(t) = &mut tap {
+                                    t.event(&ev, books.market());
+                                }
                                 // Saturating: a histogram record never fails the thread.
                                 visible.saturating_record((unix_ns() - recv_ts_ns).max(0) as u64);
                                 idle.reset();
@@ -185,6 +226,9 @@ where
                         } else {
                             books.apply(&ev);
                         }
+                        if let Some(t) = &mut tap {
+                            t.event(&ev, books.market());
+                        }
                         idle.reset();
                         if n & 255 == 0 && last_beat.elapsed() >= Duration::from_millis(100) {
                             beat(&books, &metrics);
@@ -195,11 +239,17 @@ where
                         // The producer is gone; anything pushed before is visible now.
                         while let Ok(ev) = rx.pop() {
                             books.apply(&ev);
+                            if let Some(t) = &mut tap {
+                                t.event(&ev, books.market());
+                            }
                             n += 1;
                         }
                         break;
                     }
                     Err(_) => {
+                        if let Some(t) = &mut tap {
+                            t.idle(books.market());
+                        }
                         metrics.events.store(n, Ordering::Relaxed);
                         if last_beat.elapsed() >= Duration::from_millis(100) {
                             beat(&books, &metrics);
@@ -211,6 +261,10 @@ where
             }
             metrics.events.store(n, Ordering::Relaxed);
             beat(&books, &metrics);
+            if let Some(t) = &mut tap {
+                t.finish(books.market());
+            }
+            drop(tap);
             (books, start.elapsed(), visible)
         })
         .map_err(|source| EngineError::Thread {

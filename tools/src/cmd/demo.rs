@@ -378,6 +378,7 @@ pub fn demo_live(a: &DemoArgs, sample: &Path, persist: &PersistArgs) -> Result<L
         },
         parquet: crate::flags::ParquetArgs::off(),
         http: a.http.clone(),
+        nats: crate::flags::NatsArgs::off(),
     };
     live_run(run, None, Some(cfg))
 }

@@ -12,7 +12,7 @@ use hermes_ingest::{Decoder, Venue};
 use crate::cmd::replay::final_lines;
 use crate::flags::{
     finish_parquet, finish_persister, report_persist, secs, start_persistence, EngineArgs,
-    HttpArgs, ParquetArgs, PersistArgs,
+    HttpArgs, NatsArgs, ParquetArgs, PersistArgs,
 };
 
 /// `hermes run` arguments.
@@ -58,6 +58,8 @@ pub struct RunArgs {
     pub parquet: ParquetArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// `hermes record` arguments.
@@ -144,13 +146,16 @@ pub fn live_run(
     let st = stats.clone();
     let mut eng_opts = a.engine.engine();
     eng_opts.measure_visible = true;
-    let started = start_persistence(
+    let mut started = start_persistence(
         a.persist.options(None, &a.engine)?,
         &a.parquet,
         &a.persist,
         &a.engine,
         None,
+        a.nats.options()?,
     )?;
+    started.attach(&mut eng_opts);
+    let nats_stats = started.nats_stats.clone();
     let (ptap, persister, parquet) = (started.tap, started.persister, started.parquet);
     let venues: Vec<Venue> = cfg.enabled().map(|f| f.venue).collect();
     let (tick_tx, tick_rx) = tokio::sync::mpsc::channel(1024);
@@ -164,6 +169,7 @@ pub fn live_run(
             persister.as_ref().map(|p| p.stats()),
             a.persist.database_url.clone(),
             Some(tick_tx),
+            nats_stats,
         )?
     };
     let ticks = http.is_some().then_some(tick_rx);

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod export;
 pub mod generate;
 pub mod live;
+pub mod mirror;
 pub mod replay;
 pub mod serve;
 pub mod shm;

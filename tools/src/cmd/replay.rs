@@ -13,7 +13,7 @@ use hermes_shm::json::tob_json;
 
 use crate::flags::{
     finish_parquet, finish_persister, report_persist, start_persistence, start_persister,
-    EngineArgs, FormatArg, HttpArgs, ParquetArgs, PersistArgs, PersistOutcome, VenueArg,
+    EngineArgs, FormatArg, HttpArgs, NatsArgs, ParquetArgs, PersistArgs, PersistOutcome, VenueArg,
 };
 
 /// `hermes replay` arguments.
@@ -50,6 +50,8 @@ pub struct ReplayArgs {
     pub parquet: ParquetArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 pub struct ReplayRun {
@@ -83,23 +85,24 @@ pub fn run_replay_with(
     eng: &EngineArgs,
     persist: Option<hermes_persist::PersistOptions>,
     http: Option<&HttpArgs>,
-    parquet: Option<(&ParquetArgs, &PersistArgs)>,
+    parquet: Option<(&ParquetArgs, &PersistArgs, Option<hermes_nats::NatsOptions>)>,
 ) -> Result<ReplayRun> {
     let source = Source::open(file, &src).with_context(|| format!("opening {}", file.display()))?;
     let dec_opts = eng.decoder();
     let stop = hermes_engine::shutdown_flag();
     let persist_url = persist.as_ref().map(|o| o.database_url.clone());
-    let (tap, persister, parquet) = match parquet {
-        Some((pq, pa)) => {
-            let p = start_persistence(persist, pq, pa, eng, Some(file))?;
-            (p.tap, p.persister, p.parquet)
+    let mut eng_opts = eng.engine();
+    let (tap, persister, parquet, nats_stats) = match parquet {
+        Some((pq, pa, nats)) => {
+            let mut p = start_persistence(persist, pq, pa, eng, Some(file), nats)?;
+            p.attach(&mut eng_opts);
+            (p.tap, p.persister, p.parquet, p.nats_stats)
         }
         None => {
             let (tap, p) = start_persister(persist)?;
-            (tap, p, None)
+            (tap, p, None, None)
         }
     };
-    let eng_opts = eng.engine();
     let db_url = persist_url;
     let _http = match http {
         Some(h) => h.start(
@@ -109,6 +112,7 @@ pub fn run_replay_with(
             persister.as_ref().map(|p| p.stats()),
             db_url,
             None,
+            nats_stats,
         )?,
         None => None,
     };
@@ -188,7 +192,7 @@ pub fn cmd_replay(a: ReplayArgs) -> Result<()> {
         &a.engine,
         persist,
         Some(&a.http),
-        Some((&a.parquet, &a.persist)),
+        Some((&a.parquet, &a.persist, a.nats.options()?)),
     )?;
     if a.print_final {
         let mut out = std::io::stdout().lock();

@@ -63,6 +63,7 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
             ring: None,
             engine: None,
             persist: None,
+            nats: None,
             database_url: a.database_url.filter(|u| !u.is_empty()),
             api_key: crate::flags::api_key(a.api_key)?,
             ingest_auth: None,

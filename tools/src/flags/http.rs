@@ -55,6 +55,7 @@ impl HttpArgs {
         persist: Option<std::sync::Arc<hermes_persist::PersistStats>>,
         database_url: Option<String>,
         ticks: Option<tokio::sync::mpsc::Sender<hermes_live::TickRequest>>,
+        nats: Option<std::sync::Arc<hermes_nats::PublishStats>>,
     ) -> Result<Option<crate::http::HttpServer>> {
         let Some(addr) = self.http.or(default) else {
             return Ok(None);
@@ -83,6 +84,7 @@ impl HttpArgs {
                 ring: Some(eng.ring_stats.clone()),
                 engine: Some(eng.metrics.clone()),
                 persist,
+                nats,
                 database_url,
                 api_key: api_key(self.api_key.clone())?,
                 ticks: if ingest_auth.is_some() { ticks } else { None },

@@ -5,6 +5,7 @@
 mod engine;
 mod http;
 mod kernels;
+mod nats;
 mod parquet;
 mod persist;
 
@@ -18,6 +19,7 @@ use hermes_book::Venue;
 pub use engine::{EngineArgs, ScaleArgs};
 pub use http::{api_key, HttpArgs};
 pub use kernels::KernelArgs;
+pub use nats::NatsArgs;
 pub use parquet::{
     finish_parquet, start_persistence, ParquetArgs, TableArgs, EXPORT_MAX_INSTRUMENTS,
 };

@@ -168,43 +168,66 @@ pub struct Persistence {
     pub tap: Option<hermes_persist::PersistTap>,
     /// The PostgreSQL persister (with `--database-url`).
     pub persister: Option<hermes_persist::Persister>,
-    /// The Parquet sink (with `--parquet`); finish it with [`finish_parquet`].
+    /// The other readers (Parquet, NATS) and the journal they read when no persister
+    /// owns one; finish them with [`finish_parquet`].
     pub parquet: Option<ParquetRun>,
+    /// The NATS publisher's tap, for the book thread
+    /// ([`hermes_engine::EngineOptions::event_tap`]).
+    pub bus: Option<hermes_nats::publish::BusTap>,
+    /// The NATS publisher's counters.
+    pub nats_stats: Option<std::sync::Arc<hermes_nats::PublishStats>>,
 }
 
-/// A running Parquet sink, and the journal it reads when no persister owns one.
+impl Persistence {
+    /// Puts the NATS publisher's tap on the book thread of `eng`.
+    pub fn attach(&mut self, eng: &mut hermes_engine::EngineOptions) {
+        if let Some(b) = self.bus.take() {
+            eng.event_tap = hermes_engine::EventTapSlot::new(Box::new(b));
+        }
+    }
+}
+
+/// The journal's readers besides PostgreSQL, and the journal they read when no persister
+/// owns one.
 pub struct ParquetRun {
     journal: Option<hermes_persist::Journal>,
-    dir: PathBuf,
-    sink: hermes_parquet::ParquetSink,
+    sink: Option<(PathBuf, hermes_parquet::ParquetSink)>,
+    nats: Option<hermes_nats::publish::Publisher>,
 }
 
-/// Starts the journal when PostgreSQL or Parquet reads it: the persister (which owns the
-/// journal) with `--database-url`, else the journal alone; then the Parquet sink as
-/// another reader. `input` is the replayed file (its contents name the stream).
+/// Starts the journal when PostgreSQL, Parquet or NATS RAW reads it: the persister
+/// (which owns the journal) with `--database-url`, else the journal alone; then the
+/// Parquet sink and the NATS publisher as other readers. `input` is the replayed file
+/// (its contents name the stream).
 pub fn start_persistence(
     persist: Option<hermes_persist::PersistOptions>,
     parquet: &ParquetArgs,
     persist_args: &PersistArgs,
     eng: &EngineArgs,
     input: Option<&Path>,
+    nats: Option<hermes_nats::NatsOptions>,
 ) -> Result<Persistence> {
     let sink_opts = parquet.options(eng)?;
+    let raw = nats.as_ref().is_some_and(|n| n.raw);
+    let others = usize::from(sink_opts.is_some()) + usize::from(raw);
     let mut persist = persist;
-    if let (Some(p), Some(_)) = (persist.as_mut(), &sink_opts) {
-        // Retention waits for the sink too, from the first moment.
-        p.segments.other_readers = 1;
+    if let Some(p) = persist.as_mut() {
+        // Retention waits for the other readers too, from the first moment.
+        p.segments.other_readers = others;
     }
     let (tap, persister) = super::start_persister(persist)?;
-    let Some(o) = sink_opts else {
+    if others == 0 && nats.is_none() {
         return Ok(Persistence {
             tap,
             persister,
             parquet: None,
+            bus: None,
+            nats_stats: None,
         });
-    };
+    }
     let (tap, journal, follower) = match (tap, &persister) {
-        (Some(tap), Some(p)) => (tap, None, p.follower()),
+        (Some(tap), Some(p)) => (Some(tap), None, Some(p.follower())),
+        (tap, _) if others == 0 => (tap, None, None),
         _ => {
             let dir = persist_args
                 .journal
@@ -212,7 +235,7 @@ pub fn start_persistence(
                 .unwrap_or_else(|| super::persist::default_journal(None));
             let mut jo = hermes_persist::JournalOptions::new(&dir);
             jo.segments = persist_args.segments()?;
-            jo.segments.other_readers = 1;
+            jo.segments.other_readers = others;
             if let Some(f) = input {
                 jo.stream = hermes_persist::stream_id_for_file(f)
                     .with_context(|| format!("reading {}", f.display()))?;
@@ -220,16 +243,37 @@ pub fn start_persistence(
             let (tap, j) = hermes_persist::start_journal(jo)
                 .with_context(|| format!("starting the journal ({})", dir.display()))?;
             let f = j.follower();
-            (tap, Some(j), f)
+            (Some(tap), Some(j), Some(f))
         }
     };
-    let dir = o.dataset.dir.clone();
-    let sink = hermes_parquet::start_sink(follower, o)
-        .with_context(|| format!("starting the Parquet sink ({})", dir.display()))?;
+    let sink = match (sink_opts, &follower) {
+        (Some(o), Some(f)) => {
+            let dir = o.dataset.dir.clone();
+            let sink = hermes_parquet::start_sink(f.clone(), o)
+                .with_context(|| format!("starting the Parquet sink ({})", dir.display()))?;
+            Some((dir, sink))
+        }
+        _ => None,
+    };
+    let (bus, publisher) = match nats {
+        Some(n) => {
+            let (b, p) = hermes_nats::publish::start(n, follower.filter(|_| raw))
+                .context("starting the NATS publisher")?;
+            (Some(b), Some(p))
+        }
+        None => (None, None),
+    };
+    let nats_stats = publisher.as_ref().map(|p| p.stats());
     Ok(Persistence {
-        tap: Some(tap),
+        tap,
         persister,
-        parquet: Some(ParquetRun { journal, dir, sink }),
+        parquet: Some(ParquetRun {
+            journal,
+            sink,
+            nats: publisher,
+        }),
+        bus,
+        nats_stats,
     })
 }
 
@@ -242,7 +286,15 @@ pub fn finish_parquet(run: Option<ParquetRun>) -> Result<()> {
     if let Some(j) = r.journal {
         j.finish().context("journal")?;
     }
-    let stats = r.sink.finish().context("Parquet sink")?;
-    eprintln!("parquet ({}): {}", r.dir.display(), stats.summary());
+    if let Some((dir, sink)) = r.sink {
+        let stats = sink.finish().context("Parquet sink")?;
+        eprintln!("parquet ({}): {}", dir.display(), stats.summary());
+    }
+    if let Some(p) = r.nats {
+        let stats = p
+            .finish(std::time::Duration::from_secs(30))
+            .context("NATS publisher")?;
+        eprintln!("{}", stats.line());
+    }
     Ok(())
 }

@@ -102,6 +102,11 @@ fn unready(app: &AppState) -> Vec<String> {
             }
         }
     }
+    if let Some(n) = &app.cfg.nats {
+        if let Some(w) = n.not_ready() {
+            why.push(w);
+        }
+    }
     if let Some(p) = &app.cfg.persist {
         if !p.connected.load(Ordering::Relaxed) {
             why.push("persister not connected to PostgreSQL".into());

@@ -27,6 +27,9 @@ pub(super) async fn metrics(State(app): State<App>) -> Response {
         pipeline_metrics(&mut s, ring, engine);
     }
     shm_metrics(&mut s, &app);
+    if let Some(n) = &app.cfg.nats {
+        n.render(&mut s);
+    }
     if let Some(p) = &app.cfg.persist {
         persist_metrics(&mut s, p);
     }

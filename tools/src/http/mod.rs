@@ -66,6 +66,8 @@ pub struct HttpConfig {
     pub engine: Option<Arc<hermes_engine::metrics::EngineMetrics>>,
     /// Persister counters, if persisting.
     pub persist: Option<Arc<hermes_persist::PersistStats>>,
+    /// NATS publisher counters, with `--nats`.
+    pub nats: Option<Arc<hermes_nats::PublishStats>>,
     /// For `/symbols/{id}/history`.
     pub database_url: Option<String>,
     /// Required `x-api-key` on public reads, if set.

@@ -26,5 +26,6 @@ mod dashboard;
 mod export;
 mod http;
 mod live;
+mod nats;
 mod persist;
 mod top;
