@@ -2,7 +2,7 @@
 //!
 //! | stream | subject | headers | payload |
 //! |---|---|---|---|
-//! | RAW | `<p>.raw.<host>.<venue>` | `Nats-Msg-Id: <host>:<segment>:<offset>[:<part>]`, `Hermes-Journal` (segment file name), `Hermes-Offset`, `Hermes-Frame` (record number in the segment), `Hermes-Recv-Ns`, `Hermes-Kind` (`ws`, `rest`, …), `Hermes-Conn`, `Hermes-Acked-Through` (`<segment>:<offset>` every record before which was acknowledged when this one was sent), `Hermes-Part: k/n` when a frame is larger than the server's `max_payload` and split | the frame's bytes as received (part k of n) |
+//! | RAW | `<p>.raw.<host>.<venue>` | `Nats-Msg-Id: <host>:<segment>:<offset>[:<part>]`, `Hermes-Journal` (segment file name), `Hermes-Offset`, `Hermes-Frame` (record number in the segment), `Hermes-Recv-Ns`, `Hermes-Kind` (`ws` or `rest`), `Hermes-Tag` (a REST snapshot's symbol), `Hermes-Conn`, `Hermes-Acked-Through` (`<segment>:<offset>` every record before which was acknowledged when this one was sent), `Hermes-Part: k/n` when a frame is larger than the server's `max_payload` and split | the frame's bytes as received (part k of n) |
 //! | MD | `<p>.md.<venue>.<symbol>` | `Nats-Msg-Id: <epoch>:<venue>:<symbol>:<seq>`, `Hermes-Epoch`, `Hermes-Seq` (per symbol and epoch, from 1, +1 per message) | [`hermes_book::wire`] records of one frame's change to the instrument (ending with its commit) or one standalone event |
 //! | SNAP | `<p>.snap.<venue>.<symbol>` | `Hermes-Epoch`, `Hermes-Seq` (the last MD message it includes; 0 = none), `Hermes-MD-Stream-Seq` (that message's sequence in the MD stream, when there is one) | [`hermes_book::checkpoint`] of the instrument |
 
@@ -22,8 +22,10 @@ pub const OFFSET: &str = "Hermes-Offset";
 pub const FRAME: &str = "Hermes-Frame";
 /// RAW: receive time, Unix ns.
 pub const RECV_NS: &str = "Hermes-Recv-Ns";
-/// RAW: frame kind.
+/// RAW: record kind, `ws` (a WebSocket message) or `rest` (a REST depth snapshot).
 pub const KIND: &str = "Hermes-Kind";
+/// RAW: a REST snapshot's tag (the symbol it was fetched for; its body does not name it).
+pub const TAG: &str = "Hermes-Tag";
 /// RAW: connection number.
 pub const CONN: &str = "Hermes-Conn";
 /// RAW: every record before this position was acknowledged when this one was sent.

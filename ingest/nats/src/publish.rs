@@ -1198,7 +1198,13 @@ async fn raw_loop(
                 hd.insert(h::OFFSET, offset.to_string().as_str());
                 hd.insert(h::FRAME, no.to_string().as_str());
                 hd.insert(h::RECV_NS, frame.recv_ts_ns.to_string().as_str());
-                hd.insert(h::KIND, format!("{:?}", frame.kind).to_lowercase().as_str());
+                match rec.kind {
+                    hermes_ingest::capture::RecordKind::Ws => hd.insert(h::KIND, "ws"),
+                    hermes_ingest::capture::RecordKind::RestDepth => {
+                        hd.insert(h::KIND, "rest");
+                        hd.insert(h::TAG, String::from_utf8_lossy(rec.tag).as_ref());
+                    }
+                }
                 hd.insert(h::CONN, frame.conn.to_string().as_str());
                 hd.insert(
                     h::ACKED_THROUGH,
