@@ -268,6 +268,9 @@ pub async fn connect(opts: &NatsOptions) -> anyhow::Result<async_nats::Client> {
 pub fn jetstream(client: async_nats::Client, opts: &NatsOptions) -> async_nats::jetstream::Context {
     async_nats::jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(5))
+        // A publish into a stream electing its leader gets no answer: give up on the ack
+        // after 3 s and send again (in order, same id) rather than wait the default 30 s.
+        .ack_timeout(Duration::from_secs(3))
         .max_ack_inflight(opts.max_inflight.max(1) * 2 + 64)
         .build(client)
 }

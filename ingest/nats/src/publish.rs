@@ -336,10 +336,7 @@ impl Pipe {
                 self.resend(again, done).await;
             }
         }
-        self.stats
-            .inflight
-            .store(self.inflight.len() as u64, Ordering::Relaxed);
-        self.poll_ready(done);
+        self.service(done).await;
     }
 
     fn drain_unacked(&mut self) -> Vec<(Msg, Meta, i64)> {
@@ -349,10 +346,15 @@ impl Pipe {
             .collect()
     }
 
-    /// Takes the acks that already arrived, in order.
-    fn poll_ready(&mut self, done: &mut impl FnMut(Meta, &PublishAck)) -> bool {
+    /// Takes the acks that already arrived, in order. On a failed one, returns every
+    /// unacknowledged message from it on (its completed future is dropped: a future is
+    /// never polled again after it finished).
+    #[allow(clippy::type_complexity)]
+    fn poll_ready(
+        &mut self,
+        done: &mut impl FnMut(Meta, &PublishAck),
+    ) -> Option<Vec<(Msg, Meta, i64)>> {
         use futures_util::FutureExt;
-        let mut failed = false;
         while let Some((fut, ..)) = self.inflight.front_mut() {
             match fut.as_mut().now_or_never() {
                 None => break,
@@ -361,13 +363,16 @@ impl Pipe {
                     self.acked(meta, t, sent, &ack, done);
                 }
                 Some(Err(e)) => {
-                    self.stats.error(format!("publish ack: {e}"));
-                    failed = true;
-                    break;
+                    let (_, m, meta, t, _) = self.inflight.pop_front().expect("front");
+                    self.stats
+                        .error(format!("publish ack for {}: {e}", m.subject));
+                    let mut again = vec![(m, meta, t)];
+                    again.extend(self.drain_unacked());
+                    return Some(again);
                 }
             }
         }
-        failed
+        None
     }
 
     fn acked(
@@ -466,8 +471,7 @@ impl Pipe {
 
     /// Checks the acks that arrived; resends on an error.
     async fn service(&mut self, done: &mut impl FnMut(Meta, &PublishAck)) {
-        if self.poll_ready(done) {
-            let again = self.drain_unacked();
+        if let Some(again) = self.poll_ready(done) {
             self.resend(again, done).await;
         }
         self.stats
@@ -817,6 +821,25 @@ async fn md_loop(
                     tokio::time::timeout(Duration::from_millis(wait), shared.wake.notified()).await;
             }
             shared.parked.store(false, Ordering::SeqCst);
+        }
+    }
+    // A host that held the lease and lost it to an election (not to another host, which
+    // would keep it) takes it back to publish its final state: up to the TTL plus an
+    // election's few seconds.
+    if opts.md
+        && !stop.load(Ordering::Relaxed)
+        && lease.held() == 0
+        && shared.stats.lease_acquired.load(Ordering::Relaxed) > 0
+    {
+        let asked = Instant::now();
+        while lease.held() == 0 && asked.elapsed() < opts.lease_ttl * 2 + Duration::from_secs(5) {
+            pipe.service(&mut on_ack).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let held = lease.held();
+        if held != 0 && held != st.epoch {
+            st.epoch = held;
+            take_over(&mut st, &mut pipe, &mut on_ack).await;
         }
     }
     // The end: every instrument's final state, then every ack.

@@ -297,6 +297,24 @@ impl Probe {
         })
     }
 
+    /// Messages of `stream` on subjects matching `filter` (0 when none or no stream).
+    pub fn count(&self, stream: &str, filter: &str) -> u64 {
+        use futures_util::StreamExt;
+        self.rt.block_on(async {
+            let Ok(s) = self.js.get_stream(stream).await else {
+                return 0;
+            };
+            let Ok(mut subjects) = s.info_with_subjects(filter).await else {
+                return 0;
+            };
+            let mut n = 0u64;
+            while let Some(Ok((_, c))) = subjects.next().await {
+                n += c as u64;
+            }
+            n
+        })
+    }
+
     /// Deletes message `seq` of `stream`.
     pub fn delete(&self, stream: &str, seq: u64) -> anyhow::Result<()> {
         self.rt.block_on(async {

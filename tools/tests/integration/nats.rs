@@ -197,7 +197,21 @@ fn a_deleted_md_message_is_a_gap_and_the_mirror_resyncs_exactly() {
     let (n, _) = p.stream("HERMES_MD").unwrap();
     // A message well inside what was published.
     p.delete("HERMES_MD", n / 2).unwrap();
-    let m = mirror(&urls, &dir.path("mirror.shm"), "10");
+    let mshm = dir.path("mirror.shm");
+    let m = mirror(&urls, &mshm, "10");
+    // The mirror applies MD up to the hole and marks the instrument stale in its shm
+    // file (read here by another process, as a strategy would).
+    wait_for(
+        "the mirror to mark the gap stale",
+        Duration::from_secs(60),
+        || {
+            hermes()
+                .args(["shm", "dump", "--json"])
+                .arg(&mshm)
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"stale\":true"))
+        },
+    );
     // The killed publisher's lease expires (3 s); the next one takes it with a higher
     // epoch. (Started before that, it would be a standby until the end of its replay.)
     wait_for("the lease to expire", Duration::from_secs(30), || {
@@ -218,4 +232,186 @@ fn a_deleted_md_message_is_a_gap_and_the_mirror_resyncs_exactly() {
     };
     assert!(count(" gaps") >= 1, "{merr}");
     assert!(count(" epoch changes") >= 1, "{merr}");
+}
+
+/// kill -9 of the MD stream's leader node while a replay publishes: publishes wait for
+/// the new leader and are sent again in order; every RAW frame is stored once, and
+/// every symbol's MD sequence is contiguous (nothing lost, nothing twice, no reorder).
+#[test]
+fn kill_9_of_the_stream_leader_mid_publish_loses_nothing() {
+    if !available_or_required() {
+        return;
+    }
+    let dir = TempDir::new("nats-leader");
+    let mut cluster = NatsCluster::start(&dir.path("nats"), 3).unwrap();
+    let urls = cluster.urls();
+    let frames = 40_000u64;
+    let cap = generate(
+        &dir,
+        "g.hcap",
+        &[
+            "--venues",
+            "coinbase,binance",
+            "--frames",
+            &frames.to_string(),
+        ],
+    );
+    let publisher = hermes()
+        .arg("replay")
+        .arg(&cap)
+        .args([
+            "--print-final",
+            "--no-pin",
+            "--speed",
+            "max",
+            "--nats",
+            &urls,
+            "--nats-host",
+            "a",
+            "--journal",
+        ])
+        .arg(dir.path("journal"))
+        .arg("--shm")
+        .arg(dir.path("a.shm"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = Probe::connect(&urls).unwrap();
+    let mut leader = String::new();
+    wait_for(
+        "the first MD messages",
+        Duration::from_secs(60),
+        || match p.stream("HERMES_MD") {
+            Some((n, l)) if n >= 2_000 && !l.is_empty() => {
+                leader = l;
+                true
+            }
+            _ => false,
+        },
+    );
+    let k = cluster.index_of(&leader).expect("a node of the cluster");
+    cluster.kill(k);
+    let out = publisher.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    cluster.restart(k).unwrap();
+    let want = lines(&out.stdout);
+    let p = Probe::connect(&urls).unwrap();
+    assert_eq!(p.stream("HERMES_RAW").unwrap().0, frames, "{err}");
+    let seqs = md_sequences(&p);
+    assert!(!seqs.is_empty());
+    for (subject, seqs) in seqs {
+        // The election may cost the lease (its bucket has a leader too): MD then goes on
+        // under a higher epoch, from 1 again. Within an epoch: 1, 2, 3, … in order.
+        let mut prev: Option<(u64, u64)> = None;
+        for &(e, s) in &seqs {
+            match prev {
+                Some((pe, ps)) if pe == e => assert_eq!(s, ps + 1, "{subject} epoch {e}: {err}"),
+                Some((pe, _)) => assert!(e > pe && s == 1, "{subject}: {pe} then {e}:{s}: {err}"),
+                None => assert_eq!(s, 1, "{subject}: {err}"),
+            }
+            prev = Some((e, s));
+        }
+    }
+    // And a mirror started afterwards has the same books (from the final SNAPs).
+    let (got, merr) = finish(mirror(&urls, &dir.path("m.shm"), "2"));
+    assert_eq!(got, want, "{merr}");
+}
+
+/// Two ingest hosts on one feed: both publish RAW, the lease holder MD and SNAP. kill -9
+/// of the holder: the standby takes the lease with a higher epoch, publishes SNAPs first,
+/// and the mirror ends with the books of the feed.
+#[test]
+fn kill_9_of_the_lease_holder_hands_over_and_the_mirror_ends_exact() {
+    if !available_or_required() {
+        return;
+    }
+    let dir = TempDir::new("nats-lease");
+    let cluster = NatsCluster::start(&dir.path("nats"), 3).unwrap();
+    let urls = cluster.urls();
+    let cap = generate(
+        &dir,
+        "g.hcap",
+        &["--venues", "coinbase", "--frames", "15000"],
+    );
+    let sim = crate::common::Sim::start(&[
+        "--venue",
+        "coinbase",
+        "--capture",
+        cap.to_str().unwrap(),
+        "--rate",
+        "3000",
+    ]);
+    let host = |name: &str| {
+        hermes()
+            .arg("run")
+            .args([
+                "--until-idle",
+                "2",
+                "--duration",
+                "120",
+                "--no-pin",
+                "--no-http",
+                "--print-final",
+            ])
+            .args([
+                "--nats",
+                &urls,
+                "--nats-host",
+                name,
+                "--nats-lease-ttl-ms",
+                "1000",
+                "--journal",
+            ])
+            .arg(dir.path(&format!("journal-{name}")))
+            .arg("--shm")
+            .arg(dir.path(&format!("{name}.shm")))
+            .env("COINBASE_WS_URL", &sim.url)
+            .env("COINBASE_PRODUCTS", "SYN0-USD,SYN1-USD,SYN2-USD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let p = Probe::connect(&urls).unwrap();
+    let m = mirror(&urls, &dir.path("mirror.shm"), "6");
+    let mut a = host("a");
+    // a holds the lease once its MD arrives; then the standby starts.
+    wait_for("host a's MD", Duration::from_secs(60), || {
+        p.stream("HERMES_MD").is_some_and(|(n, _)| n >= 50)
+    });
+    let b = host("b");
+    wait_for("host b's RAW", Duration::from_secs(60), || {
+        p.count("HERMES_RAW", "hermes.raw.b.>") >= 1
+    });
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let out = b.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("took the MD lease"), "{err}");
+    let (got, merr) = finish(m);
+    // The books (levels and stale flag) of the standby, which ingested the whole feed.
+    let books = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{} {} {} {}", j["symbol"], j["bids"], j["asks"], j["stale"])
+            })
+            .collect()
+    };
+    assert_eq!(
+        books(&got),
+        books(&lines(&out.stdout)),
+        "{merr}\nhost b: {err}"
+    );
+    assert!(merr.contains(" 0 bad"), "{merr}");
+    let epochs = |what: &str| merr.contains(what);
+    assert!(
+        epochs("epoch changes") && !merr.contains(" 0 epoch changes"),
+        "{merr}"
+    );
+    // Both hosts' RAW is in the stream.
+    assert!(p.count("HERMES_RAW", "hermes.raw.a.>") > 0);
 }
