@@ -327,6 +327,19 @@ impl Pipe {
                 self.inflight
                     .push_back((fut, m, meta, recv_ns, Instant::now()));
             }
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded =>
+            {
+                // Never sendable: say so, drop it (RAW frames and MD are split to fit;
+                // this is a SNAP of a book too large for the server's max_payload).
+                self.stats.error(format!(
+                    "{} ({} bytes) is over the server's max_payload: set max_payload (e.g. 8MB) in the nats-server configuration; not published",
+                    m.subject,
+                    m.payload.len()
+                ));
+                tracing::error!(subject = %m.subject, bytes = m.payload.len(), "NATS: a message over the server's max_payload was not published (raise max_payload in nats-server.conf)");
+            }
             Err(e) => {
                 // Not sent: everything in flight and this one go again, in order.
                 self.stats
@@ -663,6 +676,8 @@ struct MdState<'a> {
     epoch: u64,
     /// SNAPs to publish (after an ack named their MD message).
     ready_snaps: Vec<u32>,
+    /// Largest MD payload: the server's max_payload less room for headers.
+    md_limit: usize,
 }
 
 impl MdState<'_> {
@@ -731,6 +746,7 @@ async fn md_loop(
         insts: Vec::new(),
         epoch: 0,
         ready_snaps: Vec::new(),
+        md_limit: (js.client().server_info().max_payload.max(64 << 10) - (16 << 10)).max(32 << 10),
     };
     // Acks of MD messages name their stream sequence; a SNAP waiting for one goes next.
     let acks: RefCell<Vec<(u32, u64, u64, u64)>> = RefCell::new(Vec::new());
@@ -927,11 +943,15 @@ async fn on_event(
     st.market.apply(&ev.with_inst(own));
     let epoch = st.epoch;
     let (every_msgs, every) = (st.opts.snap_every_msgs, st.opts.snap_every);
+    let md_limit = st.md_limit;
     let Some(i) = st.inst_mut(InstId(e)) else {
         return;
     };
     hermes_book::wire::encode_event(ev, &mut i.group);
-    if !ends_message(ev) {
+    // A frame's levels up to its commit are one message, unless that passes the
+    // server's max_payload (a Coinbase snapshot of a whole book): then consecutive
+    // messages, which the mirror's market stages until the commit, like the engine's.
+    if !ends_message(ev) && i.group.len() < md_limit {
         return;
     }
     let payload = std::mem::take(&mut i.group);

@@ -128,6 +128,55 @@ fn a_mirror_ends_with_the_publishers_books() {
     }
     assert_eq!(p.stream("HERMES_RAW").unwrap().0, 12_000);
 
+    // A book deeper than the server's max_payload (1 MiB): its 3 MB snapshot frame is
+    // split into RAW parts and into consecutive MD messages (staged until the commit);
+    // the mirror still ends exact. Its SNAP cannot be split and is refused with a clear
+    // error naming max_payload (the README says what to set).
+    let big = generate(
+        &dir,
+        "big.hcap",
+        &[
+            "--venues",
+            "coinbase",
+            "--instruments",
+            "1",
+            "--depth",
+            "40000",
+            "--frames",
+            "3000",
+        ],
+    );
+    let prefixes = [
+        "--nats-stream-prefix",
+        "BIG",
+        "--nats-subject-prefix",
+        "big",
+    ];
+    let m = hermes()
+        .args([
+            "mirror",
+            "--nats",
+            &urls,
+            "--print-final",
+            "--until-idle",
+            "4",
+            "--shm",
+        ])
+        .arg(dir.path("big-mirror.shm"))
+        .args(prefixes)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut extra = prefixes.to_vec();
+    extra.extend(["--nats-snap-msgs", "1000000"]);
+    let (want, err) = replay_nats(&dir, &big, &urls, "big", &extra);
+    assert!(err.contains("over the server's max_payload"), "{err}");
+    let (got, merr) = finish(m);
+    assert_eq!(got, want, "{merr}");
+    let raw = p.stream("BIG_RAW").unwrap().0;
+    assert!(raw > 3000, "the snapshot frame in parts: {raw} messages");
+
     if let Some(shared) = shared_captures() {
         let real = shared.join("coinbase-exchange-legacy-10products-20210417.cryptofeed.txt");
         let m = mirror(&urls, &dir.path("mirror2.shm"), "4");
