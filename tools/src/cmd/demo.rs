@@ -12,7 +12,7 @@ use hermes_sim::synth::SynthOptions;
 
 use crate::cmd::generate::generate;
 use crate::cmd::live::{live_run, LiveOutcome, RunArgs};
-use crate::cmd::replay::{run_replay, summary_line};
+use crate::cmd::replay::{final_lines, run_replay, run_replay_with, summary_line};
 use crate::flags::{data_dir, report_persist, EngineArgs, HttpArgs, PersistArgs};
 
 /// `hermes demo` arguments.
@@ -52,7 +52,7 @@ enum DemoDb {
 /// first with `--install-deps`), else skipped with the command that adds it.
 fn demo_db(a: &DemoArgs, dir: &Path) -> Result<DemoDb> {
     if let Some(u) = &a.persist.database_url {
-        eprintln!("[2/5] using PostgreSQL at {u}");
+        eprintln!("[2/6] using PostgreSQL at {u}");
         return Ok(DemoDb::Ready {
             url: u.clone(),
             local: None,
@@ -65,13 +65,13 @@ fn demo_db(a: &DemoArgs, dir: &Path) -> Result<DemoDb> {
             let why =
                 "PostgreSQL server binaries (initdb, postgres) not found and DATABASE_URL is unset"
                     .to_string();
-            eprintln!("[2/5] skipped: {why}; the database stages are left out");
+            eprintln!("[2/6] skipped: {why}; the database stages are left out");
             return Ok(DemoDb::Skipped { why });
         }
     }
     let pg_dir = demo_pg_dir(dir);
     eprintln!(
-        "[2/5] starting a private PostgreSQL in {} (reused if already running)",
+        "[2/6] starting a private PostgreSQL in {} (reused if already running)",
         pg_dir.display()
     );
     let pg = hermes_persist::local_pg::LocalPg::start(&pg_dir)
@@ -104,7 +104,7 @@ fn install_postgresql() -> Result<()> {
         "postgresql",
     ])
     .env("DEBIAN_FRONTEND", "noninteractive");
-    eprintln!("[2/5] --install-deps: installing PostgreSQL ({cmd:?})");
+    eprintln!("[2/6] --install-deps: installing PostgreSQL ({cmd:?})");
     let status = cmd.status().context(
         "running apt-get (is this Debian or Ubuntu? run as root, or install PostgreSQL yourself)",
     )?;
@@ -121,7 +121,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     let dir = a.dir.clone().unwrap_or_else(data_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let sample = dir.join("sample.hcap");
-    eprintln!("[1/5] generating a synthetic market ({} frames, 3 instruments on each venue: Coinbase Advanced Trade and Exchange, Binance spot, USD-M and COIN-M futures) into {}", a.frames, sample.display());
+    eprintln!("[1/6] generating a synthetic market ({} frames, 3 instruments on each venue: Coinbase Advanced Trade and Exchange, Binance spot, USD-M and COIN-M futures) into {}", a.frames, sample.display());
     generate(&sample, demo_synth(), a.frames, false)?;
     let db = demo_db(&a, &dir)?;
     let mut persist = a.persist.clone();
@@ -134,7 +134,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     }
     let opts = persist.options(Some(&sample), &a.engine)?;
     eprintln!(
-        "[3/5] replaying it through the engine (ingest thread → ring → book thread → shm {}){}",
+        "[3/6] replaying it through the engine (ingest thread → ring → book thread → shm {}){}",
         a.engine.shm.display(),
         if opts.is_some() {
             " with the persister (journal → PostgreSQL)"
@@ -155,7 +155,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         report_persist(p)?;
     }
     eprintln!(
-        "[4/5] serving the same sample from the exchange simulator (each venue's protocol on its own local WebSocket, REST snapshots on the same port) and ingesting it live (hermes run)"
+        "[4/6] serving the same sample from the exchange simulator (each venue's protocol on its own local WebSocket, REST snapshots on the same port) and ingesting it live (hermes run)"
     );
     let live = demo_live(&a, &sample, &persist)?;
     let d = &live.decode;
@@ -174,7 +174,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         us(0.999),
         v.max() as f64 / 1e3
     );
-    eprintln!("[5/5] reading the shm file back from a separate process (hermes shm dump)");
+    eprintln!("[5/6] reading the shm file back from a separate process (hermes shm dump)");
     let exe = std::env::current_exe().context("locating the hermes binary")?;
     let status = std::process::Command::new(&exe)
         .args(["shm", "dump"])
@@ -184,6 +184,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     if !status.success() {
         bail!("hermes shm dump failed ({status})");
     }
+    let nats = demo_nats(&a, &dir)?;
     let exe = exe.display();
     let shm = a.engine.shm.display();
     let d = &r.summary.decode;
@@ -247,6 +248,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
             }
         );
     }
+    println!("NATS:          {nats}");
     println!("Look further:");
     println!("  {exe} top --shm {shm} --once       # the live view (drop --once for the interactive one)");
     println!("  {exe} shm dump {shm}               # the books, from the shm file");
@@ -276,6 +278,82 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The demo's scale-out stage: a local 3-node JetStream cluster (when `nats-server` is
+/// installed), a replay publishing RAW, MD and SNAP to it, and a mirror into another shm
+/// file, whose books are compared with the publisher's. Returns the summary line.
+fn demo_nats(a: &DemoArgs, dir: &Path) -> Result<String> {
+    let try_it = "nats-server -js … (3 nodes, see README \"Beyond one host\"), then `hermes run --nats URL,URL,URL` on the ingest host and `hermes mirror --nats URL --shm /dev/shm/hermes-mirror` on another";
+    if hermes_nats::testing::binary().is_none() {
+        eprintln!("[6/6] skipped: nats-server is not installed (`apt-get install nats-server`)");
+        return Ok(format!("SKIPPED (no nats-server); to try it: {try_it}"));
+    }
+    let ndir = dir.join("nats");
+    let _ = std::fs::remove_dir_all(&ndir);
+    eprintln!("[6/6] beyond one host: a 3-node NATS JetStream cluster on loopback, a replay publishing RAW/MD/SNAP to it, and `hermes mirror` into another shm file");
+    let cluster = hermes_nats::testing::NatsCluster::start(&ndir.join("cluster"), 3)
+        .context("starting a local nats-server cluster")?;
+    let urls = cluster.urls();
+    let sample = ndir.join("sample.hcap");
+    generate(&sample, demo_synth(), 20_000, false)?;
+    let mshm = ndir.join("mirror.shm");
+    let mut mopts = hermes_nats::NatsOptions::new(urls.clone());
+    mopts.host = "demo".into();
+    let mirror_opts = hermes_nats::mirror::MirrorOptions {
+        nats: mopts.clone(),
+        shm: Some(mshm.clone()),
+        shm_slots: a.engine.shm_slots,
+        symbols: Vec::new(),
+        until_idle: Some(Duration::from_secs(2)),
+        duration: Some(Duration::from_secs(120)),
+        kernels: a.engine.kernels.config(),
+        max_buffer: 100_000,
+    };
+    let mstats = std::sync::Arc::new(hermes_nats::MirrorStats::default());
+    let ms = mstats.clone();
+    let mirror = std::thread::spawn(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        hermes_nats::mirror::run(&mirror_opts, &ms, &stop).map(|b| final_lines(&b))
+    });
+    let mut eng = a.engine.clone();
+    eng.shm = ndir.join("publisher.shm");
+    let mut pa = PersistArgs {
+        database_url: None,
+        ..a.persist.clone()
+    };
+    pa.journal = Some(ndir.join("journal"));
+    let r = run_replay_with(
+        &sample,
+        SourceOptions::default(),
+        Speed::Max,
+        &eng,
+        None,
+        None,
+        Some((&crate::flags::ParquetArgs::off(), &pa, Some(mopts))),
+    )?;
+    let got = mirror
+        .join()
+        .map_err(|_| anyhow::anyhow!("the mirror thread panicked"))??;
+    let (mut want, mut got) = (r.lines.clone(), got);
+    want.sort();
+    got.sort();
+    let same = want == got;
+    eprintln!("{}", mstats.line());
+    if !same {
+        bail!(
+            "the mirror's books differ from the publisher's ({} vs {} instruments)",
+            got.len(),
+            want.len()
+        );
+    }
+    drop(cluster);
+    Ok(format!(
+        "{} frames published (RAW, MD, SNAP) to a local 3-node cluster; the mirror's {} books in {} equal the publisher's. {try_it}",
+        r.summary.decode.frames,
+        got.len(),
+        mshm.display()
+    ))
 }
 
 /// The demo's market: every venue with a live protocol, three instruments each.
