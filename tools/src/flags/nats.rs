@@ -37,6 +37,10 @@ pub struct NatsArgs {
     /// The MD lease's time to live, milliseconds (a standby takes over within about this).
     #[arg(long, default_value_t = 3000)]
     pub nats_lease_ttl_ms: u64,
+    /// Capacity of the book thread's ring to the publisher, in events (when it is full,
+    /// events are dropped and every instrument is re-sent whole as a SNAP).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub nats_ring_events: usize,
     /// Do not publish RAW.
     #[arg(long)]
     pub nats_no_raw: bool,
@@ -58,6 +62,7 @@ impl NatsArgs {
             nats_snap_msgs: 10_000,
             nats_max_inflight: 1024,
             nats_lease_ttl_ms: 3000,
+            nats_ring_events: 1 << 20,
             nats_no_raw: false,
             nats_no_md: false,
         }
@@ -84,6 +89,7 @@ impl NatsArgs {
         o.snap_every_msgs = self.nats_snap_msgs.max(1);
         o.max_inflight = self.nats_max_inflight.max(1);
         o.lease_ttl = Duration::from_millis(self.nats_lease_ttl_ms);
+        o.ring_events = self.nats_ring_events.max(16);
         o.raw = !self.nats_no_raw;
         o.md = !self.nats_no_md;
         o.validate()?;

@@ -177,6 +177,46 @@ fn a_mirror_ends_with_the_publishers_books() {
     let raw = p.stream("BIG_RAW").unwrap().0;
     assert!(raw > 3000, "the snapshot frame in parts: {raw} messages");
 
+    // A publisher ring far too small for a replay at full speed: the book thread drops
+    // events (it never waits), hands over every instrument whole, and the mirror resyncs
+    // from those SNAPs to exact books.
+    let prefixes = [
+        "--nats-stream-prefix",
+        "RING",
+        "--nats-subject-prefix",
+        "ring",
+    ];
+    let m = hermes()
+        .args([
+            "mirror",
+            "--nats",
+            &urls,
+            "--print-final",
+            "--until-idle",
+            "4",
+            "--shm",
+        ])
+        .arg(dir.path("ring-mirror.shm"))
+        .args(prefixes)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut extra = prefixes.to_vec();
+    extra.extend([
+        "--nats-snap-msgs",
+        "1000000",
+        "--nats-ring-events",
+        "16",
+        "--speed",
+        "5x",
+    ]);
+    let (want, err) = replay_nats(&dir, &cap, &urls, "ring", &extra);
+    assert!(err.contains("ring overflowed"), "{err}");
+    let (got, merr) = finish(m);
+    assert_eq!(got, want, "{merr}\npublisher: {err}");
+    assert!(!merr.contains(" 0 resyncs"), "{merr}");
+
     if let Some(shared) = shared_captures() {
         let real = shared.join("coinbase-exchange-legacy-10products-20210417.cryptofeed.txt");
         let m = mirror(&urls, &dir.path("mirror2.shm"), "4");
