@@ -12,6 +12,7 @@
 //! | `config` | [`hermes_live::LiveConfig::load`] (TOML file and environment) | see [`config`]: an accepted config obeys the validation rules; loading is deterministic |
 //! | `shm` | [`hermes_shm::ShmReader`] on a file of hostile bytes | see [`shm`]: directory entries point at real slots; a slot with an even sequence reads, an odd one does not; the slot JSON parses |
 //! | `decimal` | [`hermes_book::parse_decimal`], the JSON scanner's fast paths, RFC 3339 times | see [`decimal`]: text → mantissa → text → mantissa is the identity; fast path = general path |
+//! | `scaleout` | [`hermes_book::wire::decode_events`] (NATS MD messages) and [`hermes_book::checkpoint::decode_checkpoint`] (SNAPs) on hostile bytes | see [`scaleout`]: an accepted message re-encodes to the same bytes, a refused one emits nothing; restore ∘ checkpoint is a fixed point |
 //!
 //! The `shm` and `capture` targets also have a structure-aware mutator
 //! ([`shm::mutate`], [`capture::mutate`]): byte flips alone almost never reach a header
@@ -38,6 +39,7 @@ pub mod config;
 pub mod decimal;
 pub mod decoding;
 pub mod scratch;
+pub mod scaleout;
 pub mod script;
 pub mod shm;
 
