@@ -23,6 +23,8 @@
 //!   committed offset, and every insert is idempotent on its unique key.
 //! * [`PersistStats`] has the counters: rows per table, batches, COPY latency, lag in
 //!   bytes and time, retries, readiness, the last error.
+//! * [`BatchWriter`] writes one [`rows::Batch`] and the caller's offsets in one transaction:
+//!   the database thread and `hermes persist --nats` (`hermes_nats::persist`) share it.
 //! * [`copy`] is the binary COPY encoder ([`copy::CopyBuffer`], [`copy::copy_batch`]);
 //!   [`local_pg`] starts a private PostgreSQL cluster (for `hermes demo` and every test).
 //!
@@ -59,6 +61,7 @@ mod writer;
 pub use rows::ProjectionOptions;
 pub use stats::{PersistStats, TABLES};
 pub use tap::PersistTap;
+pub use writer::{is_permanent, BatchError, BatchWriter};
 
 /// Persister errors. Messages say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +128,10 @@ pub enum PersistError {
     /// it is.
     #[error("{0}")]
     Identity(String),
+    /// Another writer changed what this one was about to commit (its offsets moved
+    /// meanwhile): nothing was committed.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 fn pg_message(e: &postgres::Error) -> String {

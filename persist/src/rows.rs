@@ -103,6 +103,20 @@ impl Batch {
         }
     }
 
+    /// Rows per table now, for [`Batch::truncate_to`].
+    pub fn mark(&self) -> [usize; TABLES.len()] {
+        std::array::from_fn(|t| self.tables[t].rows())
+    }
+
+    /// Drops the rows added since `mark` was taken (the days they added stay listed:
+    /// only partitions are made of them).
+    pub fn truncate_to(&mut self, mark: [usize; TABLES.len()]) {
+        for (t, keep) in mark.into_iter().enumerate() {
+            self.tables[t].truncate_rows(keep);
+            self.row_offsets[t].truncate(keep);
+        }
+    }
+
     /// Keeps only the rows of records before journal offset `end`.
     pub fn truncate_before(&mut self, end: u64) {
         for t in 0..TABLES.len() {
@@ -316,7 +330,71 @@ fn memchr_u0000(data: &[u8]) -> bool {
     memchr::memmem::find(data, b"\\u0000").is_some()
 }
 
+/// The light look at a record, by venue, and whether it is a Binance `aggTrade`.
+fn look<'a>(rec: &Record<'a>) -> (Look<'a>, bool) {
+    let rest = rec.kind == RecordKind::RestDepth;
+    match rec.venue {
+        Venue::Coinbase => (look_coinbase(rec.data), false),
+        Venue::Binance | Venue::BinanceUsdm | Venue::BinanceCoinm => look_binance(rec.data, rest),
+        Venue::CoinbaseExchange => (look_coinbase_exchange(rec.data), false),
+        Venue::Webhook => (
+            Look {
+                channel: Some(b"ingest/tick"),
+                event_type: Some(b"tick"),
+                ..Look::default()
+            },
+            false,
+        ),
+    }
+}
+
+/// A record's `raw_events` row.
+fn raw_events_row(look: &Look<'_>, rec: &Record<'_>, pos: Position<'_>, batch: &mut Batch) {
+    let t = &mut batch.tables[table::RAW_EVENTS];
+    t.begin_row(13);
+    t.text(pos.stream);
+    t.int8(pos.frame_no);
+    t.text(pos.journal);
+    t.int8(pos.offset as i64);
+    t.text(venue_name(rec.venue));
+    t.int4(rec.conn as i32);
+    match look.seq {
+        Some(v) => t.int8(v),
+        None => t.null(),
+    }
+    match look.channel {
+        Some(c) => t.text_bytes(c),
+        None => t.null(),
+    }
+    match look.event_type {
+        Some(c) => t.text_bytes(c),
+        None => t.null(),
+    }
+    match look.exch_ns {
+        Some(v) => t.timestamptz_ns(v),
+        None => t.null(),
+    }
+    t.timestamptz_ns(rec.recv_ts_ns);
+    if jsonb_compatible(rec.data) {
+        t.jsonb(rec.data);
+        t.null();
+    } else {
+        t.null();
+        t.bytea(rec.data);
+    }
+    t.end_row();
+    batch.row_offsets[table::RAW_EVENTS].push(pos.offset);
+    batch.day(rec.recv_ts_ns);
+}
+
 impl Projector {
+    /// Only the `raw_events` row of a record, without decoding it or changing any state:
+    /// for a record seen again whose projection is already done (its row is skipped by
+    /// the table's unique key when the database has it).
+    pub fn raw_row(rec: &Record<'_>, pos: Position<'_>, batch: &mut Batch) {
+        raw_events_row(&look(rec).0, rec, pos, batch);
+    }
+
     /// A projector with empty state.
     pub fn new(opts: ProjectionOptions) -> Projector {
         Projector {
@@ -337,22 +415,7 @@ impl Projector {
         emit: bool,
         batch: &mut Batch,
     ) -> Result<(), RowError> {
-        let rest = rec.kind == RecordKind::RestDepth;
-        let (look, agg) = match rec.venue {
-            Venue::Coinbase => (look_coinbase(rec.data), false),
-            Venue::Binance | Venue::BinanceUsdm | Venue::BinanceCoinm => {
-                look_binance(rec.data, rest)
-            }
-            Venue::CoinbaseExchange => (look_coinbase_exchange(rec.data), false),
-            Venue::Webhook => (
-                Look {
-                    channel: Some(b"ingest/tick"),
-                    event_type: Some(b"tick"),
-                    ..Look::default()
-                },
-                false,
-            ),
-        };
+        let (look, agg) = look(rec);
         if rec.venue == Venue::Coinbase && look.seq == Some(0) {
             // A Coinbase connection numbers its frames from 0: sequence 0 is a new
             // connection (a reconnect), whose numbering starts over. The engine resets
@@ -360,41 +423,7 @@ impl Projector {
             self.decoder.reset_coinbase_connection(rec.conn);
         }
         if emit {
-            let t = &mut batch.tables[table::RAW_EVENTS];
-            t.begin_row(13);
-            t.text(pos.stream);
-            t.int8(pos.frame_no);
-            t.text(pos.journal);
-            t.int8(pos.offset as i64);
-            t.text(venue_name(rec.venue));
-            t.int4(rec.conn as i32);
-            match look.seq {
-                Some(v) => t.int8(v),
-                None => t.null(),
-            }
-            match look.channel {
-                Some(c) => t.text_bytes(c),
-                None => t.null(),
-            }
-            match look.event_type {
-                Some(c) => t.text_bytes(c),
-                None => t.null(),
-            }
-            match look.exch_ns {
-                Some(v) => t.timestamptz_ns(v),
-                None => t.null(),
-            }
-            t.timestamptz_ns(rec.recv_ts_ns);
-            if jsonb_compatible(rec.data) {
-                t.jsonb(rec.data);
-                t.null();
-            } else {
-                t.null();
-                t.bytea(rec.data);
-            }
-            t.end_row();
-            batch.row_offsets[table::RAW_EVENTS].push(pos.offset);
-            batch.day(rec.recv_ts_ns);
+            raw_events_row(&look, rec, pos, batch);
         }
         let frame = rec.frame();
         self.events.clear();

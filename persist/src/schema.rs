@@ -12,6 +12,8 @@
 //! | `funding` | mark price update (mark, index, funding rate) | `stream, frame_no, symbol` (its journal position) | `exchange_ts` |
 //! | `liquidations` | forced liquidation order | `stream, frame_no, symbol` (its journal position) | `exchange_ts` |
 //! | `ingest_offsets` | journal segment | `journal` | — |
+//! | `nats_offsets` | NATS stream read by `hermes persist --nats` | `stream` | — |
+//! | `nats_segments` | journal segment of a host, read from a NATS stream | `stream, journal` | — |
 //!
 //! PostgreSQL requires a partitioned table's unique keys to contain the partition column,
 //! so each key also holds its partition column. That column is a function of the rest of
@@ -194,6 +196,36 @@ COMMENT ON COLUMN liquidations.price IS 'Average fill price (ap), or the order p
 COMMENT ON COLUMN liquidations.qty IS 'Size filled so far (z): the base asset, contracts on binance-coinm.';
 "#;
 
+/// Version 5: `hermes persist --nats`, the persister as a JetStream consumer of the RAW
+/// stream. `nats_offsets.seq` is the stream sequence through which every message is in
+/// the tables, committed in the same transaction as their rows; a restart reads from the
+/// next one. `nats_segments` has, per journal segment of an ingest host
+/// (`<host>/<segment file>`), the first message read of it and how far its frames are
+/// committed: after a restart the segment is read again from there to rebuild its books
+/// (without writing), so `book_snapshots` and `top_of_book` are those of an
+/// uninterrupted run, and frames sent again by a restarted publisher are recognised.
+const V5_NATS: &str = r#"
+CREATE TABLE nats_offsets (
+    stream      text        PRIMARY KEY,
+    seq         bigint      NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE nats_offsets IS 'Per NATS stream read by hermes persist --nats: the stream sequence through which every message is in the tables, committed in the same transaction as their rows.';
+
+CREATE TABLE nats_segments (
+    stream      text        NOT NULL,
+    journal     text        NOT NULL,
+    host        text        NOT NULL,
+    first_seq   bigint      NOT NULL,
+    first_frame bigint      NOT NULL,
+    last_seq    bigint      NOT NULL,
+    frames      bigint      NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream, journal)
+);
+COMMENT ON TABLE nats_segments IS 'Per journal segment of an ingest host read from a NATS stream (journal = <host>/<segment file>): the stream sequence of its first message read (first_seq, frame first_frame), of the last message of its last committed frame (last_seq), and the number of the first frame not committed (frames). Written with the rows.';
+"#;
+
 /// The migrations, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -215,6 +247,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "funding and liquidations (Binance futures mark price and forceOrder)",
         sql: V4_FUNDING_LIQUIDATIONS,
+    },
+    Migration {
+        version: 5,
+        name: "nats_offsets and nats_segments (hermes persist --nats)",
+        sql: V5_NATS,
     },
 ];
 

@@ -69,8 +69,8 @@ fn is_data_error(e: &postgres::Error) -> bool {
 }
 
 /// An error that retrying cannot fix: the database does not exist, or the server refuses
-/// these credentials (SQLSTATE 3D000, class 28).
-pub(crate) fn is_permanent(e: &PersistError) -> bool {
+/// these credentials (SQLSTATE 3D000, class 28), or the URL is malformed.
+pub fn is_permanent(e: &PersistError) -> bool {
     match e {
         PersistError::Postgres(e) => matches!(
             e.code().map(|c| c.code()),
@@ -81,11 +81,186 @@ pub(crate) fn is_permanent(e: &PersistError) -> bool {
     }
 }
 
-fn classify(e: postgres::Error, table: usize) -> Failure {
+/// Why a batch was not committed ([`BatchWriter::write`]); nothing of it is in the
+/// database.
+#[derive(Debug)]
+pub enum BatchError {
+    /// The connection or the server failed (lost connection, shutdown, resources): keep
+    /// the batch, reconnect and write it again.
+    Transient(postgres::Error),
+    /// The database refused a row of table `table` ([`TABLES`] index): a data error
+    /// (SQLSTATE classes 22, 23, 54) that writing again cannot fix.
+    Data {
+        /// Index in [`TABLES`].
+        table: usize,
+        /// The server's error.
+        err: postgres::Error,
+    },
+    /// Another error (from the offsets statement, say).
+    Other(PersistError),
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Transient(e) => write!(f, "PostgreSQL: {}", crate::pg_message(e)),
+            BatchError::Data { table, err } => write!(
+                f,
+                "PostgreSQL refused a {} row: {}",
+                TABLES[*table],
+                crate::pg_message(err)
+            ),
+            BatchError::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A PostgreSQL connection that writes [`Batch`]es: the schema migrated, one staging
+/// table per table (`hermes_stage_<t>`, temporary, emptied at each commit), day
+/// partitions created ahead of the rows that need them. The journal's database thread
+/// and `hermes persist --nats` write through it, so their rows take the same path.
+pub struct BatchWriter {
+    client: Client,
+    /// Days whose partitions exist (native partitioning).
+    partitions: HashSet<i32>,
+    /// Native partitions (else TimescaleDB hypertables, which make their own chunks).
+    partitions_native: bool,
+}
+
+impl std::fmt::Debug for BatchWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchWriter")
+            .field("partitions", &self.partitions.len())
+            .field("partitions_native", &self.partitions_native)
+            .finish()
+    }
+}
+
+impl BatchWriter {
+    /// Connects (5 s connect timeout unless the URL sets one), applies the migrations,
+    /// creates the staging tables and today's and tomorrow's partitions.
+    pub fn connect(
+        database_url: &str,
+        application_name: &str,
+    ) -> Result<BatchWriter, PersistError> {
+        let mut cfg: postgres::Config = database_url
+            .parse()
+            .map_err(|e| PersistError::Url(format!("{e}")))?;
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(Duration::from_secs(5));
+        }
+        cfg.application_name(application_name);
+        let mut c = cfg.connect(NoTls)?;
+        let (partitioning, _) = crate::schema::migrate(&mut c)?;
+        let mut ddl = String::new();
+        for t in TABLES {
+            ddl.push_str(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS hermes_stage_{t} (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
+            ));
+        }
+        c.batch_execute(&ddl)?;
+        let mut w = BatchWriter {
+            client: c,
+            partitions: HashSet::new(),
+            // Hypertables make their own chunks: no partition is ever created there.
+            partitions_native: partitioning == crate::schema::Partitioning::Native,
+        };
+        // Partitions ahead: today and tomorrow exist before the first row needs them.
+        let today = crate::schema::day_of_ns(crate::unix_ns());
+        for d in [today, today + 1] {
+            w.ensure_partition(d)?;
+        }
+        Ok(w)
+    }
+
+    /// The connection, for statements of the caller's own (outside [`write`](Self::write)).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    fn ensure_partition(&mut self, day: i32) -> Result<(), PersistError> {
+        if self.partitions_native && !self.partitions.contains(&day) {
+            crate::schema::ensure_partitions(&mut self.client, day)?;
+            self.partitions.insert(day);
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` in one transaction: per table, binary `COPY` into its staging
+    /// table and `INSERT … SELECT … ON CONFLICT DO NOTHING`; then `offsets` (the
+    /// caller's statements recording how far its input is written: they commit with the
+    /// rows or not at all); then `COMMIT`. On success the batch is emptied and `stats`
+    /// counts its rows (inserted, already present), the batch and its latency. On error
+    /// nothing is committed and the batch is kept as it was, to be written again.
+    pub fn write(
+        &mut self,
+        batch: &mut Batch,
+        stats: &PersistStats,
+        offsets: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<(), BatchError>,
+    ) -> Result<(), BatchError> {
+        let days = batch.days.clone();
+        for d in days {
+            self.ensure_partition(d).map_err(|e| match e {
+                PersistError::Postgres(e) => BatchError::Transient(e),
+                e => BatchError::Other(e),
+            })?;
+        }
+        let t0 = Instant::now();
+        let mut tx = self.client.transaction().map_err(BatchError::Transient)?;
+        let mut inserted = [0u64; TABLES.len()];
+        let mut sent = 0u64;
+        for (k, t) in TABLES.iter().enumerate() {
+            if batch.tables[k].is_empty() {
+                continue;
+            }
+            let data = batch.tables[k].finish();
+            let tc = Instant::now();
+            let n = copy_batch(
+                &mut tx,
+                &format!("COPY hermes_stage_{t} FROM STDIN (FORMAT binary)"),
+                data,
+            )
+            .map_err(|e| classify_batch(e, k))?;
+            sent += n;
+            let ti = Instant::now();
+            inserted[k] = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {t} SELECT * FROM hermes_stage_{t} ON CONFLICT DO NOTHING"
+                    ),
+                    &[],
+                )
+                .map_err(|e| classify_batch(e, k))?;
+            tracing::debug!(
+                table = t,
+                rows = n,
+                bytes = data.len(),
+                copy_us = (ti - tc).as_micros() as u64,
+                insert_us = ti.elapsed().as_micros() as u64,
+                "batch table"
+            );
+        }
+        offsets(&mut tx)?;
+        tx.commit().map_err(BatchError::Transient)?;
+        let us = t0.elapsed().as_micros() as u64;
+        for (k, n) in inserted.iter().enumerate() {
+            PersistStats::add(&stats.rows[k], *n);
+        }
+        PersistStats::add(&stats.duplicate_rows, sent - inserted.iter().sum::<u64>());
+        PersistStats::add(&stats.batches, 1);
+        PersistStats::set(&stats.copy_latency_us_last, us);
+        stats.copy_latency_us_max.fetch_max(us, Ordering::Relaxed);
+        stats.record_batch_latency(us);
+        batch.clear();
+        Ok(())
+    }
+}
+
+fn classify_batch(e: postgres::Error, table: usize) -> BatchError {
     if is_data_error(&e) {
-        Failure::Data { table, err: e }
+        BatchError::Data { table, err: e }
     } else {
-        Failure::Transient(e)
+        BatchError::Transient(e)
     }
 }
 
@@ -103,10 +278,8 @@ pub(crate) struct DbWriter {
     owner_pending: Option<String>,
     shared: Arc<JournalShared>,
     stats: Arc<PersistStats>,
-    client: Option<Client>,
+    conn: Option<BatchWriter>,
     offsets: Option<std::collections::HashMap<String, (u64, i64)>>,
-    partitions: HashSet<i32>,
-    partitions_native: bool,
     cursor: Option<Cursor>,
     batch: Batch,
     /// The batch covers records up to this offset of the cursor's segment.
@@ -146,10 +319,8 @@ impl DbWriter {
             owner_pending: None,
             shared,
             stats,
-            client: None,
+            conn: None,
             offsets: None,
-            partitions: HashSet::new(),
-            partitions_native: true,
             cursor: None,
             batch: Batch::default(),
             batch_end: 0,
@@ -183,7 +354,7 @@ impl DbWriter {
         self.stats.set_error(msg);
         PersistStats::add(&self.stats.retries, 1);
         self.stats.connected.store(false, Ordering::Relaxed);
-        self.client = None;
+        self.conn = None;
         self.backoff = if self.backoff.is_zero() {
             self.opts.retry_min
         } else {
@@ -194,40 +365,13 @@ impl DbWriter {
     }
 
     fn connect(&mut self) -> Result<(), PersistError> {
-        let mut cfg: postgres::Config = self
-            .opts
-            .database_url
-            .parse()
-            .map_err(|e| PersistError::Url(format!("{e}")))?;
-        if cfg.get_connect_timeout().is_none() {
-            cfg.connect_timeout(Duration::from_secs(5));
-        }
-        cfg.application_name("hermes-persister");
-        let mut c = cfg.connect(NoTls)?;
-        let (partitioning, _) = crate::schema::migrate(&mut c)?;
-        if partitioning == crate::schema::Partitioning::Timescale {
-            // Hypertables make their own chunks: no partition is ever created here.
-            self.partitions_native = false;
-        }
-        let mut ddl = String::new();
-        for t in TABLES {
-            ddl.push_str(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS hermes_stage_{t} (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
-            ));
-        }
-        c.batch_execute(&ddl)?;
-        // Partitions ahead: today and tomorrow exist before the first row needs them.
-        let today = crate::schema::day_of_ns(crate::unix_ns());
-        for d in [today, today + 1] {
-            if self.partitions_native && self.partitions.insert(d) {
-                crate::schema::ensure_partitions(&mut c, d)?;
-            }
-        }
+        let mut conn = BatchWriter::connect(&self.opts.database_url, "hermes-persister")?;
         if self.offsets.is_none() {
-            let identity = crate::schema::identity(&mut c)?;
+            let c = conn.client();
+            let identity = crate::schema::identity(c)?;
             self.claim_journal(&identity)?;
             let names: Vec<String> = self.segments.iter().map(|s| s.name.clone()).collect();
-            let rows = c.query(
+            let rows = conn.client().query(
                 "SELECT journal, \"offset\", records FROM ingest_offsets WHERE journal = ANY($1)",
                 &[&names],
             )?;
@@ -237,7 +381,7 @@ impl DbWriter {
                     .collect(),
             );
         }
-        self.client = Some(c);
+        self.conn = Some(conn);
         self.stats.connected.store(true, Ordering::Relaxed);
         self.backoff = Duration::ZERO;
         Ok(())
@@ -550,85 +694,32 @@ impl DbWriter {
                 return Err(Failure::Sync(format!("{}: {e}", seg.path.display())));
             }
         }
-        let client = match self.client.as_mut() {
-            Some(c) => c,
-            None => return Err(Failure::Other(PersistError::NotConnected)),
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failure::Other(PersistError::NotConnected));
         };
-        for &d in &self.batch.days {
-            if self.partitions_native && !self.partitions.contains(&d) {
-                crate::schema::ensure_partitions(client, d).map_err(|e| match e {
-                    PersistError::Postgres(e) => Failure::Transient(e),
-                    e => Failure::Other(e),
-                })?;
-                self.partitions.insert(d);
-            }
-        }
-        let t0 = Instant::now();
-        let mut tx = client.transaction().map_err(Failure::Transient)?;
-        let mut inserted = [0u64; TABLES.len()];
-        let mut sent = 0u64;
-        for (k, t) in TABLES.iter().enumerate() {
-            if self.batch.tables[k].is_empty() {
-                continue;
-            }
-            let data = self.batch.tables[k].finish();
-            let tc = Instant::now();
-            let n = copy_batch(
-                &mut tx,
-                &format!("COPY hermes_stage_{t} FROM STDIN (FORMAT binary)"),
-                data,
-            )
-            .map_err(|e| classify(e, k))?;
-            sent += n;
-            let ti = Instant::now();
-            inserted[k] = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO {t} SELECT * FROM hermes_stage_{t} ON CONFLICT DO NOTHING"
-                    ),
-                    &[],
-                )
-                .map_err(|e| classify(e, k))?;
-            tracing::debug!(
-                table = t,
-                rows = n,
-                bytes = data.len(),
-                copy_us = (ti - tc).as_micros() as u64,
-                insert_us = ti.elapsed().as_micros() as u64,
-                "batch table"
-            );
-        }
         let s = &seg;
-        tx.execute(
-            "INSERT INTO ingest_offsets (journal, stream, \"offset\", records, updated_at)
-             VALUES ($1, $2, $3, $4, now())
-             ON CONFLICT (journal) DO UPDATE SET \"offset\" = excluded.\"offset\",
-                 records = excluded.records, updated_at = now()
-             WHERE ingest_offsets.\"offset\" <= excluded.\"offset\"",
-            &[
-                &s.name,
-                &s.stream,
-                &(self.batch_end as i64),
-                &self.batch_records,
-            ],
-        )
-        .map_err(Failure::Transient)?;
-        tx.commit().map_err(Failure::Transient)?;
-        let us = t0.elapsed().as_micros() as u64;
-        let st = &self.stats;
-        for (k, n) in inserted.iter().enumerate() {
-            PersistStats::add(&st.rows[k], *n);
-        }
-        PersistStats::add(&st.duplicate_rows, sent - inserted.iter().sum::<u64>());
-        PersistStats::add(&st.batches, 1);
-        PersistStats::set(&st.copy_latency_us_last, us);
-        st.copy_latency_us_max.fetch_max(us, Ordering::Relaxed);
-        st.record_batch_latency(us);
+        let (end, records) = (self.batch_end as i64, self.batch_records);
+        conn.write(&mut self.batch, &self.stats, |tx| {
+            tx.execute(
+                "INSERT INTO ingest_offsets (journal, stream, \"offset\", records, updated_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (journal) DO UPDATE SET \"offset\" = excluded.\"offset\",
+                     records = excluded.records, updated_at = now()
+                 WHERE ingest_offsets.\"offset\" <= excluded.\"offset\"",
+                &[&s.name, &s.stream, &end, &records],
+            )
+            .map(|_| ())
+            .map_err(BatchError::Transient)
+        })
+        .map_err(|e| match e {
+            BatchError::Transient(e) => Failure::Transient(e),
+            BatchError::Data { table, err } => Failure::Data { table, err },
+            BatchError::Other(e) => Failure::Other(e),
+        })?;
         let name = s.name.clone();
         if let Some(o) = self.offsets.as_mut() {
             o.insert(name, (self.batch_end, self.batch_records));
         }
-        self.batch.clear();
         self.batch_since = None;
         if let Some(id) = self.owner_pending.take() {
             self.write_owner(&id);
@@ -640,7 +731,7 @@ impl DbWriter {
     fn trial(&mut self, table: usize, n: usize) -> Result<bool, postgres::Error> {
         self.batch.tables[table].subset(0..n, &mut self.scratch);
         let t = TABLES[table];
-        let Some(client) = self.client.as_mut() else {
+        let Some(client) = self.conn.as_mut().map(|c| c.client()) else {
             return Ok(false);
         };
         let mut tx = client.transaction()?;
@@ -734,7 +825,7 @@ impl DbWriter {
                 tracing::warn!("persister: {msg}");
                 return Err(PersistError::Unfinished { lag_bytes: lag });
             }
-            if self.client.is_none() {
+            if self.conn.is_none() {
                 let now = Instant::now();
                 if now >= self.next_try {
                     if let Err(e) = self.connect() {
@@ -752,7 +843,7 @@ impl DbWriter {
                         self.fail("connecting to PostgreSQL", &e);
                     }
                 }
-                if self.client.is_none() {
+                if self.conn.is_none() {
                     let wait = self.next_try.saturating_duration_since(Instant::now());
                     std::thread::sleep(wait.min(Duration::from_millis(20)));
                     continue;

@@ -486,7 +486,7 @@ fn db_migrate_is_idempotent() {
     let out = run_ok(hermes().args(["db", "migrate", "--database-url", &url]));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "applied migrations [1, 2, 3, 4]"
+        "applied migrations [1, 2, 3, 4, 5]"
     );
     let out = run_ok(hermes().args(["db", "migrate"]).env("DATABASE_URL", &url));
     assert_eq!(
