@@ -11,6 +11,7 @@
 //!     └ KV <bucket>/md: the lease that says which host publishes MD and SNAP
 //!
 //!  strategy host: `hermes mirror` ─ last SNAP + MD after it ─► Market ─► local shm file
+//!  persister host: `hermes persist --nats` ─ RAW from the committed offset ─► PostgreSQL
 //! ```
 //!
 //! * [`NatsOptions`]: URLs, stream and subject prefixes, host name, replicas, SNAP
@@ -19,12 +20,15 @@
 //!   it through a ring and never blocks; RAW follows the journal as one more reader).
 //! * [`mirror::run`]: loads the latest SNAPs, follows MD, applies it through the same
 //!   [`Market`](hermes_book::Market) into a local shm file.
+//! * [`persist::run`]: the persister as a JetStream consumer of RAW: the journal
+//!   persister's rows, exactly once (the stream offset commits with the rows).
 //! * [`testing`]: real `nats-server` clusters for tests.
 
 use std::time::Duration;
 
 pub mod headers;
 pub mod mirror;
+pub mod persist;
 pub mod publish;
 pub mod stats;
 #[doc(hidden)]
