@@ -52,6 +52,10 @@ enum Cmd {
     /// Another host's books in a local shm file, from NATS JetStream (what `run`,
     /// `record` or `replay` with `--nats` publish).
     Mirror(cmd::mirror::MirrorArgs),
+    /// The persister on another host: every frame of every ingest host, read from the
+    /// NATS JetStream RAW stream, into PostgreSQL exactly once (the journal persister's
+    /// rows; the stream offset commits with them).
+    Persist(cmd::persist::PersistArgs),
     /// Like `run`, and write every received frame to rotating native capture files.
     Record(cmd::live::RecordArgs),
     /// The HTTP face (web dashboard at /, REST, SSE, /metrics, health) over an existing
@@ -102,6 +106,7 @@ fn main() {
         Cmd::Db(c) => cmd::db::run(c),
         Cmd::Run(a) => cmd::live::cmd_run(a, None),
         Cmd::Mirror(a) => cmd::mirror::cmd_mirror(a),
+        Cmd::Persist(a) => cmd::persist::cmd_persist(a),
         Cmd::Record(a) => cmd::live::cmd_record(a),
         Cmd::Serve(a) => cmd::serve::cmd_serve(a),
         Cmd::Sim(a) => cmd::sim::cmd_sim(a),

@@ -6,6 +6,7 @@ pub mod export;
 pub mod generate;
 pub mod live;
 pub mod mirror;
+pub mod persist;
 pub mod replay;
 pub mod serve;
 pub mod shm;

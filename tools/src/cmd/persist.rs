@@ -1,0 +1,134 @@
+//! `hermes persist --nats`: the persister on a host other than the ingest hosts, as a
+//! NATS JetStream consumer of RAW (every journaled frame of every host) into PostgreSQL,
+//! exactly once: the rows of the journal persister, the stream offset committed with them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::flags::{check_database_url, secs, KernelArgs, ScaleArgs};
+
+/// `hermes persist` arguments.
+#[derive(Args, Debug)]
+pub struct PersistArgs {
+    /// NATS server URLs, comma-separated: the RAW stream `<PREFIX>_RAW` is read there.
+    #[arg(long, env = "HERMES_NATS_URL", value_name = "URL[,URL…]")]
+    pub nats: String,
+    /// PostgreSQL (libpq string or postgresql:// URL).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Stop once no message came for this many seconds and the stream holds nothing newer.
+    #[arg(long, value_name = "SECS")]
+    pub until_idle: Option<f64>,
+    /// Stop after this many seconds [default: run until SIGINT/SIGTERM].
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// The publishers' stream prefix (the stream read is `<PREFIX>_RAW`).
+    #[arg(long, default_value = "HERMES")]
+    pub nats_stream_prefix: String,
+    /// The publishers' subject prefix (subjects `<PREFIX>.raw.<host>.<venue>`).
+    #[arg(long, default_value = "hermes")]
+    pub nats_subject_prefix: String,
+    /// Commit a batch at this many rows...
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_rows: usize,
+    /// ...or this many milliseconds after its first message, whichever comes first.
+    #[arg(long, default_value_t = 100)]
+    pub batch_age_ms: u64,
+    /// Receive-time interval between two book_snapshots rows of an instrument, ms (as the
+    /// ingest host's persister).
+    #[arg(long, default_value_t = 1000)]
+    pub snapshot_interval_ms: u64,
+    /// Levels per side in book_snapshots.
+    #[arg(long, default_value_t = 10)]
+    pub snapshot_depth: usize,
+    /// Receive-time interval between two top_of_book rows of an instrument, ms.
+    #[arg(long, default_value_t = 100)]
+    pub tob_interval_ms: u64,
+    /// Instruments the decoder accepts per journal segment (the ingest engine's
+    /// --shm-slots).
+    #[arg(long, default_value_t = 256)]
+    pub shm_slots: u32,
+    /// When stopping, how long to keep trying to reach PostgreSQL to commit what was read
+    /// (the rest is read again from the stream by the next start), seconds.
+    #[arg(long, default_value_t = 30)]
+    pub persist_drain_timeout: u64,
+    /// A `stats:` line on stderr every this many seconds (0: none).
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub stats_every: f64,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
+}
+
+impl PersistArgs {
+    fn options(&self) -> Result<hermes_nats::persist::Options> {
+        check_database_url(&self.database_url)?;
+        if self.batch_rows == 0 || self.batch_age_ms == 0 {
+            bail!("--batch-rows and --batch-age-ms must be at least 1");
+        }
+        let mut nats = hermes_nats::NatsOptions::new(self.nats.clone());
+        nats.stream_prefix = self.nats_stream_prefix.clone();
+        nats.subject_prefix = self.nats_subject_prefix.clone();
+        nats.validate()?;
+        let mut o = hermes_nats::persist::Options::new(nats, self.database_url.clone());
+        o.batch_rows = self.batch_rows;
+        o.batch_age = Duration::from_millis(self.batch_age_ms);
+        o.until_idle = secs(self.until_idle, "until-idle")?;
+        o.duration = secs(self.duration, "duration")?;
+        o.drain_timeout = Duration::from_secs(self.persist_drain_timeout);
+        let p = &mut o.projection;
+        p.decoder = self.scale.decoder(self.shm_slots as usize);
+        p.kernels = self.kernels.config();
+        p.snapshot_interval_ns = self.snapshot_interval_ms.max(1) as i64 * 1_000_000;
+        p.snapshot_depth = self.snapshot_depth;
+        p.tob_interval_ns = self.tob_interval_ms.max(1) as i64 * 1_000_000;
+        Ok(o)
+    }
+}
+
+pub fn cmd_persist(a: PersistArgs) -> Result<()> {
+    let opts = a.options()?;
+    let every = secs(Some(a.stats_every), "stats-every")?.unwrap_or_default();
+    let stats = Arc::new(hermes_nats::persist::SinkStats::default());
+    let stop = hermes_engine::shutdown_flag();
+    let done = Arc::new(AtomicBool::new(false));
+    let printer = (!every.is_zero())
+        .then(|| {
+            let (stats, done) = (stats.clone(), done.clone());
+            std::thread::Builder::new()
+                .name("hermes-stats".into())
+                .spawn(move || {
+                    let mut next = Instant::now() + every;
+                    // Relaxed: a request to stop; nothing is handed over with it.
+                    while !done.load(Ordering::Relaxed) {
+                        let now = Instant::now();
+                        if now >= next {
+                            eprintln!("stats: {}", stats.line());
+                            next = now + every;
+                        } else {
+                            std::thread::park_timeout(next - now);
+                        }
+                    }
+                })
+        })
+        .transpose()?;
+    tracing::info!(
+        "persist: {} stream {}_RAW into PostgreSQL",
+        a.nats,
+        a.nats_stream_prefix
+    );
+    let r = hermes_nats::persist::run(&opts, &stats, &stop);
+    // Relaxed: as above; the unpark wakes it.
+    done.store(true, Ordering::Relaxed);
+    if let Some(p) = printer {
+        p.thread().unpark();
+        let _ = p.join();
+    }
+    eprintln!("persist: {}", stats.line());
+    r
+}
