@@ -10,6 +10,7 @@
 //! * [`http`]: the HTTP face of `hermes run` on a loopback port.
 //! * [`live`]: `hermes run` and `hermes record` against `hermes sim`, with faults.
 //! * [`persist`]: PostgreSQL: kill -9 and rerun, SIGINT, `db migrate`, `demo`.
+//! * [`persist_nats`]: `hermes persist --nats` through kill -9 of itself and of a NATS node.
 //! * [`top`]: `hermes top --once`, and the live view driven in tmux.
 //!
 //! No test passes by skipping. A test that needs a system tool asks [`common::require`]
@@ -28,4 +29,5 @@ mod http;
 mod live;
 mod nats;
 mod persist;
+mod persist_nats;
 mod top;
