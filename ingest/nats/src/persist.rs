@@ -158,6 +158,15 @@ impl SinkStats {
         get(&self.stream_last_seq).saturating_sub(get(&self.committed_seq))
     }
 
+    /// Age of the oldest message not committed, seconds (0 when none is).
+    pub fn lag_seconds(&self) -> f64 {
+        if self.lag_messages() == 0 {
+            0.0
+        } else {
+            get(&self.lag_ms) as f64 / 1000.0
+        }
+    }
+
     /// One line: frames, rows per table, batches, lag, losses.
     pub fn line(&self) -> String {
         let db = &self.db;
@@ -181,7 +190,7 @@ impl SinkStats {
             p99,
             get(&self.committed_seq),
             self.lag_messages(),
-            get(&self.lag_ms) as f64 / 1000.0,
+            self.lag_seconds(),
             if lost > 0 {
                 format!("{lost} MESSAGES LOST, ")
             } else {
@@ -1468,7 +1477,9 @@ impl Reader<'_> {
         }
     }
 
-    async fn send(&self, item: In) -> Result<(), Closed> {
+    /// Hands `item` to the database thread, waiting while it is behind (the probe keeps
+    /// the lag figures current meanwhile: a PostgreSQL outage is when they matter).
+    async fn send(&mut self, item: In) -> Result<(), Closed> {
         let bytes = item.bytes();
         loop {
             if self.quit() {
@@ -1479,6 +1490,7 @@ impl Reader<'_> {
             if self.link.queued.load(Ordering::Relaxed) < self.max_queued {
                 break;
             }
+            self.probe().await;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         // Relaxed: as above.
@@ -1492,6 +1504,7 @@ impl Reader<'_> {
                     if self.quit() {
                         return Err(Closed);
                     }
+                    self.probe().await;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Err(mpsc::TrySendError::Disconnected(_)) => return Err(Closed),

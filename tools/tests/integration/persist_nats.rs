@@ -443,13 +443,30 @@ fn a_postgres_outage_delays_rows_and_a_missing_database_fails_at_once() {
         1,
         &urls,
         &url,
-        &["--until-idle", "3", "--batch-rows", "200"],
+        &[
+            "--until-idle",
+            "3",
+            "--batch-rows",
+            "200",
+            "--stats-every",
+            "0.3",
+        ],
     );
     p.wait_rows(&url, 0, Duration::from_secs(30));
     pg.pg.stop().unwrap();
     // A batch failed, then a connection attempt while the server was down.
     wait_for("failed attempts", Duration::from_secs(30), || {
         p.alive() && p.stderr().contains("connecting to PostgreSQL")
+    });
+    // The periodic line shows what is waiting: messages and their age.
+    wait_for("the lag in a stats: line", Duration::from_secs(30), || {
+        let err = p.stderr();
+        let after = &err[err.find("connecting to PostgreSQL").unwrap_or(0)..];
+        p.alive()
+            && after
+                .lines()
+                .filter(|l| l.starts_with("stats: "))
+                .any(|l| !l.contains("lag 0 messages") && !l.contains(" messages, 0.0 s"))
     });
     pg.pg.restart().unwrap();
     let e = p.finish(Duration::from_secs(60));
