@@ -217,9 +217,6 @@ pub fn run(opts: &Options, stats: &Arc<SinkStats>, stop: &AtomicBool) -> anyhow:
     let mut sink = Sink::new(opts, stats, stop, started);
     // The database first: it says where to start.
     let plan = sink.start()?;
-    let Some(plan) = plan else {
-        return Ok(()); // stopped before PostgreSQL answered: nothing was read
-    };
     let link = Arc::new(Link {
         quit: AtomicBool::new(false),
         queued: AtomicUsize::new(0),
@@ -534,21 +531,45 @@ impl<'a> Sink<'a> {
     /// advisory lock: one persister per stream and database.
     fn connect(&mut self) -> Result<(), PersistError> {
         let mut c = BatchWriter::connect(&self.opts.database_url, "hermes-persist-nats")?;
+        // A persister killed a moment ago may still hold the lock until its server
+        // process notices the closed connection: wait a little for it.
         let deadline = Instant::now() + Duration::from_secs(30);
+        let key: i64 = c
+            .client()
+            .query_one(
+                "SELECT hashtext('hermes persist --nats ' || $1)::bigint",
+                &[&self.stream],
+            )?
+            .get(0);
         loop {
             let got: bool = c
                 .client()
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtext('hermes persist --nats ' || $1)::bigint)",
-                    &[&self.stream],
-                )?
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
                 .get(0);
             if got {
                 break;
             }
             if Instant::now() >= deadline || self.stopping() {
+                let holder = c
+                    .client()
+                    .query_opt(
+                        "SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local')
+                           FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+                          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                            AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+                        &[&key],
+                    )
+                    .ok()
+                    .flatten()
+                    .map(|r| (r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, String>(2)));
+                let who = match holder {
+                    Some((pid, app, addr)) => format!(
+                        " (its session: server pid {pid}, application {app:?}, client {addr}; if that persister is gone, end the session with SELECT pg_terminate_backend({pid}))"
+                    ),
+                    None => String::new(),
+                };
                 return Err(PersistError::Conflict(format!(
-                    "another `hermes persist --nats` is writing NATS stream {} into this database (it holds the stream's advisory lock); run one per stream and database",
+                    "another `hermes persist --nats` is writing NATS stream {} into this database: it holds the stream's advisory lock{who}. Run one per stream and database",
                     self.stream
                 )));
             }
@@ -657,9 +678,8 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Reads the committed offset and the segments to re-read; `None` when stopped before
-    /// PostgreSQL answered.
-    fn start(&mut self) -> anyhow::Result<Option<Plan>> {
+    /// Reads the committed offset and the segments to re-read.
+    fn start(&mut self) -> anyhow::Result<Plan> {
         let stream = self.stream.clone();
         let r = self.with_db("reading nats_offsets", |c| {
             let cl = c.client();
@@ -680,16 +700,7 @@ impl<'a> Sink<'a> {
                 .collect();
             Ok((seq, segs))
         });
-        let (seq, segs) = match r {
-            Ok(v) => v,
-            Err(e) if self.stopping() && self.committed == 0 && self.conn.is_none() => {
-                tracing::warn!(
-                    "persist: stopped before PostgreSQL answered ({e:#}); nothing was read"
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
+        let (seq, segs) = r?;
         self.committed = seq.unwrap_or(0).max(0) as u64;
         self.processed = self.committed;
         set(&self.stats.committed_seq, self.committed);
@@ -737,10 +748,10 @@ impl<'a> Sink<'a> {
                 format!("#{} committed", self.committed)
             }
         );
-        Ok(Some(Plan {
+        Ok(Plan {
             warm,
             start: self.committed + 1,
-        }))
+        })
     }
 
     /// Idle: `--until-idle` passed since the last message, nothing being re-read, and
@@ -1963,7 +1974,7 @@ mod tests {
         let stats = SinkStats::default();
         let stop = AtomicBool::new(false);
         let mut sink = Sink::new(&opts, &stats, &stop, Instant::now());
-        let plan = sink.start().unwrap().unwrap();
+        let plan = sink.start().unwrap();
         for w in &plan.warm {
             let sub = format!("hermes.raw.{}.", w.host);
             for m in msgs.iter().filter(|m| {

@@ -145,6 +145,13 @@ impl Persister {
     }
 }
 
+/// SIGINT.
+fn interrupt(p: &Persister) {
+    // SAFETY: signalling a child this test started and has not reaped.
+    let r = unsafe { libc::kill(p.child.id() as i32, libc::SIGINT) };
+    assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
 /// The persister's final line.
 fn summary(stderr: &str) -> &str {
     stderr
@@ -360,8 +367,24 @@ fn a_frame_larger_than_max_payload_is_one_row_with_its_exact_bytes() {
                 "SELECT coalesce(max(seq), 0) FROM nats_offsets WHERE stream = 'HERMES_RAW'",
             ) == 8
     });
-    // SAFETY: signalling the child this test started and has not reaped.
-    unsafe { libc::kill(p.child.id() as i32, libc::SIGINT) };
+    // A second persister of the same stream and database is refused (it waits for the
+    // first one's lock, and says whose it is when interrupted).
+    let mut second = Persister::start(&dir, 2, &urls, &url, &[]);
+    wait_for(
+        "the second persister to start",
+        Duration::from_secs(30),
+        || second.alive() && second.stderr().contains("into PostgreSQL"),
+    );
+    interrupt(&second);
+    let st = second.child.wait().unwrap();
+    let e2 = second.stderr();
+    assert!(!st.success(), "{e2}");
+    assert!(
+        e2.contains("another `hermes persist --nats` is writing NATS stream HERMES_RAW")
+            && e2.contains("pg_terminate_backend("),
+        "{e2}"
+    );
+    interrupt(&p);
     let e = p.finish(Duration::from_secs(30));
     assert!(summary(&e).contains("6 frames (8 messages"), "{e}");
     assert!(
