@@ -757,12 +757,16 @@ impl<'a> Sink<'a> {
     /// Idle: `--until-idle` passed since the last message, nothing being re-read, and
     /// nothing more to read: the consumer had nothing left after the last message (or,
     /// before any, the stream as last seen holds nothing newer). A consumer that stopped
-    /// delivering with messages left is stalled, not idle: it is created again.
+    /// delivering with messages left is stalled, not idle: it is created again; a cluster
+    /// that never answered is unreachable, not idle.
     fn idle(&self) -> bool {
-        let caught_up = match self.pending_after {
-            Some(n) => n == 0,
-            None => get(&self.stats.stream_last_seq) <= self.processed,
-        };
+        // Never idle before the stream was reached (a consumer created): a cluster that
+        // does not answer is not a stream with nothing in it.
+        let caught_up = get(&self.stats.consumers) > 0
+            && match self.pending_after {
+                Some(n) => n == 0,
+                None => get(&self.stats.stream_last_seq) <= self.processed,
+            };
         self.opts
             .until_idle
             .is_some_and(|d| self.last_msg.elapsed() >= d && self.warming == 0 && caught_up)
