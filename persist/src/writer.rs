@@ -249,6 +249,7 @@ impl BatchWriter {
         PersistStats::add(&stats.duplicate_rows, sent - inserted.iter().sum::<u64>());
         PersistStats::add(&stats.batches, 1);
         PersistStats::set(&stats.copy_latency_us_last, us);
+        // Relaxed: a statistic (see PersistStats); it orders nothing.
         stats.copy_latency_us_max.fetch_max(us, Ordering::Relaxed);
         stats.record_batch_latency(us);
         batch.clear();

@@ -140,6 +140,9 @@ pub struct SinkStats {
     pub consumers: AtomicU64,
 }
 
+// Relaxed, all four: statistics and health flags that one thread writes and others
+// display ([`SinkStats`], [`PersistStats`]); none pairs with another access or orders
+// other memory.
 fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
@@ -150,6 +153,10 @@ fn add(c: &AtomicU64, n: u64) {
 
 fn set(c: &AtomicU64, n: u64) {
     c.store(n, Ordering::Relaxed);
+}
+
+fn flag(c: &AtomicBool, v: bool) {
+    c.store(v, Ordering::Relaxed);
 }
 
 impl SinkStats {
@@ -260,10 +267,14 @@ enum In {
 }
 
 impl In {
+    /// What it counts in [`Link::queued`]: added by the reader's `send`, taken off by the
+    /// database thread on receipt. `Failed` is sent without `send` (the reader is ending):
+    /// it counts nothing.
     fn bytes(&self) -> usize {
         match self {
             In::Msg(m) => m.payload.len() + 256,
-            _ => 64,
+            In::Lost { .. } | In::WarmEnd(_) => 64,
+            In::Failed(_) => 0,
         }
     }
 }
@@ -576,7 +587,7 @@ impl<'a> Sink<'a> {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.conn = Some(c);
-        self.stats.db.connected.store(true, Ordering::Relaxed);
+        flag(&self.stats.db.connected, true);
         self.backoff = Duration::ZERO;
         Ok(())
     }
@@ -591,7 +602,7 @@ impl<'a> Sink<'a> {
             *l = Some(msg);
         }
         add(&self.stats.db.retries, 1);
-        self.stats.db.connected.store(false, Ordering::Relaxed);
+        flag(&self.stats.db.connected, false);
         self.conn = None;
         self.backoff = if self.backoff.is_zero() {
             self.opts.retry_min
@@ -647,7 +658,7 @@ impl<'a> Sink<'a> {
                 match self.connect() {
                     Ok(()) => {}
                     Err(e) if hermes_persist::is_permanent(&e) => {
-                        self.stats.db.halted.store(true, Ordering::Relaxed);
+                        flag(&self.stats.db.halted, true);
                         bail!("PostgreSQL refuses this persister for good: {e}; fix --database-url (or create the database) and start again");
                     }
                     Err(e @ PersistError::Conflict(_)) => return Err(e.into()),
@@ -671,7 +682,7 @@ impl<'a> Sink<'a> {
                     self.wait_retry()?;
                 }
                 Err(e) => {
-                    self.stats.db.halted.store(true, Ordering::Relaxed);
+                    flag(&self.stats.db.halted, true);
                     return Err(anyhow!("{what}: {e}"));
                 }
             }
@@ -1225,7 +1236,7 @@ impl<'a> Sink<'a> {
             } else {
                 None
             };
-            self.stats.db.halted.store(true, Ordering::Relaxed);
+            flag(&self.stats.db.halted, true);
             bail!(
                 "{key} frame {} (message #{first_seq} of {}): {}; rows before it are committed, nothing at or after it is written (it is never skipped). Fix the cause and start again: reading resumes at this message{}",
                 meta.frame_no,
