@@ -894,27 +894,13 @@ fn ends_message(ev: &Event) -> bool {
     )
 }
 
-fn engine_inst(ev: &Event) -> u32 {
-    match ev {
-        Event::Define { inst, .. }
-        | Event::Snapshot { inst }
-        | Event::Level { inst, .. }
-        | Event::Commit { inst, .. }
-        | Event::Quote { inst, .. }
-        | Event::Trade { inst, .. }
-        | Event::Derivs { inst, .. }
-        | Event::Liquidation { inst, .. }
-        | Event::Stale { inst, .. } => inst.0,
-    }
-}
-
 async fn on_event(
     st: &mut MdState<'_>,
     ev: &Event,
     pipe: &mut Pipe,
     on_ack: &mut impl FnMut(Meta, &PublishAck),
 ) {
-    let e = engine_inst(ev);
+    let e = ev.inst().0;
     let own = match ev {
         Event::Define { .. } => match st.market.apply(ev) {
             Applied::Defined(own) => {

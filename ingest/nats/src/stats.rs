@@ -12,6 +12,23 @@ fn hist() -> Mutex<Histogram<u64>> {
     Mutex::new(Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3).expect("valid bounds"))
 }
 
+/// `p50 X unit p99 Y unit` of a histogram of ns (`n/a` when empty).
+fn p50_p99(h: &Mutex<Histogram<u64>>, per_unit: f64, unit: &str) -> String {
+    h.lock()
+        .map(|h| {
+            if h.is_empty() {
+                "n/a".to_string()
+            } else {
+                format!(
+                    "p50 {:.2} {unit} p99 {:.2} {unit}",
+                    h.value_at_quantile(0.5) as f64 / per_unit,
+                    h.value_at_quantile(0.99) as f64 / per_unit
+                )
+            }
+        })
+        .unwrap_or_default()
+}
+
 fn add(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
@@ -114,21 +131,7 @@ impl PublishStats {
     /// One line for logs.
     pub fn line(&self) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let q = |h: &Mutex<Histogram<u64>>| {
-            h.lock()
-                .map(|h| {
-                    if h.is_empty() {
-                        "n/a".to_string()
-                    } else {
-                        format!(
-                            "p50 {:.2} ms p99 {:.2} ms",
-                            h.value_at_quantile(0.5) as f64 / 1e6,
-                            h.value_at_quantile(0.99) as f64 / 1e6
-                        )
-                    }
-                })
-                .unwrap_or_default()
-        };
+        let q = |h: &Mutex<Histogram<u64>>| p50_p99(h, 1e6, "ms");
         format!(
             "nats: {} RAW, {} MD, {} SNAP acked, {} duplicate acks, {} resent, {} errors, lease {} (epoch {}, acquired {}, lost {}), send → ack {}, receive → ack {}",
             l(&self.raw_acked),
@@ -263,21 +266,7 @@ impl MirrorStats {
     /// One line for logs.
     pub fn line(&self) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let q = |h: &Mutex<Histogram<u64>>| {
-            h.lock()
-                .map(|h| {
-                    if h.is_empty() {
-                        "n/a".to_string()
-                    } else {
-                        format!(
-                            "p50 {:.1} µs p99 {:.1} µs",
-                            h.value_at_quantile(0.5) as f64 / 1e3,
-                            h.value_at_quantile(0.99) as f64 / 1e3
-                        )
-                    }
-                })
-                .unwrap_or_default()
-        };
+        let q = |h: &Mutex<Histogram<u64>>| p50_p99(h, 1e3, "µs");
         format!(
             "mirror: {} MD applied, {} skipped, {} of an older epoch, {} SNAPs, {} gaps, {} resyncs, {} epoch changes, {} bad, {}/{} instruments synced; receive → visible {}; exchange → visible {}",
             l(&self.applied),
