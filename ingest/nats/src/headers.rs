@@ -2,7 +2,7 @@
 //!
 //! | stream | subject | headers | payload |
 //! |---|---|---|---|
-//! | RAW | `<p>.raw.<host>.<venue>` | `Nats-Msg-Id: <host>:<segment>:<offset>[:<part>]`, `Hermes-Journal` (segment file name), `Hermes-Offset`, `Hermes-Frame` (record number in the segment), `Hermes-Recv-Ns`, `Hermes-Kind` (`ws` or `rest`), `Hermes-Tag` (a REST snapshot's symbol), `Hermes-Conn`, `Hermes-Acked-Through` (`<segment>:<offset>` every record before which was acknowledged when this one was sent), `Hermes-Part: k/n` when a frame is larger than the server's `max_payload` and split | the frame's bytes as received (part k of n) |
+//! | RAW | `<p>.raw.<host>.<venue>` | `Nats-Msg-Id: <host>:<segment name without .hcap>:<offset>[:<part>]`, `Hermes-Journal` (segment file name), `Hermes-Offset`, `Hermes-Frame` (record number in the segment), `Hermes-Recv-Ns`, `Hermes-Kind` (`ws` or `rest`), `Hermes-Tag` (a REST snapshot's symbol), `Hermes-Conn`, `Hermes-Acked-Through` (`<segment number>:<offset>:<segment name>`: every record before it was acknowledged when this one was sent; the name ties it to one journal), `Hermes-Part: k/n` when a frame is larger than the server's `max_payload` and split | the frame's bytes as received (part k of n) |
 //! | MD | `<p>.md.<venue>.<symbol>` | `Nats-Msg-Id: <epoch>:<venue>:<symbol>:<seq>`, `Hermes-Epoch`, `Hermes-Seq` (per symbol and epoch, from 1, +1 per message) | [`hermes_book::wire`] records of one frame's change to the instrument (ending with its commit) or one standalone event |
 //! | SNAP | `<p>.snap.<venue>.<symbol>` | `Hermes-Epoch`, `Hermes-Seq` (the last MD message it includes; 0 = none), `Hermes-MD-Stream-Seq` (that message's sequence in the MD stream, when there is one) | [`hermes_book::checkpoint`] of the instrument |
 
@@ -28,7 +28,8 @@ pub const KIND: &str = "Hermes-Kind";
 pub const TAG: &str = "Hermes-Tag";
 /// RAW: connection number.
 pub const CONN: &str = "Hermes-Conn";
-/// RAW: every record before this position was acknowledged when this one was sent.
+/// RAW: every record before this position (`<segment number>:<offset>:<segment name>`)
+/// was acknowledged when this one was sent.
 pub const ACKED_THROUGH: &str = "Hermes-Acked-Through";
 /// RAW: `k/n` of a split frame.
 pub const PART: &str = "Hermes-Part";

@@ -5,7 +5,7 @@
 //! path; JetStream carries what crosses hosts:
 //!
 //! ```text
-//!  ingest host ─ journal ─► RAW  <p>.raw.<host>.<venue>    every journaled frame, id <host>:<segment>:<offset>
+//!  ingest host ─ journal ─► RAW  <p>.raw.<host>.<venue>    every journaled frame, id <host>:<segment name>:<offset>
 //!     │ book thread ──────► MD   <p>.md.<venue>.<symbol>    normalized events (hermes_book::wire), per-symbol seq + epoch
 //!     │  (lease holder)  └─► SNAP <p>.snap.<venue>.<symbol>  the whole instrument (hermes_book::checkpoint), one kept per subject
 //!     └ KV <bucket>/md: the lease that says which host publishes MD and SNAP

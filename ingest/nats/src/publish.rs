@@ -1089,9 +1089,13 @@ async fn resync(
 /// A position in the journal: (segment number, byte offset).
 type Pos = (u64, u64);
 
-fn parse_pos(s: &str) -> Option<Pos> {
-    let (a, b) = s.split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
+/// `<segment number>:<offset>:<segment name>` (the name ties the position to one
+/// journal: numbers start again in a new journal directory).
+fn parse_pos(s: &str) -> Option<(Pos, &str)> {
+    let mut it = s.splitn(3, ':');
+    let n = it.next()?.parse().ok()?;
+    let o = it.next()?.parse().ok()?;
+    Some(((n, o), it.next()?))
 }
 
 async fn raw_loop(
@@ -1111,26 +1115,44 @@ async fn raw_loop(
             .map_err(|e| anyhow::anyhow!("{e}"))
     })
     .await?;
-    let mut resume: Pos = (0, 0);
+    let mut last: Option<(Pos, String)> = None;
     for v in Venue::ALL {
         let subject = opts.raw_subject(v);
         if let Ok(m) = stream.get_last_raw_message_by_subject(&subject).await {
-            if let Some(p) = m
+            if let Some((p, name)) = m
                 .headers
                 .get(h::ACKED_THROUGH)
                 .and_then(|x| parse_pos(x.as_str()))
             {
-                resume = resume.max(p);
+                if last.as_ref().is_none_or(|(q, _)| p > *q) {
+                    last = Some((p, name.to_string()));
+                }
             }
         }
     }
-    if resume != (0, 0) {
-        tracing::info!(
-            "NATS RAW: resuming after segment {} byte {} (acknowledged through there by the last run)",
-            resume.0,
-            resume.1
-        );
+    let mut resume: Pos = (0, 0);
+    if let Some((p, name)) = last {
+        let here = journal
+            .segments()
+            .iter()
+            .any(|s| s.number == p.0 && s.name == name);
+        if here {
+            resume = p;
+            tracing::info!(
+                "NATS RAW: resuming after segment {} byte {} (acknowledged through there by the last run)",
+                p.0,
+                p.1
+            );
+        } else {
+            tracing::warn!(
+                host = %opts.host,
+                "NATS RAW: the last RAW of this host came from journal segment {name}, which this journal ({}) does not have: publishing this journal from its start (another journal, or a host name used twice?)",
+                journal.dir().display()
+            );
+        }
     }
+    // Names of the segments read, for the positions in Acked-Through.
+    let mut names: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     // Room for the headers within the server's max_payload.
     let chunk = (client.server_info().max_payload.max(64 << 10) - (16 << 10)).max(32 << 10);
     let mut pipe = Pipe::new(js.clone(), opts.max_inflight, stats.clone(), stop.clone());
@@ -1166,6 +1188,8 @@ async fn raw_loop(
             after = Some(seg.number);
             continue;
         }
+        names.insert(seg.number, seg.name.clone());
+        let stem = seg.name.trim_end_matches(".hcap").to_string();
         let mut reader = match CaptureReader::open(&seg.path) {
             Ok(r) => r,
             Err(e) => anyhow::bail!(
@@ -1218,9 +1242,9 @@ async fn raw_loop(
                 let body = &data[(k * chunk).min(data.len())..((k + 1) * chunk).min(data.len())];
                 let mut hd = HeaderMap::new();
                 let id = if parts == 1 {
-                    format!("{}:{}:{}", opts.host, seg.number, offset)
+                    format!("{}:{stem}:{offset}", opts.host)
                 } else {
-                    format!("{}:{}:{}:{}", opts.host, seg.number, offset, k)
+                    format!("{}:{stem}:{offset}:{k}", opts.host)
                 };
                 hd.insert(h::MSG_ID, id.as_str());
                 hd.insert(h::JOURNAL, seg.name.as_str());
@@ -1237,7 +1261,13 @@ async fn raw_loop(
                 hd.insert(h::CONN, frame.conn.to_string().as_str());
                 hd.insert(
                     h::ACKED_THROUGH,
-                    format!("{}:{}", acked_through.0, acked_through.1).as_str(),
+                    format!(
+                        "{}:{}:{}",
+                        acked_through.0,
+                        acked_through.1,
+                        names.get(&acked_through.0).map_or("", String::as_str)
+                    )
+                    .as_str(),
                 );
                 if parts > 1 {
                     hd.insert(h::PART, format!("{}/{parts}", k + 1).as_str());

@@ -505,3 +505,86 @@ fn kill_9_of_the_lease_holder_hands_over_and_the_mirror_ends_exact() {
     // Both hosts' RAW is in the stream.
     assert!(p.count("HERMES_RAW", "hermes.raw.a.>") > 0);
 }
+
+/// RAW after kill -9 of the publisher: the next run on the same journal and host sends
+/// the rest of the old segment and then its own, resuming at the last message's
+/// `Hermes-Acked-Through` (what was in flight then is all that is sent twice, and the
+/// server's dedupe drops it): every frame of both inputs stored once.
+#[test]
+fn raw_resumes_after_kill_9_from_the_last_acknowledged_position() {
+    if !available_or_required() {
+        return;
+    }
+    let dir = TempDir::new("nats-resume");
+    let cluster = NatsCluster::start(&dir.path("nats"), 3).unwrap();
+    let urls = cluster.urls();
+    let first = generate(
+        &dir,
+        "first.hcap",
+        &["--venues", "coinbase,binance", "--frames", "30000"],
+    );
+    let second = generate(
+        &dir,
+        "second.hcap",
+        &["--venues", "binance", "--frames", "2000", "--seed", "9"],
+    );
+    let journal = dir.path("journal");
+    let mut a = hermes()
+        .arg("replay")
+        .arg(&first)
+        .args([
+            "--no-pin",
+            "--nats",
+            &urls,
+            "--nats-host",
+            "a",
+            "--nats-no-md",
+            "--nats-max-inflight",
+            "4",
+            "--journal",
+        ])
+        .arg(&journal)
+        .arg("--shm")
+        .arg(dir.path("a.shm"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Probe::connect(&urls).unwrap();
+    wait_for("some RAW", Duration::from_secs(60), || {
+        p.stream("HERMES_RAW").is_some_and(|(n, _)| n >= 3_000)
+    });
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let before = p.stream("HERMES_RAW").unwrap().0;
+    assert!(
+        before < 30_000,
+        "the kill came too late to test anything: {before}"
+    );
+    // The same host on the same journal: the rest of the killed run's segment, then its own.
+    let out = run_ok(
+        hermes()
+            .arg("replay")
+            .arg(&second)
+            .args([
+                "--no-pin",
+                "--nats",
+                &urls,
+                "--nats-host",
+                "a",
+                "--nats-no-md",
+                "--journal",
+            ])
+            .arg(&journal)
+            .arg("--shm")
+            .arg(dir.path("a.shm")),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resuming after segment 1 byte"), "{err}");
+    assert_eq!(p.stream("HERMES_RAW").unwrap().0, 32_000, "{err}");
+    // The same host name on another journal: its positions mean nothing there; it
+    // publishes that journal from its start, under ids of its own segments.
+    let (_, err) = replay_nats(&dir, &second, &urls, "a", &["--nats-no-md"]);
+    assert!(err.contains("which this journal"), "{err}");
+    assert_eq!(p.stream("HERMES_RAW").unwrap().0, 34_000, "{err}");
+}
