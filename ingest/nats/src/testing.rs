@@ -81,12 +81,38 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `n` nodes (1 = a single server without a cluster block) under `dir` and
-    /// waits until JetStream answers on each.
+    /// waits until JetStream answers on each. The ports are free when chosen, but another
+    /// process may take one before the server binds it: then the whole cluster is started
+    /// again on new ports (three tries).
     pub fn start(dir: &Path, n: usize) -> anyhow::Result<NatsCluster> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start(dir, n) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    // The failed attempt's servers were killed and its directory removed
+                    // when it was dropped.
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("three attempts"))
+    }
+
+    fn try_start(dir: &Path, n: usize) -> anyhow::Result<NatsCluster> {
         let bin = binary().ok_or_else(|| {
             anyhow::anyhow!("nats-server not found; install it (`apt-get install nats-server`)")
         })?;
         std::fs::create_dir_all(dir)?;
+        // Every port bound at once while choosing, so they differ from each other.
+        let held: Vec<std::net::TcpListener> = (0..3 * n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<_>>()?;
+        let ports: Vec<u16> = held
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<_>>()?;
+        drop(held);
         let mut nodes = Vec::new();
         for k in 0..n {
             let name = format!("n{k}");
@@ -94,9 +120,9 @@ impl NatsCluster {
                 conf: dir.join(format!("{name}.conf")),
                 log: dir.join(format!("{name}.log")),
                 name,
-                port: free_port(),
-                cluster_port: free_port(),
-                monitor_port: free_port(),
+                port: ports[3 * k],
+                cluster_port: ports[3 * k + 1],
+                monitor_port: ports[3 * k + 2],
                 child: None,
             });
         }
@@ -217,20 +243,32 @@ impl NatsCluster {
 
     /// Waits until every running node says it is healthy (`/healthz` on the monitoring
     /// port: on 2.9 that includes JetStream in contact with a meta leader).
-    fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
-        for (k, n) in self.nodes.iter().enumerate() {
-            if n.child.is_none() {
+        for k in 0..self.nodes.len() {
+            if self.nodes[k].child.is_none() {
                 continue;
             }
             loop {
-                if healthz(n.monitor_port) {
+                if healthz(self.nodes[k].monitor_port) {
                     break;
+                }
+                let exited = matches!(
+                    self.nodes[k].child.as_mut().map(|c| c.try_wait()),
+                    Some(Ok(Some(_)))
+                );
+                if exited {
+                    // A server that exited (a port taken meanwhile) will not be ready.
+                    anyhow::bail!(
+                        "nats-server {} exited while starting; log tail:\n{}",
+                        self.nodes[k].name,
+                        self.log_tail(k)
+                    );
                 }
                 if Instant::now() >= deadline {
                     anyhow::bail!(
                         "nats-server {} did not become ready within {limit:?}; log tail:\n{}",
-                        n.name,
+                        self.nodes[k].name,
                         self.log_tail(k)
                     );
                 }
