@@ -19,7 +19,7 @@ pub struct Tolerance {
     /// Largest accepted fall of a ratio, as a fraction (0.3 = a ratio may drop by 30%).
     pub ratio: f64,
     /// The same for the cross-thread and multi-process, scheduler-bound figures (ring,
-    /// shm visibility, e2e, ws, persist, memory) and for absolute figures.
+    /// shm visibility, e2e, ws, nats, persist, memory) and for absolute figures.
     pub noisy: f64,
 }
 
@@ -100,6 +100,7 @@ fn noisy(id: &str) -> bool {
     [
         "e2e.",
         "ws.",
+        "nats.",
         "persist.",
         "memory.",
         "ring.",
@@ -136,7 +137,7 @@ pub fn compare(new: &Report, base: &Report, tol: Tolerance) -> (String, Vec<Stri
     }
     let _ = writeln!(
         s,
-        "tolerance: ratios may fall by {:.0}% ({:.0}% for ring, shm visibility, e2e, ws, persist, memory and for absolute figures)\n",
+        "tolerance: ratios may fall by {:.0}% ({:.0}% for ring, shm visibility, e2e, ws, nats, persist, memory and for absolute figures)\n",
         tol.ratio * 100.0,
         tol.noisy * 100.0
     );

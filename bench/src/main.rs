@@ -27,8 +27,8 @@ struct Cli {
     /// Where to write the JSON report (a `.md` table is written beside it).
     #[arg(long, default_value = "target/bench/last.json")]
     out: PathBuf,
-    /// Stages to run, comma-separated (parse, decimal, book, ring, shm, e2e, ws, persist,
-    /// export, memory).
+    /// Stages to run, comma-separated (parse, decimal, book, ring, shm, e2e, ws, nats,
+    /// persist, export, memory).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     stages: Vec<String>,
     /// Also parse and export this capture file (native or JSON lines, optionally
@@ -51,8 +51,8 @@ enum Cmd {
         /// Largest accepted fall of a same-run ratio (0.3 = 30%).
         #[arg(long, default_value_t = 0.30)]
         tolerance: f64,
-        /// Tolerance for the scheduler-bound ratios (ring, shm visibility, e2e, ws, persist,
-        /// memory) and for absolute figures.
+        /// Tolerance for the scheduler-bound ratios (ring, shm visibility, e2e, ws, nats,
+        /// persist, memory) and for absolute figures.
         #[arg(long, default_value_t = 0.60)]
         noisy_tolerance: f64,
         /// Print the comparison but always exit 0 (CI smoke runs on noisy machines).
@@ -250,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
             "shm" => stages::shm::run(&cfg),
             "e2e" => stages::e2e::run(&cfg),
             "ws" => stages::ws::run(&cfg),
+            "nats" => stages::nats::run(&cfg),
             "persist" => stages::persist::run(&cfg),
             "export" => stages::export::run(&cfg),
             "memory" => stages::memory::run(&cfg),

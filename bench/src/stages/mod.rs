@@ -8,6 +8,7 @@ pub mod decimal;
 pub mod e2e;
 pub mod export;
 pub mod memory;
+pub mod nats;
 pub mod parse;
 pub mod persist;
 pub mod ring;
@@ -40,6 +41,6 @@ impl Config {
 }
 
 /// Stage names in run order.
-pub const ALL: [&str; 10] = [
-    "parse", "decimal", "book", "ring", "shm", "e2e", "ws", "persist", "export", "memory",
+pub const ALL: [&str; 11] = [
+    "parse", "decimal", "book", "ring", "shm", "e2e", "ws", "nats", "persist", "export", "memory",
 ];
