@@ -10,7 +10,8 @@
 //! Stages ([`stages`]): parse, decimal, book, ring, shm, e2e (with the idle strategies),
 //! ws, nats (through a 3-node JetStream cluster it starts), persist, export, memory.
 //! [`soak`]: the real `hermes run` for an hour against the simulator with faults and
-//! PostgreSQL restarts, sampled for leaks and checked for lost rows. The binary is `cargo run --release -p bench -- --help`.
+//! PostgreSQL restarts, sampled for leaks and checked for lost rows. The binary is
+//! `cargo run --release -p bench -- --help`.
 
 pub mod compare;
 pub mod frames;

@@ -37,7 +37,7 @@ use hermes_nats::{Kind, MirrorStats, NatsOptions};
 use super::Config;
 use crate::frames::{self, OwnedFrame};
 use crate::report::{Figure, Metric, Stage};
-use crate::util::{figure, hist, mono_ns, real_ns, rec};
+use crate::util::{cpu_time, figure, hist, mono_ns, real_ns, rec};
 
 /// How long the mirror may take to apply what was acknowledged after the engine ended.
 const CATCH_UP: Duration = Duration::from_secs(15);
@@ -61,6 +61,64 @@ fn locked(h: &Mutex<Histogram<u64>>) -> Histogram<u64> {
     match h.lock() {
         Ok(h) => h.clone(),
         Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// CPU (user + system) used so far by this process's `nats-server` children, s.
+fn servers_cpu_s() -> f64 {
+    let me = std::process::id().to_string();
+    // SAFETY: sysconf only reads a system constant.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for e in dir.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the fields after the comm's closing parenthesis,
+        // state first, so field k of proc(5) is at k - 3 (utime 14, stime 15).
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if !head.ends_with("(nats-server") || f.get(1) != Some(&me.as_str()) {
+            continue;
+        }
+        let field = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += (field(11) + field(12)) / tick;
+    }
+    total
+}
+
+/// CPU over a window: the servers' and this process', in cores busy.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    servers: f64,
+    bench: f64,
+}
+
+/// Starts a CPU window; [`Cpu::since`] ends it.
+fn cpu_mark() -> (f64, f64, Instant) {
+    (servers_cpu_s(), cpu_time().as_secs_f64(), Instant::now())
+}
+
+impl Cpu {
+    fn since(m: (f64, f64, Instant)) -> Cpu {
+        let wall = m.2.elapsed().as_secs_f64().max(1e-9);
+        Cpu {
+            servers: (servers_cpu_s() - m.0) / wall,
+            bench: (cpu_time().as_secs_f64() - m.1) / wall,
+        }
     }
 }
 
@@ -112,6 +170,8 @@ struct HermesOut {
     md: Vec<(String, usize)>,
     md_stream_bytes: u64,
     pinned: bool,
+    /// CPU while the engine ran.
+    cpu: Cpu,
     publisher_line: String,
     mirror_line: String,
 }
@@ -294,6 +354,7 @@ fn hermes_run(
         std::thread::sleep(Duration::from_millis(20));
     }
     let progress = Progress::start(mstats.clone());
+    let cpu0 = cpu_mark();
     let opts = EngineOptions {
         shm_path: Some(engine_shm.clone()),
         shm_slots: 16,
@@ -331,6 +392,7 @@ fn hermes_run(
         }
     })
     .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let cpu = Cpu::since(cpu0);
     let sent = res.ingest.clone();
     // The engine is done and its tap has sent the end: the publisher sends what is left
     // (and every instrument's final SNAP), then the mirror catches up.
@@ -403,6 +465,7 @@ fn hermes_run(
         md,
         md_stream_bytes,
         pinned: res.pinned,
+        cpu,
         publisher_line: pstats.line(),
         // Without its exchange → visible part: the synthetic frames' exchange times are
         // not this run's clock.
@@ -432,6 +495,8 @@ struct BareOut {
     ack_errors: u64,
     /// First publish → last receive, s.
     secs: f64,
+    /// CPU while publishing.
+    cpu: Cpu,
 }
 
 /// Baseline 2: `msgs` (subject index, payload length) published at `rate` msg/s by a
@@ -600,6 +665,7 @@ fn bare_run(
     ready_rx
         .recv()
         .map_err(|_| anyhow::anyhow!("the bare consumer thread ended"))??;
+    let cpu0 = cpu_mark();
     let _ = go_tx.send(());
     // The pacer: the messages evenly spread at `rate`.
     slack_1ns();
@@ -611,6 +677,7 @@ fn bare_run(
         }
     }
     drop(pace_tx);
+    let cpu = Cpu::since(cpu0);
     let (ack, ack_errors, first) = publisher
         .join()
         .map_err(|_| anyhow::anyhow!("the bare publisher panicked"))??;
@@ -624,6 +691,7 @@ fn bare_run(
         received,
         ack_errors,
         secs: first.map_or(0.0, |f| last.saturating_duration_since(f).as_secs_f64()),
+        cpu,
     })
 }
 
@@ -751,6 +819,10 @@ pub fn run(cfg: &Config) -> Result<Stage> {
                 h.equal.1,
             ))
             .note(format!(
+                "CPU, in cores busy: while the engine ran, the 3 nats-servers {:.2} and this process (engine, publisher, mirror) {:.2}; while the bare baseline published, the servers {:.2} and this process (publisher, consumer) {:.2}",
+                h.cpu.servers, h.cpu.bench, b.cpu.servers, b.cpu.bench
+            ))
+            .note(format!(
                 "samples: mirror {} (MD messages that carry a commit), local shm {} (commits), bare {} of {} received; publisher: {} resent, {} errors, {} events dropped at its ring",
                 h.mirror.len(),
                 h.local.len(),
@@ -785,7 +857,7 @@ pub fn run(cfg: &Config) -> Result<Stage> {
     drop(cluster);
     let mut notes = vec![
         format!(
-            "2 cores, 3 nats-server processes on the same 2 cores ({}; JetStream, streams R3 on file storage in {}), with the engine's two threads (ingest pinned to core 0 and sleeping between frames, book thread pinned to core 1, spin-yield), the publisher thread and the mirror thread in this process: a stand-in for three hosts, not a measure of a network",
+            "2 cores, 3 nats-server processes on the same 2 cores ({}; JetStream, streams R3 on file storage in {}), with the engine's two threads (ingest pinned to core 0 and sleeping between frames, book thread pinned to core 1, spin-yield: `hermes run`'s defaults, so about one core busy while frames come less than a few ms apart), the publisher thread and the mirror thread in this process: a stand-in for three hosts, not a measure of a network",
             nats_server_version(),
             std::env::temp_dir().display()
         ),
