@@ -46,7 +46,36 @@ fn lines(b: &[u8]) -> Vec<String> {
     v
 }
 
-/// `replay FILE --print-final` publishing to `urls` as host `host`.
+/// `replay FILE --print-final --no-pin --nats URLS --nats-host HOST EXTRA…` with the
+/// journal `DIR/JOURNAL` and the shm file `DIR/HOST.shm`.
+fn replay_cmd(
+    dir: &TempDir,
+    file: &std::path::Path,
+    urls: &str,
+    host: &str,
+    journal: &str,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut c = hermes();
+    c.arg("replay")
+        .arg(file)
+        .args([
+            "--print-final",
+            "--no-pin",
+            "--nats",
+            urls,
+            "--nats-host",
+            host,
+        ])
+        .args(extra)
+        .arg("--journal")
+        .arg(dir.path(journal))
+        .arg("--shm")
+        .arg(dir.path(&format!("{host}.shm")));
+    c
+}
+
+/// [`replay_cmd`] on the journal `journal-HOST`, run to its end: its books and stderr.
 fn replay_nats(
     dir: &TempDir,
     file: &std::path::Path,
@@ -54,24 +83,8 @@ fn replay_nats(
     host: &str,
     extra: &[&str],
 ) -> (Vec<String>, String) {
-    let out = run_ok(
-        hermes()
-            .arg("replay")
-            .arg(file)
-            .args([
-                "--print-final",
-                "--no-pin",
-                "--nats",
-                urls,
-                "--nats-host",
-                host,
-            ])
-            .args(extra)
-            .arg("--journal")
-            .arg(dir.path(&format!("journal-{host}")))
-            .arg("--shm")
-            .arg(dir.path(&format!("{host}.shm"))),
-    );
+    let journal = format!("journal-{host}");
+    let out = run_ok(&mut replay_cmd(dir, file, urls, host, &journal, extra));
     (
         lines(&out.stdout),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -256,28 +269,18 @@ fn a_deleted_md_message_is_a_gap_and_the_mirror_resyncs_exactly() {
             "1",
         ],
     );
-    let mut first = hermes()
-        .arg("replay")
-        .arg(&cap)
-        .args([
-            "--no-pin",
-            "--speed",
-            "max",
-            "--nats",
-            &urls,
-            "--nats-host",
-            "a",
-            "--nats-snap-msgs",
-            "1000000",
-            "--journal",
-        ])
-        .arg(dir.path("journal-a"))
-        .arg("--shm")
-        .arg(dir.path("a.shm"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = replay_cmd(
+        &dir,
+        &cap,
+        &urls,
+        "a",
+        "journal-a",
+        &["--speed", "max", "--nats-snap-msgs", "1000000"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let p = Probe::connect(&urls).unwrap();
     wait_for("MD messages", Duration::from_secs(60), || {
         p.stream("HERMES_MD").is_some_and(|(n, _)| n >= 3000)
@@ -346,23 +349,7 @@ fn kill_9_of_the_stream_leader_mid_publish_loses_nothing() {
             &frames.to_string(),
         ],
     );
-    let publisher = hermes()
-        .arg("replay")
-        .arg(&cap)
-        .args([
-            "--print-final",
-            "--no-pin",
-            "--speed",
-            "max",
-            "--nats",
-            &urls,
-            "--nats-host",
-            "a",
-            "--journal",
-        ])
-        .arg(dir.path("journal"))
-        .arg("--shm")
-        .arg(dir.path("a.shm"))
+    let publisher = replay_cmd(&dir, &cap, &urls, "a", "journal-a", &["--speed", "max"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -528,28 +515,18 @@ fn raw_resumes_after_kill_9_from_the_last_acknowledged_position() {
         "second.hcap",
         &["--venues", "binance", "--frames", "2000", "--seed", "9"],
     );
-    let journal = dir.path("journal");
-    let mut a = hermes()
-        .arg("replay")
-        .arg(&first)
-        .args([
-            "--no-pin",
-            "--nats",
-            &urls,
-            "--nats-host",
-            "a",
-            "--nats-no-md",
-            "--nats-max-inflight",
-            "4",
-            "--journal",
-        ])
-        .arg(&journal)
-        .arg("--shm")
-        .arg(dir.path("a.shm"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = replay_cmd(
+        &dir,
+        &first,
+        &urls,
+        "a",
+        "journal-a",
+        &["--nats-no-md", "--nats-max-inflight", "4"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let p = Probe::connect(&urls).unwrap();
     wait_for("some RAW", Duration::from_secs(60), || {
         p.stream("HERMES_RAW").is_some_and(|(n, _)| n >= 3_000)
@@ -562,29 +539,28 @@ fn raw_resumes_after_kill_9_from_the_last_acknowledged_position() {
         "the kill came too late to test anything: {before}"
     );
     // The same host on the same journal: the rest of the killed run's segment, then its own.
-    let out = run_ok(
-        hermes()
-            .arg("replay")
-            .arg(&second)
-            .args([
-                "--no-pin",
-                "--nats",
-                &urls,
-                "--nats-host",
-                "a",
-                "--nats-no-md",
-                "--journal",
-            ])
-            .arg(&journal)
-            .arg("--shm")
-            .arg(dir.path("a.shm")),
-    );
+    let out = run_ok(&mut replay_cmd(
+        &dir,
+        &second,
+        &urls,
+        "a",
+        "journal-a",
+        &["--nats-no-md"],
+    ));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("resuming after segment 1 byte"), "{err}");
     assert_eq!(p.stream("HERMES_RAW").unwrap().0, 32_000, "{err}");
     // The same host name on another journal: its positions mean nothing there; it
     // publishes that journal from its start, under ids of its own segments.
-    let (_, err) = replay_nats(&dir, &second, &urls, "a", &["--nats-no-md"]);
+    let out = run_ok(&mut replay_cmd(
+        &dir,
+        &second,
+        &urls,
+        "a",
+        "journal-new",
+        &["--nats-no-md"],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("which this journal"), "{err}");
     assert_eq!(p.stream("HERMES_RAW").unwrap().0, 34_000, "{err}");
 }
