@@ -324,6 +324,26 @@ pub async fn ensure_streams(
     Ok(())
 }
 
+/// The messages of an ordered consumer (ephemeral, no acks, recreated by the client on a
+/// gap) of `stream` on `filter`, from `policy`.
+pub async fn ordered(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: String,
+    policy: async_nats::jetstream::consumer::DeliverPolicy,
+) -> anyhow::Result<async_nats::jetstream::consumer::pull::Ordered> {
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Retries `f` for up to 30 s (leader elections take a few seconds), then fails with
 /// the last error.
 pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>

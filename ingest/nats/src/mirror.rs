@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hermes_book::kernels::KernelConfig;
@@ -164,18 +164,9 @@ impl Mirror<'_> {
             .await
             .map(|i| i.state.messages)
             .unwrap_or(0);
-        let mut snaps = crate::retry("creating the SNAP consumer", || async {
-            snap_stream
-                .create_consumer(pull::OrderedConfig {
-                    filter_subject: format!("{}.snap.>", nats.subject_prefix),
-                    deliver_policy: DeliverPolicy::LastPerSubject,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
+        let mut snaps = crate::retry("creating the SNAP consumer", || {
+            let filter = format!("{}.snap.>", nats.subject_prefix);
+            crate::ordered(&snap_stream, filter, DeliverPolicy::LastPerSubject)
         })
         .await?;
         let mut start_seq: Option<u64> = None;
@@ -215,18 +206,9 @@ impl Mirror<'_> {
             "mirror: {} SNAP(s) loaded; following MD from {policy:?}",
             self.stats.snaps.load(Ordering::Relaxed)
         );
-        let mut md = crate::retry("creating the MD consumer", || async {
-            md_stream
-                .create_consumer(pull::OrderedConfig {
-                    filter_subject: format!("{}.md.>", nats.subject_prefix),
-                    deliver_policy: policy,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
+        let mut md = crate::retry("creating the MD consumer", || {
+            let filter = format!("{}.md.>", nats.subject_prefix);
+            crate::ordered(&md_stream, filter, policy)
         })
         .await?;
         let mut last_msg = Instant::now();
@@ -403,7 +385,7 @@ impl Mirror<'_> {
     fn apply(&mut self, own: InstId, payload: &[u8], key: &str) {
         let books = &mut self.books;
         let stats = self.stats;
-        let mut commits: [(i64, i64); 1] = [(0, 0)];
+        let mut last_commit = (0i64, 0i64);
         let r = hermes_book::wire::decode_events(payload, own, |ev| {
             books.apply(&ev);
             if let Event::Commit {
@@ -412,13 +394,13 @@ impl Mirror<'_> {
                 ..
             } = ev
             {
-                commits[0] = (exch_ts_ns, recv_ts_ns);
+                last_commit = (exch_ts_ns, recv_ts_ns);
             }
         });
         match r {
             Ok(_) => {
                 MirrorStats::add(&stats.applied, 1);
-                let (exch, recv) = commits[0];
+                let (exch, recv) = last_commit;
                 let now = hermes_book::clock::unix_ns();
                 // Only what this run saw live (a replay publishes a recording's times).
                 if recv > 0 && (0..60_000_000_000).contains(&(now - recv)) {

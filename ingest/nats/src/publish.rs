@@ -200,11 +200,6 @@ impl Publisher {
         r?;
         Ok(self.stats)
     }
-
-    /// Asks the thread to stop now (what it has not published stays unpublished).
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Starts the publisher thread: MD and SNAP from the returned tap (put it in
@@ -825,7 +820,7 @@ async fn md_loop(
         if last_tick.elapsed() >= Duration::from_millis(100) {
             last_tick = Instant::now();
             if st.epoch != 0 {
-                due_snaps(&mut st, false);
+                due_snaps(&mut st);
             }
         }
         if n == 0 && !ended {
@@ -988,7 +983,7 @@ async fn on_event(
 }
 
 /// Instruments whose SNAP is due by time (a quiet instrument's last change included).
-fn due_snaps(st: &mut MdState<'_>, _all: bool) {
+fn due_snaps(st: &mut MdState<'_>) {
     let every = st.opts.snap_every;
     let ids: Vec<u32> = (0..st.insts.len() as u32).collect();
     for e in ids {

@@ -376,7 +376,6 @@ impl Probe {
         stream: &str,
         filter: &str,
     ) -> anyhow::Result<Vec<(u64, String, Vec<(String, String)>, usize)>> {
-        use async_nats::jetstream::consumer::pull;
         use futures_util::StreamExt;
         self.rt.block_on(async {
             let s = self
@@ -394,16 +393,7 @@ impl Probe {
             if total == 0 {
                 return Ok(out);
             }
-            let mut msgs = s
-                .create_consumer(pull::OrderedConfig {
-                    filter_subject: filter.to_string(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut msgs = crate::ordered(&s, filter.to_string(), Default::default()).await?;
             while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await? {
                 let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
                 let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
