@@ -714,7 +714,8 @@ mod tests {
     /// Everything observable of an instrument but its kernels' private state (which the
     /// checkpoint bytes and the later `Top`s compare).
     fn assert_same(a: &Instrument, b: &Instrument, when: &str) {
-        assert_eq!(a.top, b.top, "Top {when}");
+        let (ta, tb) = aligned(&a.top, &b.top);
+        assert_eq!(ta, tb, "Top {when}");
         assert_eq!(levels(a), levels(b), "book {when}");
         assert_eq!(a.quote(), b.quote(), "quote {when}");
         assert_eq!(a.is_stale(), b.is_stale(), "stale {when}");
@@ -730,6 +731,32 @@ mod tests {
         assert_eq!(a.kernels().vwap_qty(), b.kernels().vwap_qty());
         assert_eq!(a.kernels().price_decimals(), b.kernels().price_decimals());
     }
+
+    /// The two `Top`s to compare. Natively they are compared bit for bit. Miri models the
+    /// imprecision the standard library allows `ln`, `exp` and `sqrt` (a result may differ
+    /// in its last bits from one call to the next), so under Miri two instruments fed the
+    /// same events agree on the volatility only to a few ULPs: there a volatility within
+    /// 1e-9 (relative) of the other's is taken as equal.
+    fn aligned(a: &Top, b: &Top) -> (Top, Top) {
+        let mut b2 = *b;
+        if cfg!(miri) {
+            if let (Some(x), Some(y)) = (a.kernels.volatility_bps, b.kernels.volatility_bps) {
+                if (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) {
+                    b2.kernels.volatility_bps = Some(x);
+                }
+            }
+        }
+        (*a, b2)
+    }
+
+    /// The checkpoint bytes carry the kernels' `f64` sums, which under Miri differ in their
+    /// last bits for the reason given at [`aligned`]; there they are not compared (the
+    /// `Top`s after every event still are).
+    const BYTES_COMPARABLE: bool = !cfg!(miri);
+
+    /// Events per generated feed: fewer under Miri, which runs this test about 1,000
+    /// times slower (CI's Miri smoke run has minutes, not hours).
+    const MAX_STEPS: usize = if cfg!(miri) { 40 } else { 120 };
 
     fn scale() -> impl Strategy<Value = Scale> {
         (0u8..=8, 0u8..=8).prop_map(|(price_decimals, size_decimals)| Scale {
@@ -747,7 +774,7 @@ mod tests {
         #[test]
         fn restored_instruments_track_the_original(
             scales in proptest::collection::vec(scale(), 1..4),
-            steps in proptest::collection::vec((0usize..3, 0u16..400, step()), 1..120),
+            steps in proptest::collection::vec((0usize..3, 0u16..400, step()), 1..MAX_STEPS),
             cut in any::<proptest::sample::Index>(),
             pick in any::<proptest::sample::Index>(),
             small in any::<bool>(),
@@ -801,7 +828,9 @@ mod tests {
 
             for (m, id) in [(&fresh, fresh_id), (&busy, busy_id)] {
                 assert_same(orig.instrument(target), m.instrument(id), "at restore");
-                prop_assert_eq!(&snap(m.instrument(id)), &bytes);
+                if BYTES_COMPARABLE {
+                    prop_assert_eq!(&snap(m.instrument(id)), &bytes);
+                }
             }
 
             // The rest of the target's events, one MD message per frame.
@@ -848,13 +877,16 @@ mod tests {
                         other => other,
                     };
                     prop_assert_eq!(got, want, "{}", when);
-                    prop_assert_eq!(m.instrument(id).top, orig.instrument(target).top, "{}", when);
+                    let (want, got) = aligned(&orig.instrument(target).top, &m.instrument(id).top);
+                    prop_assert_eq!(got, want, "{}", when);
                 }
                 rest_i += 1;
             }
             for (m, id) in [(&fresh, fresh_id), (&busy, busy_id)] {
                 assert_same(orig.instrument(target), m.instrument(id), "at the end");
-                prop_assert_eq!(snap(m.instrument(id)), snap(orig.instrument(target)));
+                if BYTES_COMPARABLE {
+                    prop_assert_eq!(snap(m.instrument(id)), snap(orig.instrument(target)));
+                }
             }
         }
 
