@@ -57,6 +57,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use futures_util::future::{maybe_done, MaybeDone};
 use hermes_book::market::Applied;
 use hermes_book::{Event, InstId, Market, Venue};
 use hermes_engine::EventTap;
@@ -251,7 +252,9 @@ pub fn start(
     ))
 }
 
-type AckFut = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>>>>;
+/// An ack on its way, holding its result once it arrived (polled by
+/// [`Pipe::head_acked`] without being taken off the queue).
+type AckFut = MaybeDone<Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>>>>>;
 
 /// A message that may have to be sent again.
 #[derive(Clone)]
@@ -318,7 +321,7 @@ impl Pipe {
         }
         match self.js.send_publish(m.subject.clone(), m.publish()).await {
             Ok(ack) => {
-                let fut: AckFut = Box::pin(IntoFuture::into_future(ack));
+                let fut: AckFut = maybe_done(Box::pin(IntoFuture::into_future(ack)));
                 self.inflight
                     .push_back((fut, m, meta, recv_ns, Instant::now()));
             }
@@ -364,13 +367,15 @@ impl Pipe {
     ) -> Option<Vec<(Msg, Meta, i64)>> {
         use futures_util::FutureExt;
         while let Some((fut, ..)) = self.inflight.front_mut() {
-            match fut.as_mut().now_or_never() {
-                None => break,
-                Some(Ok(ack)) => {
+            if fut.now_or_never().is_none() {
+                break;
+            }
+            match Pin::new(fut).take_output().expect("a finished ack has its result") {
+                Ok(ack) => {
                     let (_, _, meta, t, sent) = self.inflight.pop_front().expect("front");
                     self.acked(meta, t, sent, &ack, done);
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     let (_, m, meta, t, _) = self.inflight.pop_front().expect("front");
                     self.stats
                         .error(format!("publish ack for {}: {e}", m.subject));
@@ -416,10 +421,14 @@ impl Pipe {
 
     /// Waits for the oldest ack; on an error resends everything unacknowledged.
     async fn wait_one(&mut self, done: &mut impl FnMut(Meta, &PublishAck)) {
-        let Some((fut, m, meta, t, sent)) = self.inflight.pop_front() else {
+        let Some((mut fut, m, meta, t, sent)) = self.inflight.pop_front() else {
             return;
         };
-        match fut.await {
+        (&mut fut).await;
+        match Pin::new(&mut fut)
+            .take_output()
+            .expect("a finished ack has its result")
+        {
             Ok(ack) => self.acked(meta, t, sent, &ack, done),
             Err(e) => {
                 self.stats
@@ -469,6 +478,17 @@ impl Pipe {
         }
     }
 
+    /// Resolves once the oldest ack in flight has arrived (never, with none in flight).
+    /// Cancel-safe: the result stays in the queue for [`Pipe::poll_ready`], so a loop can
+    /// wait for it beside other wake-ups instead of polling on a timer.
+    async fn head_acked(&mut self) {
+        std::future::poll_fn(|cx| match self.inflight.front_mut() {
+            Some((fut, ..)) => Pin::new(fut).poll(cx),
+            None => std::task::Poll::Pending,
+        })
+        .await
+    }
+
     /// Waits for every ack.
     async fn flush(&mut self, done: &mut impl FnMut(Meta, &PublishAck)) {
         while !self.inflight.is_empty() && !self.stop.load(Ordering::Relaxed) {
@@ -496,8 +516,7 @@ async fn run(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let stats = shared.stats.clone();
-    let client = crate::connect(&opts).await?;
-    stats.connected.store(true, Ordering::Relaxed);
+    let client = crate::connect_watched(&opts, stats.connected.clone()).await?;
     let js = crate::jetstream(client.clone(), &opts);
     crate::ensure_streams(&js, &opts).await?;
     stats.streams_ready.store(true, Ordering::Relaxed);
@@ -827,9 +846,12 @@ async fn md_loop(
             // SeqCst: pairs with the tap's SeqCst load (see BusTap::wake).
             shared.parked.store(true, Ordering::SeqCst);
             if rx.is_empty() {
-                let wait = if pipe.inflight.is_empty() { 100 } else { 1 };
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(wait), shared.wake.notified()).await;
+                // Until an event, the oldest ack, or the next lease/SNAP check.
+                tokio::select! {
+                    () = shared.wake.notified() => {}
+                    () = pipe.head_acked() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
             shared.parked.store(false, Ordering::SeqCst);
         }
@@ -1213,7 +1235,11 @@ async fn raw_loop(
                         break;
                     }
                     pipe.service(&mut on_ack).await;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    // The journal is polled every millisecond; an ack is taken at once.
+                    tokio::select! {
+                        () = pipe.head_acked() => {}
+                        () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                    }
                     continue;
                 }
                 Err(e) => anyhow::bail!(
