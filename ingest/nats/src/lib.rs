@@ -24,6 +24,8 @@
 //!   persister's rows, exactly once (the stream offset commits with the rows).
 //! * [`testing`]: real `nats-server` clusters for tests.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod headers;
@@ -245,6 +247,15 @@ pub fn hostname() -> String {
 
 /// Connects to the servers (every URL is a seed; the client follows the cluster).
 pub async fn connect(opts: &NatsOptions) -> anyhow::Result<async_nats::Client> {
+    connect_watched(opts, Arc::default()).await
+}
+
+/// [`connect`], keeping `up` true while the client is connected to a server and false
+/// while it is reconnecting (for readiness and `/metrics`).
+pub async fn connect_watched(
+    opts: &NatsOptions,
+    up: Arc<AtomicBool>,
+) -> anyhow::Result<async_nats::Client> {
     let urls: Vec<async_nats::ServerAddr> = opts
         .urls
         .split(',')
@@ -255,13 +266,27 @@ pub async fn connect(opts: &NatsOptions) -> anyhow::Result<async_nats::Client> {
                 .map_err(|e| anyhow::anyhow!("--nats: {u:?} is not a NATS URL: {e}"))
         })
         .collect::<anyhow::Result<_>>()?;
+    let events = up.clone();
     let client = async_nats::ConnectOptions::new()
         .name(format!("hermes {}", opts.host))
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            // Relaxed: a reported state; nothing is handed over with it.
+            match event {
+                async_nats::Event::Connected => events.store(true, Ordering::Relaxed),
+                async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                    events.store(false, Ordering::Relaxed)
+                }
+                _ => {}
+            }
+            std::future::ready(())
+        })
         .connect(urls)
         .await
         .map_err(|e| anyhow::anyhow!("connecting to NATS at {}: {e}", opts.urls))?;
+    // The first connection raises `Connected` too (with `retry_on_initial_connect` it may
+    // come after this returns).
     Ok(client)
 }
 

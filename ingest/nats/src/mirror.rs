@@ -133,7 +133,7 @@ impl Mirror<'_> {
 
     async fn follow(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let nats = &self.opts.nats;
-        let client = crate::connect(nats).await?;
+        let client = crate::connect_watched(nats, self.stats.connected.clone()).await?;
         let js = crate::jetstream(client, nats);
         let (snap_name, md_name) = (nats.stream(Kind::Snap), nats.stream(Kind::Md));
         let started = Instant::now();
@@ -145,6 +145,8 @@ impl Mirror<'_> {
             ) {
                 (Ok(a), Ok(b)) => break (a, b),
                 (a, _) => {
+                    // The shm file's readers see a live writer that has nothing yet.
+                    self.books.heartbeat();
                     if stop.load(Ordering::Relaxed) || self.out_of_time(started, started) {
                         return Ok(());
                     }
@@ -211,6 +213,7 @@ impl Mirror<'_> {
             crate::ordered(&md_stream, filter, policy)
         })
         .await?;
+        self.stats.following.store(true, Ordering::Relaxed);
         let mut last_msg = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
@@ -218,6 +221,9 @@ impl Mirror<'_> {
                 m = md.next() => match m {
                     Some(Ok(msg)) => {
                         last_msg = Instant::now();
+                        if let Ok(info) = msg.info() {
+                            self.stats.md_pending.store(info.pending, Ordering::Relaxed);
+                        }
                         self.on_md(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
                     }
                     Some(Err(e)) => {
@@ -250,12 +256,33 @@ impl Mirror<'_> {
             || self.opts.duration.is_some_and(|d| started.elapsed() >= d)
     }
 
+    /// Publishes the instrument counts, the names of those waiting for a SNAP and the
+    /// newest epoch to the stats (on every change of sync state).
     fn counts(&self) {
-        let synced = self.insts.values().filter(|f| f.synced).count();
-        self.stats.synced.store(synced as u64, Ordering::Relaxed);
-        self.stats
-            .instruments
+        let mut unsynced: Vec<String> = self
+            .insts
+            .iter()
+            .filter(|(_, f)| !f.synced)
+            .map(|(k, _)| match k.split_once('.') {
+                Some((venue, tok)) => {
+                    format!("{venue}:{}", crate::token_symbol(tok).unwrap_or_default())
+                }
+                None => k.clone(),
+            })
+            .collect();
+        unsynced.sort();
+        let epoch = self.insts.values().map(|f| f.max_epoch).max().unwrap_or(0);
+        let s = self.stats;
+        s.synced.store(
+            (self.insts.len() - unsynced.len()) as u64,
+            Ordering::Relaxed,
+        );
+        s.instruments
             .store(self.insts.len() as u64, Ordering::Relaxed);
+        s.epoch.store(epoch, Ordering::Relaxed);
+        if let Ok(mut u) = s.unsynced.lock() {
+            *u = unsynced;
+        }
     }
 
     fn on_snap(&mut self, subject: &str, hd: Option<&async_nats::HeaderMap>, payload: &[u8]) {
@@ -329,6 +356,7 @@ impl Mirror<'_> {
 
     fn md(&mut self, key: &str, epoch: u64, seq: u64, payload: Bytes) {
         let max_buffer = self.opts.max_buffer;
+        let new = !self.insts.contains_key(key);
         let f = self.insts.entry(key.to_string()).or_default();
         if epoch < f.max_epoch {
             MirrorStats::add(&self.stats.old_epoch, 1);
@@ -380,6 +408,10 @@ impl Mirror<'_> {
         if f.buffer.len() > max_buffer {
             f.buffer.pop_front();
         }
+        if new {
+            // MD before any SNAP of it: known, waiting.
+            self.counts();
+        }
     }
 
     fn apply(&mut self, own: InstId, payload: &[u8], key: &str) {
@@ -426,6 +458,7 @@ impl Mirror<'_> {
                     inst: own,
                     stale: true,
                 });
+                self.counts();
             }
         }
     }

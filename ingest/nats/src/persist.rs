@@ -138,6 +138,8 @@ pub struct SinkStats {
     pub lag_ms: AtomicU64,
     /// Consumers created (the first, and each re-creation).
     pub consumers: AtomicU64,
+    /// Connected to a NATS server (kept by the client's connection events).
+    pub nats_connected: Arc<AtomicBool>,
 }
 
 // Relaxed, all four: statistics and health flags that one thread writes and others
@@ -172,6 +174,78 @@ impl SinkStats {
         } else {
             get(&self.lag_ms) as f64 / 1000.0
         }
+    }
+
+    /// `None` when ready, else why not: NATS or PostgreSQL not connected, halted on an
+    /// error that needs an operator, or more than `max_lag` behind the stream.
+    pub fn not_ready(&self, max_lag: Duration) -> Option<String> {
+        let mut why = Vec::new();
+        // Relaxed: reported states (see `get`).
+        if !self.nats_connected.load(Ordering::Relaxed) {
+            why.push("persister not connected to NATS".to_string());
+        }
+        if self.db.halted.load(Ordering::Relaxed) {
+            why.push(format!(
+                "persister halted: {}",
+                self.db.last_error().unwrap_or_else(|| "see logs".into())
+            ));
+        } else if !self.db.connected.load(Ordering::Relaxed) {
+            why.push(format!(
+                "persister not connected to PostgreSQL{}",
+                self.db
+                    .last_error()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        let lag = self.lag_seconds();
+        if lag > max_lag.as_secs_f64() {
+            why.push(format!(
+                "persister {lag:.1} s ({} messages) behind the RAW stream (more than {} s)",
+                self.lag_messages(),
+                max_lag.as_secs_f64()
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
+    /// Prometheus text lines of the stream side (the rows and batches are the
+    /// `hermes_persist_*` metrics of [`SinkStats::db`]).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let mut put = |kind: &str, name: &str, v: String| {
+            let _ = writeln!(out, "# TYPE hermes_nats_persist_{name} {kind}");
+            let _ = writeln!(out, "hermes_nats_persist_{name} {v}");
+        };
+        put(
+            "gauge",
+            "connected",
+            u8::from(self.nats_connected.load(Ordering::Relaxed)).to_string(),
+        );
+        for (name, c) in [
+            ("messages_total", &self.messages),
+            ("frames_total", &self.frames),
+            ("seen_again_total", &self.seen_again),
+            ("warmed_total", &self.warmed),
+            ("lost_total", &self.lost),
+            ("incomplete_total", &self.incomplete),
+            ("malformed_total", &self.malformed),
+            ("consumers_total", &self.consumers),
+        ] {
+            put("counter", name, get(c).to_string());
+        }
+        put(
+            "gauge",
+            "committed_seq",
+            get(&self.committed_seq).to_string(),
+        );
+        put(
+            "gauge",
+            "stream_last_seq",
+            get(&self.stream_last_seq).to_string(),
+        );
+        put("gauge", "lag_messages", self.lag_messages().to_string());
+        put("gauge", "lag_seconds", self.lag_seconds().to_string());
     }
 
     /// One line: frames, rows per table, batches, lag, losses.
@@ -1368,7 +1442,7 @@ fn reader(
         }
     };
     let r = rt.block_on(async {
-        let client = crate::connect(&opts).await?;
+        let client = crate::connect_watched(&opts, stats.nats_connected.clone()).await?;
         let js = crate::jetstream(client, &opts);
         let name = opts.stream(Kind::Raw);
         let mut r = Reader {

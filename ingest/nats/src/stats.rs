@@ -2,8 +2,9 @@
 //! atomic here is a statistic: written by the role's thread with `Relaxed`, read for
 //! display; nothing synchronises on them.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
@@ -33,11 +34,31 @@ fn add(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Prometheus lines of a gauge or counter: `# TYPE` then the sample.
+fn sample(out: &mut String, kind: &str, name: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
+}
+
+/// Prometheus lines of a histogram of ns as a summary in seconds.
+fn summary(out: &mut String, name: &str, h: &Mutex<Histogram<u64>>) {
+    if let Ok(h) = h.lock() {
+        let _ = writeln!(out, "# TYPE {name} summary");
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let _ = writeln!(
+                out,
+                "{name}{{quantile=\"{q}\"}} {}",
+                h.value_at_quantile(q) as f64 / 1e9
+            );
+        }
+        let _ = writeln!(out, "{name}_count {}", h.len());
+    }
+}
+
 /// The publisher's counters.
 #[derive(Debug)]
 pub struct PublishStats {
-    /// Connected to a server.
-    pub connected: AtomicBool,
+    /// Connected to a server (kept by the client's connection events).
+    pub connected: Arc<AtomicBool>,
     /// The streams exist (created or found).
     pub streams_ready: AtomicBool,
     /// Holding the MD lease.
@@ -76,7 +97,7 @@ pub struct PublishStats {
 impl Default for PublishStats {
     fn default() -> Self {
         PublishStats {
-            connected: AtomicBool::new(false),
+            connected: Arc::default(),
             streams_ready: AtomicBool::new(false),
             lease_held: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -151,29 +172,12 @@ impl PublishStats {
 
     /// Prometheus text lines.
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let b = |a: &AtomicBool| u8::from(a.load(Ordering::Relaxed));
-        let _ = writeln!(
-            out,
-            "# TYPE hermes_nats_connected gauge\nhermes_nats_connected {}",
-            b(&self.connected)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE hermes_nats_lease_held gauge\nhermes_nats_lease_held {}",
-            b(&self.lease_held)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE hermes_nats_epoch gauge\nhermes_nats_epoch {}",
-            l(&self.epoch)
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE hermes_nats_inflight gauge\nhermes_nats_inflight {}",
-            l(&self.inflight)
-        );
+        sample(out, "gauge", "hermes_nats_connected", b(&self.connected));
+        sample(out, "gauge", "hermes_nats_lease_held", b(&self.lease_held));
+        sample(out, "gauge", "hermes_nats_epoch", l(&self.epoch));
+        sample(out, "gauge", "hermes_nats_inflight", l(&self.inflight));
         for (name, a) in [
             ("raw_acked", &self.raw_acked),
             ("md_acked", &self.md_acked),
@@ -185,34 +189,28 @@ impl PublishStats {
             ("lease_lost", &self.lease_lost),
             ("ring_dropped", &self.ring_dropped),
         ] {
-            let _ = writeln!(
-                out,
-                "# TYPE hermes_nats_{name}_total counter\nhermes_nats_{name}_total {}",
-                l(a)
-            );
+            sample(out, "counter", &format!("hermes_nats_{name}_total"), l(a));
         }
-        for (name, h) in [
-            ("publish_ack_seconds", &self.ack_ns),
-            ("receive_ack_seconds", &self.recv_ack_ns),
-        ] {
-            if let Ok(h) = h.lock() {
-                let _ = writeln!(out, "# TYPE hermes_nats_{name} summary");
-                for q in [0.5, 0.9, 0.99, 0.999] {
-                    let _ = writeln!(
-                        out,
-                        "hermes_nats_{name}{{quantile=\"{q}\"}} {}",
-                        h.value_at_quantile(q) as f64 / 1e9
-                    );
-                }
-                let _ = writeln!(out, "hermes_nats_{name}_count {}", h.len());
-            }
-        }
+        summary(out, "hermes_nats_publish_ack_seconds", &self.ack_ns);
+        summary(out, "hermes_nats_receive_ack_seconds", &self.recv_ack_ns);
     }
 }
 
 /// The mirror's counters.
 #[derive(Debug)]
 pub struct MirrorStats {
+    /// Connected to a server (kept by the client's connection events).
+    pub connected: Arc<AtomicBool>,
+    /// The SNAP and MD streams were found (a publisher has run) and the consumers made.
+    pub following: AtomicBool,
+    /// The newest epoch seen (the lease holder's).
+    pub epoch: AtomicU64,
+    /// MD messages in the stream after the last one delivered (the consumer's pending
+    /// count): how far behind the mirror is.
+    pub md_pending: AtomicU64,
+    /// Instruments waiting for a SNAP (after a gap, an epoch change or an undecodable
+    /// message), by `venue.SYMBOL` token, for readiness.
+    pub unsynced: Mutex<Vec<String>>,
     /// MD messages applied.
     pub applied: AtomicU64,
     /// MD messages skipped: already in the SNAP loaded, or repeated.
@@ -242,6 +240,11 @@ pub struct MirrorStats {
 impl Default for MirrorStats {
     fn default() -> Self {
         MirrorStats {
+            connected: Arc::default(),
+            following: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            md_pending: AtomicU64::new(0),
+            unsynced: Mutex::default(),
             applied: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             old_epoch: AtomicU64::new(0),
@@ -282,5 +285,89 @@ impl MirrorStats {
             q(&self.recv_visible_ns),
             q(&self.exch_visible_ns),
         )
+    }
+
+    /// `None` when ready, else why not: not connected, no publisher's streams yet, no
+    /// instrument loaded, instruments waiting for a SNAP, or more than `max_pending` MD
+    /// messages behind.
+    pub fn not_ready(&self, max_pending: u64) -> Option<String> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut why = Vec::new();
+        if !self.connected.load(Ordering::Relaxed) {
+            why.push("mirror not connected to NATS".to_string());
+        }
+        if !self.following.load(Ordering::Relaxed) {
+            why.push("mirror waiting for the publisher's SNAP and MD streams".into());
+        } else if l(&self.instruments) == 0 {
+            why.push("mirror has no instrument yet (no SNAP in the stream)".into());
+        }
+        if let Ok(u) = self.unsynced.lock() {
+            if !u.is_empty() {
+                let shown: Vec<&str> = u.iter().take(5).map(String::as_str).collect();
+                why.push(format!(
+                    "mirror: {} of {} instruments stale, waiting for a SNAP: {}{}",
+                    u.len(),
+                    l(&self.instruments),
+                    shown.join(", "),
+                    if u.len() > shown.len() { ", …" } else { "" }
+                ));
+            }
+        }
+        let pending = l(&self.md_pending);
+        if pending > max_pending {
+            why.push(format!(
+                "mirror {pending} MD messages behind the stream (more than {max_pending})"
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
+    /// Prometheus text lines.
+    pub fn render(&self, out: &mut String) {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let b = |a: &AtomicBool| u8::from(a.load(Ordering::Relaxed));
+        sample(out, "gauge", "hermes_mirror_connected", b(&self.connected));
+        sample(out, "gauge", "hermes_mirror_following", b(&self.following));
+        sample(out, "gauge", "hermes_mirror_epoch", l(&self.epoch));
+        sample(
+            out,
+            "gauge",
+            "hermes_mirror_md_pending",
+            l(&self.md_pending),
+        );
+        sample(
+            out,
+            "gauge",
+            "hermes_mirror_instruments",
+            l(&self.instruments),
+        );
+        sample(
+            out,
+            "gauge",
+            "hermes_mirror_instruments_synced",
+            l(&self.synced),
+        );
+        for (name, a) in [
+            ("md_applied", &self.applied),
+            ("md_skipped", &self.skipped),
+            ("md_old_epoch", &self.old_epoch),
+            ("snaps_loaded", &self.snaps),
+            ("gaps", &self.gaps),
+            ("resyncs", &self.resyncs),
+            ("epoch_changes", &self.epoch_changes),
+            ("bad_messages", &self.bad),
+        ] {
+            sample(out, "counter", &format!("hermes_mirror_{name}_total"), l(a));
+        }
+        summary(
+            out,
+            "hermes_mirror_receive_visible_seconds",
+            &self.recv_visible_ns,
+        );
+        summary(
+            out,
+            "hermes_mirror_exchange_visible_seconds",
+            &self.exch_visible_ns,
+        );
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::cmd::replay::final_lines;
-use crate::flags::{secs, KernelArgs};
+use crate::flags::{secs, KernelArgs, RoleHttpArgs};
 
 /// `hermes mirror` arguments.
 #[derive(Args, Debug)]
@@ -47,6 +47,8 @@ pub struct MirrorArgs {
     pub max_buffer: usize,
     #[command(flatten)]
     pub kernels: KernelArgs,
+    #[command(flatten)]
+    pub http: RoleHttpArgs,
 }
 
 pub fn cmd_mirror(a: MirrorArgs) -> Result<()> {
@@ -64,6 +66,11 @@ pub fn cmd_mirror(a: MirrorArgs) -> Result<()> {
         max_buffer: a.max_buffer.max(1),
     };
     let stats = Arc::new(hermes_nats::MirrorStats::default());
+    // The dashboard, REST, SSE, `/metrics` (with `hermes_mirror_*`) and readiness over
+    // the mirror's shm file.
+    let _http = a
+        .http
+        .start("mirror", Some(a.shm.clone()), Some(stats.clone()), None)?;
     let stop = hermes_engine::shutdown_flag();
     tracing::info!(shm = %a.shm.display(), "mirror: following {}", a.nats);
     let books = hermes_nats::mirror::run(&opts, &stats, &stop)?;

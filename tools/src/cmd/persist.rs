@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::flags::{check_database_url, secs, KernelArgs, ScaleArgs};
+use crate::flags::{check_database_url, secs, KernelArgs, RoleHttpArgs, ScaleArgs};
 
 /// `hermes persist` arguments.
 #[derive(Args, Debug)]
@@ -63,6 +63,8 @@ pub struct PersistArgs {
     pub scale: ScaleArgs,
     #[command(flatten)]
     pub kernels: KernelArgs,
+    #[command(flatten)]
+    pub http: RoleHttpArgs,
 }
 
 impl PersistArgs {
@@ -95,6 +97,8 @@ pub fn cmd_persist(a: PersistArgs) -> Result<()> {
     let opts = a.options()?;
     let every = secs(Some(a.stats_every), "stats-every")?.unwrap_or_default();
     let stats = Arc::new(hermes_nats::persist::SinkStats::default());
+    // `/metrics` (`hermes_nats_persist_*`, `hermes_persist_*`) and readiness.
+    let _http = a.http.start("persist", None, None, Some(stats.clone()))?;
     let stop = hermes_engine::shutdown_flag();
     let done = Arc::new(AtomicBool::new(false));
     let printer = (!every.is_zero())

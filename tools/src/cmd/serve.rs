@@ -57,13 +57,15 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
     let server = crate::http::start(
         a.http,
         crate::http::HttpConfig {
-            shm_path: a.shm.clone(),
+            shm_path: Some(a.shm.clone()),
             live: None,
             venues: Vec::new(),
             ring: None,
             engine: None,
             persist: None,
             nats: None,
+            mirror: None,
+            nats_persist: None,
             database_url: a.database_url.filter(|u| !u.is_empty()),
             api_key: crate::flags::api_key(a.api_key)?,
             ingest_auth: None,

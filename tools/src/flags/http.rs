@@ -78,13 +78,15 @@ impl HttpArgs {
         let server = crate::http::start(
             addr,
             crate::http::HttpConfig {
-                shm_path: shm,
+                shm_path: Some(shm),
                 live,
                 venues,
                 ring: Some(eng.ring_stats.clone()),
                 engine: Some(eng.metrics.clone()),
                 persist,
                 nats,
+                mirror: None,
+                nats_persist: None,
                 database_url,
                 api_key: api_key(self.api_key.clone())?,
                 ticks: if ingest_auth.is_some() { ticks } else { None },
@@ -119,5 +121,68 @@ pub fn api_key(key: Option<String>) -> Result<Option<String>> {
             "API_KEY (--api-key) is set but empty: unset it to serve without a key, or give a key"
         ),
         k => Ok(k),
+    }
+}
+
+/// The HTTP face of a NATS role on another host: `hermes mirror` (its shm file, so the
+/// dashboard, REST, SSE and `/metrics` of `hermes serve`, plus the mirror's counters) and
+/// `hermes persist --nats` (no shm file: `/metrics` and `/health/*` only).
+#[derive(Args, Debug, Clone)]
+pub struct RoleHttpArgs {
+    /// Serve HTTP on this address (port 0: any free port; the URL is printed on stderr)
+    /// [default: no HTTP].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Require this `x-api-key` on public reads (/symbols, /status, /stream).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// `hermes persist`: readiness fails when the oldest message not committed is older
+    /// than this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub ready_max_lag_secs: u64,
+    /// `hermes mirror`: readiness fails when more MD messages than this wait in the
+    /// stream after the last one applied.
+    #[arg(long, default_value_t = 10_000)]
+    pub ready_max_behind: u64,
+}
+
+impl RoleHttpArgs {
+    /// Starts the server when `--http` is given; says where on stderr.
+    pub fn start(
+        &self,
+        role: &str,
+        shm: Option<std::path::PathBuf>,
+        mirror: Option<std::sync::Arc<hermes_nats::MirrorStats>>,
+        nats_persist: Option<std::sync::Arc<hermes_nats::persist::SinkStats>>,
+    ) -> Result<Option<crate::http::HttpServer>> {
+        let Some(addr) = self.http else {
+            return Ok(None);
+        };
+        let server = crate::http::start(
+            addr,
+            crate::http::HttpConfig {
+                shm_path: shm,
+                live: None,
+                venues: Vec::new(),
+                ring: None,
+                engine: None,
+                persist: None,
+                nats: None,
+                mirror: mirror.map(|m| (m, self.ready_max_behind)),
+                nats_persist,
+                database_url: None,
+                api_key: api_key(self.api_key.clone())?,
+                ingest_auth: None,
+                ticks: None,
+                sse_max_hz: 20.0,
+                max_persist_lag: Duration::from_secs(self.ready_max_lag_secs),
+                writer_stall: crate::http::WRITER_STALL,
+                max_connections: 128,
+                webhook_max_symbols: 0,
+                header_timeout: Duration::from_secs(10),
+            },
+        )?;
+        eprintln!("{role}: HTTP on http://{}/", server.local_addr());
+        Ok(Some(server))
     }
 }

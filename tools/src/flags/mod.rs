@@ -17,7 +17,7 @@ use clap::ValueEnum;
 use hermes_book::Venue;
 
 pub use engine::{EngineArgs, ScaleArgs};
-pub use http::{api_key, HttpArgs};
+pub use http::{api_key, HttpArgs, RoleHttpArgs};
 pub use kernels::KernelArgs;
 pub use nats::NatsArgs;
 pub use parquet::{

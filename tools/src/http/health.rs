@@ -20,6 +20,11 @@ use super::status::{state_word, writer_view};
 /// `hermes serve`: while the shm writer's heartbeat is fresh).
 pub(super) async fn liveness(State(app): State<App>) -> Response {
     let Some(engine) = &app.cfg.engine else {
+        if app.cfg.shm_path.is_none() {
+            // A role without books (`hermes persist --nats`): answering is being alive;
+            // readiness says whether it does its job.
+            return Json(json!({ "status": "alive" })).into_response();
+        }
         return writer_liveness(&app);
     };
     // Relaxed: a reported timestamp.
@@ -75,8 +80,9 @@ fn writer_liveness(app: &AppState) -> Response {
 /// Why the engine is not ready (empty = ready).
 fn unready(app: &AppState) -> Vec<String> {
     let mut why = Vec::new();
-    if app.cfg.engine.is_none() {
-        // `hermes serve`: only the file tells; the writer must be alive.
+    if app.cfg.engine.is_none() && app.cfg.shm_path.is_some() {
+        // `hermes serve` and `hermes mirror`: only the file tells; the writer must be
+        // alive.
         match writer_view(app) {
             Ok(w) if matches!(w.status, hermes_shm::WriterStatus::Alive { .. }) => {}
             Ok(w) => why.push(format!("shm writer {}", w.status)),
@@ -104,6 +110,16 @@ fn unready(app: &AppState) -> Vec<String> {
     }
     if let Some(n) = &app.cfg.nats {
         if let Some(w) = n.not_ready() {
+            why.push(w);
+        }
+    }
+    if let Some((m, max_pending)) = &app.cfg.mirror {
+        if let Some(w) = m.not_ready(*max_pending) {
+            why.push(w);
+        }
+    }
+    if let Some(p) = &app.cfg.nats_persist {
+        if let Some(w) = p.not_ready(app.cfg.max_persist_lag) {
             why.push(w);
         }
     }

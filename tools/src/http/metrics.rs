@@ -26,9 +26,18 @@ pub(super) async fn metrics(State(app): State<App>) -> Response {
     if let (Some(ring), Some(engine)) = (&app.cfg.ring, &app.cfg.engine) {
         pipeline_metrics(&mut s, ring, engine);
     }
-    shm_metrics(&mut s, &app);
+    if app.cfg.shm_path.is_some() {
+        shm_metrics(&mut s, &app);
+    }
     if let Some(n) = &app.cfg.nats {
         n.render(&mut s);
+    }
+    if let Some((m, _)) = &app.cfg.mirror {
+        m.render(&mut s);
+    }
+    if let Some(p) = &app.cfg.nats_persist {
+        p.render(&mut s);
+        persist_metrics(&mut s, &p.db);
     }
     if let Some(p) = &app.cfg.persist {
         persist_metrics(&mut s, p);

@@ -53,8 +53,9 @@ pub const WRITER_STALL: Duration = Duration::from_millis(500);
 
 /// Everything the server reads.
 pub struct HttpConfig {
-    /// The shm file the REST and SSE endpoints read.
-    pub shm_path: PathBuf,
+    /// The shm file the REST and SSE endpoints read. `None` in a process that keeps no
+    /// books (`hermes persist --nats`): it serves only `/metrics` and `/health/*`.
+    pub shm_path: Option<PathBuf>,
     /// Live feed counters (`run`), if any.
     pub live: Option<Arc<LiveStats>>,
     /// Which venues `run` ingests (readiness requires them connected).
@@ -68,6 +69,12 @@ pub struct HttpConfig {
     pub persist: Option<Arc<hermes_persist::PersistStats>>,
     /// NATS publisher counters, with `--nats`.
     pub nats: Option<Arc<hermes_nats::PublishStats>>,
+    /// The mirror's counters (`hermes mirror --http`), and the most MD messages it may
+    /// be behind the stream and still be ready.
+    pub mirror: Option<(Arc<hermes_nats::MirrorStats>, u64)>,
+    /// The NATS persister's counters (`hermes persist --nats … --http`); readiness fails
+    /// past `max_persist_lag`.
+    pub nats_persist: Option<Arc<hermes_nats::persist::SinkStats>>,
     /// For `/symbols/{id}/history`.
     pub database_url: Option<String>,
     /// Required `x-api-key` on public reads, if set.
@@ -129,6 +136,7 @@ pub fn start(addr: SocketAddr, cfg: HttpConfig) -> Result<HttpServer> {
     let bound = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let (board_tx, board_rx) = watch::channel(Board::default());
+    let with_shm = cfg.shm_path.is_some();
     let app: App = Arc::new(AppState::new(cfg, board_rx));
     let thread = std::thread::Builder::new()
         .name("hermes-http".into())
@@ -137,9 +145,13 @@ pub fn start(addr: SocketAddr, cfg: HttpConfig) -> Result<HttpServer> {
             move || serve(listener, app, board_tx, stop)
         })
         .context("starting the HTTP thread")?;
-    tracing::info!(
-        "HTTP on http://{bound} (dashboard at /; /metrics, /health/*, /status, /symbols, /stream, /ingest/tick)"
-    );
+    if with_shm {
+        tracing::info!(
+            "HTTP on http://{bound} (dashboard at /; /metrics, /health/*, /status, /symbols, /stream, /ingest/tick)"
+        );
+    } else {
+        tracing::info!("HTTP on http://{bound} (/metrics, /health/*)");
+    }
     Ok(HttpServer {
         stop,
         thread: Some(thread),
@@ -170,7 +182,9 @@ fn serve(
             return;
         };
         let router = router(app.clone());
-        tokio::spawn(stream::poll_board(app.clone(), board_tx, stop.clone()));
+        if app.cfg.shm_path.is_some() {
+            tokio::spawn(stream::poll_board(app.clone(), board_tx, stop.clone()));
+        }
         let stopped = async move {
             // Relaxed: a stop request.
             while !stop.load(Ordering::Relaxed) {
@@ -234,8 +248,15 @@ async fn refuse(mut sock: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), sock.write_all(head.as_bytes())).await;
 }
 
-/// Every route and its handler.
+/// Every route and its handler (without a shm file, only `/metrics` and `/health/*`).
 fn router(app: App) -> Router {
+    if app.cfg.shm_path.is_none() {
+        return Router::new()
+            .route("/metrics", get(metrics::metrics))
+            .route("/health/liveness", get(health::liveness))
+            .route("/health/readiness", get(health::readiness))
+            .with_state(app);
+    }
     Router::new()
         .route("/", get(dashboard::index))
         .route("/assets/{*file}", get(dashboard::asset))

@@ -50,7 +50,7 @@ pub(super) struct AppState {
     /// Webhook symbols seen so far (at most `cfg.webhook_max_symbols`).
     pub(super) webhook_symbols: Mutex<std::collections::HashSet<String>>,
     /// The shm file at `cfg.shm_path`, reopened when a new writer replaces it.
-    shm: Mutex<ShmFollower>,
+    shm: Option<Mutex<ShmFollower>>,
     /// The last writer restart seen: the generation replaced, and when it was noticed.
     replaced: Mutex<Option<(u64, Instant)>>,
     /// The slots as the poller last saw them, for the SSE clients.
@@ -66,7 +66,10 @@ impl AppState {
     /// The state of a server over `cfg`, its SSE clients reading `board`.
     pub(super) fn new(cfg: HttpConfig, board: watch::Receiver<Board>) -> AppState {
         AppState {
-            shm: Mutex::new(ShmFollower::new(&cfg.shm_path)),
+            shm: cfg
+                .shm_path
+                .as_deref()
+                .map(|p| Mutex::new(ShmFollower::new(p))),
             replaced: Mutex::new(None),
             cfg,
             stats: HttpStats::default(),
@@ -79,14 +82,21 @@ impl AppState {
     /// Runs `f` on the reader of the shm file, opening it (or reopening it, when the
     /// writer replaced it) first.
     pub(super) fn with_reader<T>(&self, f: impl FnOnce(&ShmReader) -> T) -> Result<T, String> {
-        let mut shm = self.shm.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(shm) = &self.shm else {
+            return Err("this process keeps no shm file".into());
+        };
+        let mut shm = shm.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: Hermes writers never truncate a published shm file; we only read.
         let (reader, opened) =
             unsafe { shm.reader() }.map_err(|e| format!("shm file unavailable: {e}"))?;
         if let Opened::Replaced { old_generation } = opened {
             tracing::info!(
                 "a new writer replaced {} (generation {old_generation} → {}); following it",
-                self.cfg.shm_path.display(),
+                self.cfg
+                    .shm_path
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display(),
                 reader.generation()
             );
             *self.replaced.lock().unwrap_or_else(|e| e.into_inner()) =

@@ -89,7 +89,7 @@ fn writer_json(app: &AppState) -> Value {
         .map(|(g, ago)| json!({ "old_generation": g, "ago_ms": ago.as_millis() as u64 }));
     match writer_view(app) {
         Ok(w) => json!({
-            "path": app.cfg.shm_path.display().to_string(),
+            "path": app.cfg.shm_path.as_deref().unwrap_or(std::path::Path::new("")).display().to_string(),
             "state": state_word(&w.status),
             "text": w.status.to_string(),
             "pid": w.pid,
@@ -103,7 +103,7 @@ fn writer_json(app: &AppState) -> Value {
             "replaced": replaced,
         }),
         Err(e) => json!({
-            "path": app.cfg.shm_path.display().to_string(),
+            "path": app.cfg.shm_path.as_deref().unwrap_or(std::path::Path::new("")).display().to_string(),
             "state": "unavailable",
             "text": e,
             "replaced": replaced,

@@ -272,3 +272,65 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An HTTP client that returns error statuses as answers, with a 10 s limit.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// `GET url` with `headers`: (status, body), or the transport error (nothing listening).
+pub fn http_get(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), ureq::Error> {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.call()?;
+    Ok((
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap_or_default(),
+    ))
+}
+
+/// Prometheus text: sample name (with labels) → value; panics on a malformed line.
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut m = std::collections::HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let kind = rest.split_whitespace().nth(1).unwrap();
+                assert!(
+                    ["counter", "gauge", "histogram", "summary"].contains(&kind),
+                    "{line}"
+                );
+            }
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        assert!(name.starts_with("hermes_"), "{line}");
+        if let Some(i) = name.find('{') {
+            assert!(name.ends_with('}'), "{line}");
+            for pair in name[i + 1..name.len() - 1].split(',') {
+                let (k, v) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && v.starts_with('"')
+                        && v.ends_with('"'),
+                    "{line}"
+                );
+            }
+        }
+        m.insert(name.to_string(), v);
+    }
+    m
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hermes_persist::local_pg;
 
-use crate::common::{self, generate, Sim, TempDir};
+use crate::common::{self, generate, parse_metrics, Sim, TempDir};
 
 fn hermes() -> Command {
     let mut c = common::hermes();
@@ -117,28 +117,14 @@ fn start_run(dir: &Path, ws: &str, env: &[(&str, &str)]) -> Engine {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
 fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut req = agent().get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut r = req.call().unwrap();
-    (
-        r.status().as_u16(),
-        r.body_mut().read_to_string().unwrap_or_default(),
-    )
+    common::http_get(url, headers).unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut req = agent().post(url).header("content-type", "application/json");
+    let mut req = common::agent()
+        .post(url)
+        .header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -151,43 +137,6 @@ fn post(url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
 
 fn wait_for(what: &str, cond: impl FnMut() -> bool) {
     common::wait_for(what, Duration::from_secs(30), cond)
-}
-
-/// Prometheus text: sample name (with labels) → value; panics on a malformed line.
-fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
-    let mut m = std::collections::HashMap::new();
-    for line in text.lines() {
-        if line.is_empty() || line.starts_with('#') {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let kind = rest.split_whitespace().nth(1).unwrap();
-                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-            }
-            continue;
-        }
-        let (name, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
-        let v: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-        assert!(name.starts_with("hermes_"), "{line}");
-        if let Some(i) = name.find('{') {
-            assert!(name.ends_with('}'), "{line}");
-            for pair in name[i + 1..name.len() - 1].split(',') {
-                let (k, v) = pair
-                    .split_once('=')
-                    .unwrap_or_else(|| panic!("bad label in {line:?}"));
-                assert!(
-                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        && v.starts_with('"')
-                        && v.ends_with('"'),
-                    "{line}"
-                );
-            }
-        }
-        m.insert(name.to_string(), v);
-    }
-    m
 }
 
 #[test]
@@ -250,8 +199,11 @@ fn endpoints_metrics_sse_and_readiness() {
     assert!(body.contains("no database configured"), "{body}");
 
     // SSE: a stalled client does not delay a reading one.
-    let stalled = agent().get(&format!("{base}/stream")).call().unwrap();
-    let r = agent()
+    let stalled = common::agent()
+        .get(&format!("{base}/stream"))
+        .call()
+        .unwrap();
+    let r = common::agent()
         .get(&format!("{base}/stream?symbols=coinbase:SYN0-USD,SYN2-USD"))
         .call()
         .unwrap();

@@ -10,9 +10,18 @@ use hermes_nats::testing::{available_or_required, NatsCluster, Probe};
 
 use crate::common::{generate, hermes, run_ok, shared_captures, wait_for, TempDir};
 
-/// A background `hermes mirror`, its output collected when it ends.
-fn mirror(urls: &str, shm: &std::path::Path, idle: &str) -> Child {
-    hermes()
+/// A background `hermes mirror`: stdout collected when it ends, stderr in a file (read
+/// while it runs for its HTTP address).
+struct Mirror {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+/// `hermes mirror --nats URLS --print-final --until-idle IDLE --shm SHM EXTRA…`.
+fn mirror(dir: &TempDir, urls: &str, shm: &std::path::Path, idle: &str, extra: &[&str]) -> Mirror {
+    let name = shm.file_name().unwrap().to_string_lossy();
+    let log = dir.path(&format!("{name}.log"));
+    let child = hermes()
         .args([
             "mirror",
             "--nats",
@@ -23,17 +32,46 @@ fn mirror(urls: &str, shm: &std::path::Path, idle: &str) -> Child {
             "--shm",
         ])
         .arg(shm)
+        .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Mirror { child, log }
 }
 
-fn finish(child: Child) -> (Vec<String>, String) {
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+impl Mirror {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://ADDR/` of a mirror started with `--http`, once it says it.
+    fn http(&self) -> String {
+        let mut url = String::new();
+        wait_for("the mirror's HTTP address", Duration::from_secs(30), || {
+            let err = self.stderr();
+            match err.find("mirror: HTTP on ") {
+                Some(i) => {
+                    url = err[i + 16..].split_whitespace().next().unwrap().to_string();
+                    true
+                }
+                None => false,
+            }
+        });
+        url
+    }
+}
+
+fn finish(m: Mirror) -> (Vec<String>, String) {
+    let out = m.child.wait_with_output().unwrap();
+    let stderr = std::fs::read_to_string(&m.log).unwrap_or_default();
     assert!(out.status.success(), "mirror failed: {stderr}");
     (lines(&out.stdout), stderr)
+}
+
+/// `GET BASE/PATH`, or `None` when nothing answers.
+fn get(base: &str, path: &str) -> Option<(u16, String)> {
+    crate::common::http_get(&format!("{base}{path}"), &[]).ok()
 }
 
 fn lines(b: &[u8]) -> Vec<String> {
@@ -125,7 +163,15 @@ fn a_mirror_ends_with_the_publishers_books() {
         "g.hcap",
         &["--venues", "coinbase,binance-usdm", "--frames", "12000"],
     );
-    let m = mirror(&urls, &dir.path("mirror.shm"), "8");
+    let m = mirror(&dir, &urls, &dir.path("mirror.shm"), "8", &[]);
+    // Only two instruments, named by symbol and by venue:symbol.
+    let some = mirror(
+        &dir,
+        &urls,
+        &dir.path("some.shm"),
+        "8",
+        &["--symbols", "SYN1-USD,binance-usdm:SYN0USDT"],
+    );
     // No periodic SNAP: the mirror's books come from MD after the first SNAPs.
     let (want, err) = replay_nats(&dir, &cap, &urls, "a", &["--nats-snap-msgs", "1000000"]);
     assert!(err.contains("nats: 12000 RAW"), "{err}");
@@ -133,6 +179,18 @@ fn a_mirror_ends_with_the_publishers_books() {
     assert!(!want.is_empty());
     assert_eq!(got, want, "{merr}\npublisher: {err}");
     assert!(merr.contains(" 0 gaps"), "{merr}");
+    let (got, merr) = finish(some);
+    let chosen: Vec<String> = want
+        .iter()
+        .filter(|l| {
+            l.contains("\"symbol\":\"SYN1-USD\"")
+                || (l.contains("\"venue\":\"binance-usdm\"")
+                    && l.contains("\"symbol\":\"SYN0USDT\""))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(chosen.len(), 2, "{want:?}");
+    assert_eq!(got, chosen, "{merr}");
     let p = Probe::connect(&urls).unwrap();
     for (subject, seqs) in md_sequences(&p) {
         let epoch = seqs[0].0;
@@ -165,22 +223,7 @@ fn a_mirror_ends_with_the_publishers_books() {
         "--nats-subject-prefix",
         "big",
     ];
-    let m = hermes()
-        .args([
-            "mirror",
-            "--nats",
-            &urls,
-            "--print-final",
-            "--until-idle",
-            "8",
-            "--shm",
-        ])
-        .arg(dir.path("big-mirror.shm"))
-        .args(prefixes)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let m = mirror(&dir, &urls, &dir.path("big-mirror.shm"), "8", &prefixes);
     let mut extra = prefixes.to_vec();
     extra.extend(["--nats-snap-msgs", "1000000"]);
     let (want, err) = replay_nats(&dir, &big, &urls, "big", &extra);
@@ -199,22 +242,7 @@ fn a_mirror_ends_with_the_publishers_books() {
         "--nats-subject-prefix",
         "ring",
     ];
-    let m = hermes()
-        .args([
-            "mirror",
-            "--nats",
-            &urls,
-            "--print-final",
-            "--until-idle",
-            "8",
-            "--shm",
-        ])
-        .arg(dir.path("ring-mirror.shm"))
-        .args(prefixes)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let m = mirror(&dir, &urls, &dir.path("ring-mirror.shm"), "8", &prefixes);
     let mut extra = prefixes.to_vec();
     extra.extend([
         "--nats-snap-msgs",
@@ -233,7 +261,7 @@ fn a_mirror_ends_with_the_publishers_books() {
 
     if let Some(shared) = shared_captures() {
         let real = shared.join("coinbase-exchange-legacy-10products-20210417.cryptofeed.txt");
-        let m = mirror(&urls, &dir.path("mirror2.shm"), "8");
+        let m = mirror(&dir, &urls, &dir.path("mirror2.shm"), "8", &[]);
         let (want, _) = replay_nats(&dir, &real, &urls, "b", &["--nats-snap-msgs", "1000000"]);
         let (got, merr) = finish(m);
         // The mirror follows every instrument of the streams; these are the recording's.
@@ -291,7 +319,8 @@ fn a_deleted_md_message_is_a_gap_and_the_mirror_resyncs_exactly() {
     // A message well inside what was published.
     p.delete("HERMES_MD", n / 2).unwrap();
     let mshm = dir.path("mirror.shm");
-    let m = mirror(&urls, &mshm, "10");
+    let m = mirror(&dir, &urls, &mshm, "10", &["--http", "127.0.0.1:0"]);
+    let base = m.http();
     // The mirror applies MD up to the hole and marks the instrument stale in its shm
     // file (read here by another process, as a strategy would).
     wait_for(
@@ -305,12 +334,35 @@ fn a_deleted_md_message_is_a_gap_and_the_mirror_resyncs_exactly() {
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"stale\":true"))
         },
     );
+    // Its readiness says which instrument waits for a SNAP; /metrics counts the gap.
+    let (status, body) = get(&base, "health/readiness").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("1 of 1 instruments stale, waiting for a SNAP: binance:SYN0USDT"),
+        "{body}"
+    );
+    let (status, text) = get(&base, "metrics").unwrap();
+    assert_eq!(status, 200);
+    let mm = crate::common::parse_metrics(&text);
+    assert_eq!(mm["hermes_mirror_connected"], 1.0, "{text}");
+    assert!(mm["hermes_mirror_gaps_total"] >= 1.0, "{text}");
+    assert_eq!(mm["hermes_mirror_instruments_synced"], 0.0, "{text}");
+    assert!(mm.contains_key("hermes_shm_stale_books"), "{text}");
     // The killed publisher's lease expires (3 s); the next one takes it with a higher
     // epoch. (Started before that, it would be a standby until the end of its replay.)
     wait_for("the lease to expire", Duration::from_secs(30), || {
         p.stream("KV_HERMES_lease").is_some_and(|(n, _)| n == 0)
     });
     let (want, _) = replay_nats(&dir, &cap, &urls, "b", &["--nats-snap-msgs", "1000000"]);
+    // Resynced from the new epoch's SNAP: ready (it stays up 10 s after the last message).
+    wait_for("the mirror to be ready", Duration::from_secs(8), || {
+        get(&base, "health/readiness").is_some_and(|(s, _)| s == 200)
+    });
+    let (_, text) = get(&base, "metrics").unwrap();
+    let mm = crate::common::parse_metrics(&text);
+    assert!(mm["hermes_mirror_resyncs_total"] >= 1.0, "{text}");
+    assert!(mm["hermes_mirror_epoch"] >= 2.0, "{text}");
+    assert_eq!(mm["hermes_mirror_instruments_synced"], 1.0, "{text}");
     let (got, merr) = finish(m);
     assert_eq!(got, want, "{merr}");
     let count = |what: &str| -> u64 {
@@ -392,7 +444,7 @@ fn kill_9_of_the_stream_leader_mid_publish_loses_nothing() {
         }
     }
     // And a mirror started afterwards has the same books (from the final SNAPs).
-    let (got, merr) = finish(mirror(&urls, &dir.path("m.shm"), "4"));
+    let (got, merr) = finish(mirror(&dir, &urls, &dir.path("m.shm"), "4", &[]));
     assert_eq!(got, want, "{merr}");
 }
 
@@ -452,7 +504,7 @@ fn kill_9_of_the_lease_holder_hands_over_and_the_mirror_ends_exact() {
             .unwrap()
     };
     let p = Probe::connect(&urls).unwrap();
-    let m = mirror(&urls, &dir.path("mirror.shm"), "15");
+    let m = mirror(&dir, &urls, &dir.path("mirror.shm"), "15", &[]);
     let mut a = host("a");
     // a holds the lease once its MD arrives; then the standby starts.
     wait_for("host a's MD", Duration::from_secs(60), || {

@@ -15,7 +15,9 @@ use hermes_nats::testing::{available_or_required, NatsCluster, Probe};
 use hermes_persist::local_pg;
 use postgres::{Client, NoTls};
 
-use crate::common::{self, generate, run_ok, table_digests, wait_for, TempDir};
+use crate::common::{
+    self, generate, http_get, parse_metrics, run_ok, table_digests, wait_for, TempDir,
+};
 
 fn hermes() -> Command {
     let mut c = common::hermes();
@@ -103,6 +105,26 @@ impl Persister {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://ADDR/` of a persister started with `--http`, once it says it.
+    fn http(&self) -> String {
+        let mut url = String::new();
+        wait_for(
+            "the persister's HTTP address",
+            Duration::from_secs(30),
+            || {
+                let err = self.stderr();
+                match err.find("persist: HTTP on ") {
+                    Some(i) => {
+                        url = err[i + 17..].split_whitespace().next().unwrap().to_string();
+                        true
+                    }
+                    None => false,
+                }
+            },
+        );
+        url
     }
 
     /// Fails the test, with its output, if it has ended.
@@ -473,9 +495,16 @@ fn a_postgres_outage_delays_rows_and_a_missing_database_fails_at_once() {
             "200",
             "--stats-every",
             "0.3",
+            "--http",
+            "127.0.0.1:0",
         ],
     );
     p.wait_rows(&url, 0, Duration::from_secs(30));
+    // Its HTTP face: ready while both servers answer.
+    let base = p.http();
+    wait_for("readiness", Duration::from_secs(30), || {
+        p.alive() && http_get(&format!("{base}health/readiness"), &[]).is_ok_and(|(s, _)| s == 200)
+    });
     pg.pg.stop().unwrap();
     // A batch failed, then a connection attempt while the server was down.
     wait_for("failed attempts", Duration::from_secs(30), || {
@@ -491,6 +520,18 @@ fn a_postgres_outage_delays_rows_and_a_missing_database_fails_at_once() {
                 .filter(|l| l.starts_with("stats: "))
                 .any(|l| !l.contains("lag 0 messages") && !l.contains(" messages, 0.0 s"))
     });
+    // Not ready meanwhile, saying why; the stream side of /metrics shows the backlog.
+    let (status, body) = http_get(&format!("{base}health/readiness"), &[]).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not connected to PostgreSQL"), "{body}");
+    let (_, text) = http_get(&format!("{base}metrics"), &[]).unwrap();
+    let m = parse_metrics(&text);
+    assert_eq!(m["hermes_nats_persist_connected"], 1.0, "{text}");
+    assert!(m["hermes_nats_persist_lag_messages"] > 0.0, "{text}");
+    assert!(m["hermes_nats_persist_messages_total"] > 0.0, "{text}");
+    assert!(m["hermes_persist_batches_total"] > 0.0, "{text}");
+    let (status, _) = http_get(&format!("{base}symbols"), &[]).unwrap();
+    assert_eq!(status, 404, "no shm file, no REST");
     pg.pg.restart().unwrap();
     let e = p.finish(Duration::from_secs(60));
     assert!(summary(&e).contains(" 0 lost"), "{e}");
