@@ -134,5 +134,13 @@ pub fn cmd_persist(a: PersistArgs) -> Result<()> {
         let _ = p.join();
     }
     eprintln!("persist: {}", stats.line());
-    r
+    r?;
+    // Relaxed: read after the run's threads ended.
+    let lost = stats.lost.load(Ordering::Relaxed);
+    if lost > 0 {
+        bail!(
+            "{lost} RAW message(s) were gone from the stream before this persister read them (deleted, or expired: the stream's retention outran it; the ranges are logged above): their frames have no rows. The publishing hosts' journals still hold those frames (until their --journal-retention); to avoid this, run the persister more often than the RAW stream's max age (7 days)"
+        );
+    }
+    Ok(())
 }

@@ -149,13 +149,25 @@ impl Persister {
     }
 
     /// Waits for it to end by itself (`--until-idle`); its stderr.
-    fn finish(mut self, limit: Duration) -> String {
+    fn finish(self, limit: Duration) -> String {
+        let (ok, err) = self.end(limit);
+        assert!(ok, "persist failed:\n{err}");
+        err
+    }
+
+    /// Waits for it to end by itself in error; its stderr.
+    fn finish_failed(self, limit: Duration) -> String {
+        let (ok, err) = self.end(limit);
+        assert!(!ok, "persist succeeded:\n{err}");
+        err
+    }
+
+    /// Waits for it to end by itself: (success, stderr).
+    fn end(mut self, limit: Duration) -> (bool, String) {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                let err = self.stderr();
-                assert!(st.success(), "persist failed ({st}):\n{err}");
-                return err;
+                return (st.success(), self.stderr());
             }
             assert!(
                 Instant::now() < deadline,
@@ -570,8 +582,13 @@ fn messages_gone_from_the_stream_are_named_and_counted_lost() {
         probe.delete("HERMES_RAW", seq).unwrap();
     }
     let url = db("pn_lost");
-    let e = Persister::start(&dir, 1, &urls, &url, &["--until-idle", "2"])
-        .finish(Duration::from_secs(60));
+    let p = Persister::start(&dir, 1, &urls, &url, &["--until-idle", "2"]);
+    // It ends by itself, in error: rows are missing.
+    let e = p.finish_failed(Duration::from_secs(60));
+    assert!(
+        e.contains("3 RAW message(s) were gone from the stream before this persister read them"),
+        "{e}"
+    );
     let last = summary(&e);
     assert!(last.contains("3 MESSAGES LOST"), "{e}");
     assert!(
