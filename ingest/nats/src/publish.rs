@@ -370,7 +370,10 @@ impl Pipe {
             if fut.now_or_never().is_none() {
                 break;
             }
-            match Pin::new(fut).take_output().expect("a finished ack has its result") {
+            match Pin::new(fut)
+                .take_output()
+                .expect("a finished ack has its result")
+            {
                 Ok(ack) => {
                     let (_, _, meta, t, sent) = self.inflight.pop_front().expect("front");
                     self.acked(meta, t, sent, &ack, done);

@@ -49,6 +49,13 @@ pub struct MirrorArgs {
     pub kernels: KernelArgs,
     #[command(flatten)]
     pub http: RoleHttpArgs,
+    /// With --http: readiness fails when more MD messages than this wait in the stream
+    /// after the last one delivered.
+    #[arg(long, default_value_t = 10_000)]
+    pub ready_max_behind: u64,
+    /// With --http: require this `x-api-key` on public reads (/symbols, /status, /stream).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 pub fn cmd_mirror(a: MirrorArgs) -> Result<()> {
@@ -68,9 +75,13 @@ pub fn cmd_mirror(a: MirrorArgs) -> Result<()> {
     let stats = Arc::new(hermes_nats::MirrorStats::default());
     // The dashboard, REST, SSE, `/metrics` (with `hermes_mirror_*`) and readiness over
     // the mirror's shm file.
-    let _http = a
-        .http
-        .start("mirror", Some(a.shm.clone()), Some(stats.clone()), None)?;
+    let _http = a.http.start(
+        "mirror",
+        Some(a.shm.clone()),
+        a.api_key.clone(),
+        Some((stats.clone(), a.ready_max_behind)),
+        None,
+    )?;
     let stop = hermes_engine::shutdown_flag();
     tracing::info!(shm = %a.shm.display(), "mirror: following {}", a.nats);
     let books = hermes_nats::mirror::run(&opts, &stats, &stop)?;

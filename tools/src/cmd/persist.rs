@@ -4,12 +4,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::flags::{check_database_url, secs, KernelArgs, RoleHttpArgs, ScaleArgs};
+use crate::flags::{check_database_url, secs, KernelArgs, RoleHttpArgs, RowArgs, ScaleArgs};
 
 /// `hermes persist` arguments.
 #[derive(Args, Debug)]
@@ -32,30 +32,12 @@ pub struct PersistArgs {
     /// The publishers' subject prefix (subjects `<PREFIX>.raw.<host>.<venue>`).
     #[arg(long, default_value = "hermes")]
     pub nats_subject_prefix: String,
-    /// Commit a batch at this many rows...
-    #[arg(long, default_value_t = 10_000)]
-    pub batch_rows: usize,
-    /// ...or this many milliseconds after its first message, whichever comes first.
-    #[arg(long, default_value_t = 100)]
-    pub batch_age_ms: u64,
-    /// Receive-time interval between two book_snapshots rows of an instrument, ms (as the
-    /// ingest host's persister).
-    #[arg(long, default_value_t = 1000)]
-    pub snapshot_interval_ms: u64,
-    /// Levels per side in book_snapshots.
-    #[arg(long, default_value_t = 10)]
-    pub snapshot_depth: usize,
-    /// Receive-time interval between two top_of_book rows of an instrument, ms.
-    #[arg(long, default_value_t = 100)]
-    pub tob_interval_ms: u64,
+    #[command(flatten)]
+    pub rows: RowArgs,
     /// Instruments the decoder accepts per journal segment (the ingest engine's
     /// --shm-slots).
     #[arg(long, default_value_t = 256)]
     pub shm_slots: u32,
-    /// When stopping, how long to keep trying to reach PostgreSQL to commit what was read
-    /// (the rest is read again from the stream by the next start), seconds.
-    #[arg(long, default_value_t = 30)]
-    pub persist_drain_timeout: u64,
     /// A `stats:` line on stderr every this many seconds (0: none).
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub stats_every: f64,
@@ -65,30 +47,26 @@ pub struct PersistArgs {
     pub kernels: KernelArgs,
     #[command(flatten)]
     pub http: RoleHttpArgs,
+    /// With --http: readiness fails when the oldest message not committed is older than
+    /// this many seconds.
+    #[arg(long, default_value_t = 5)]
+    pub ready_max_lag_secs: u64,
 }
 
 impl PersistArgs {
     fn options(&self) -> Result<hermes_nats::persist::Options> {
         check_database_url(&self.database_url)?;
-        if self.batch_rows == 0 || self.batch_age_ms == 0 {
-            bail!("--batch-rows and --batch-age-ms must be at least 1");
-        }
         let mut nats = hermes_nats::NatsOptions::new(self.nats.clone());
         nats.stream_prefix = self.nats_stream_prefix.clone();
         nats.subject_prefix = self.nats_subject_prefix.clone();
         nats.validate()?;
         let mut o = hermes_nats::persist::Options::new(nats, self.database_url.clone());
-        o.batch_rows = self.batch_rows;
-        o.batch_age = Duration::from_millis(self.batch_age_ms);
+        (o.batch_rows, o.batch_age, o.drain_timeout) = self.rows.batching()?;
         o.until_idle = secs(self.until_idle, "until-idle")?;
         o.duration = secs(self.duration, "duration")?;
-        o.drain_timeout = Duration::from_secs(self.persist_drain_timeout);
-        let p = &mut o.projection;
-        p.decoder = self.scale.decoder(self.shm_slots as usize);
-        p.kernels = self.kernels.config();
-        p.snapshot_interval_ns = self.snapshot_interval_ms.max(1) as i64 * 1_000_000;
-        p.snapshot_depth = self.snapshot_depth;
-        p.tob_interval_ns = self.tob_interval_ms.max(1) as i64 * 1_000_000;
+        o.projection.decoder = self.scale.decoder(self.shm_slots as usize);
+        o.projection.kernels = self.kernels.config();
+        self.rows.sampling(&mut o.projection);
         Ok(o)
     }
 }
@@ -98,7 +76,16 @@ pub fn cmd_persist(a: PersistArgs) -> Result<()> {
     let every = secs(Some(a.stats_every), "stats-every")?.unwrap_or_default();
     let stats = Arc::new(hermes_nats::persist::SinkStats::default());
     // `/metrics` (`hermes_nats_persist_*`, `hermes_persist_*`) and readiness.
-    let _http = a.http.start("persist", None, None, Some(stats.clone()))?;
+    let _http = a.http.start(
+        "persist",
+        None,
+        None,
+        None,
+        Some((
+            stats.clone(),
+            std::time::Duration::from_secs(a.ready_max_lag_secs),
+        )),
+    )?;
     let stop = hermes_engine::shutdown_flag();
     let done = Arc::new(AtomicBool::new(false));
     let printer = (!every.is_zero())

@@ -133,17 +133,6 @@ pub struct RoleHttpArgs {
     /// [default: no HTTP].
     #[arg(long, value_name = "ADDR")]
     pub http: Option<std::net::SocketAddr>,
-    /// Require this `x-api-key` on public reads (/symbols, /status, /stream).
-    #[arg(long, env = "API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// `hermes persist`: readiness fails when the oldest message not committed is older
-    /// than this many seconds.
-    #[arg(long, default_value_t = 5)]
-    pub ready_max_lag_secs: u64,
-    /// `hermes mirror`: readiness fails when more MD messages than this wait in the
-    /// stream after the last one applied.
-    #[arg(long, default_value_t = 10_000)]
-    pub ready_max_behind: u64,
 }
 
 impl RoleHttpArgs {
@@ -152,8 +141,9 @@ impl RoleHttpArgs {
         &self,
         role: &str,
         shm: Option<std::path::PathBuf>,
-        mirror: Option<std::sync::Arc<hermes_nats::MirrorStats>>,
-        nats_persist: Option<std::sync::Arc<hermes_nats::persist::SinkStats>>,
+        api_key: Option<String>,
+        mirror: Option<(std::sync::Arc<hermes_nats::MirrorStats>, u64)>,
+        nats_persist: Option<(std::sync::Arc<hermes_nats::persist::SinkStats>, Duration)>,
     ) -> Result<Option<crate::http::HttpServer>> {
         let Some(addr) = self.http else {
             return Ok(None);
@@ -168,14 +158,16 @@ impl RoleHttpArgs {
                 engine: None,
                 persist: None,
                 nats: None,
-                mirror: mirror.map(|m| (m, self.ready_max_behind)),
-                nats_persist,
+                max_persist_lag: nats_persist
+                    .as_ref()
+                    .map_or(Duration::from_secs(5), |(_, lag)| *lag),
+                mirror,
+                nats_persist: nats_persist.map(|(p, _)| p),
                 database_url: None,
-                api_key: api_key(self.api_key.clone())?,
+                api_key: self::api_key(api_key)?,
                 ingest_auth: None,
                 ticks: None,
                 sse_max_hz: 20.0,
-                max_persist_lag: Duration::from_secs(self.ready_max_lag_secs),
                 writer_stall: crate::http::WRITER_STALL,
                 max_connections: 128,
                 webhook_max_symbols: 0,

@@ -25,7 +25,7 @@ pub use parquet::{
 };
 pub use persist::{
     check_database_url, finish_persister, report_persist, start_persister, PersistArgs,
-    PersistOutcome,
+    PersistOutcome, RowArgs,
 };
 
 /// A venue the CLI accepts.

@@ -22,7 +22,26 @@ pub struct PersistArgs {
     /// frames are never written into another.
     #[arg(long)]
     pub journal: Option<PathBuf>,
-    /// Flush a COPY batch at this many rows...
+    #[command(flatten)]
+    pub rows: RowArgs,
+    /// Delete a journal segment this long after it was sealed and everything read from
+    /// it was committed (PostgreSQL, the Parquet sink); `0s` deletes it at once. Keep
+    /// recordings with `hermes record`, not in the journal. Units s, m, h, d.
+    #[arg(long, default_value = "1h", value_parser = parse_span)]
+    pub journal_retention: Duration,
+    /// Seal a live journal segment and start a new one past this many MiB...
+    #[arg(long, default_value_t = 256)]
+    pub journal_segment_mib: u64,
+    /// ...or this long after it began (units s, m, h, d).
+    #[arg(long, default_value = "10m", value_parser = parse_span)]
+    pub journal_segment_age: Duration,
+}
+
+/// How every persister (the journal's, and `hermes persist --nats`) batches its rows,
+/// samples its books, and waits for PostgreSQL at the end.
+#[derive(Args, Debug, Clone)]
+pub struct RowArgs {
+    /// Commit a COPY batch at this many rows...
     #[arg(long, default_value_t = 10_000)]
     pub batch_rows: usize,
     /// ...or this many milliseconds after its first row, whichever comes first.
@@ -37,21 +56,32 @@ pub struct PersistArgs {
     /// Receive-time interval between two top_of_book rows of an instrument, ms.
     #[arg(long, default_value_t = 100)]
     pub tob_interval_ms: u64,
-    /// At the end, how long to keep trying to reach PostgreSQL before giving up (the
-    /// journal keeps the rest for the next start), seconds.
+    /// At the end, how long to keep trying to reach PostgreSQL before giving up (what is
+    /// not committed is read again by the next start), seconds.
     #[arg(long, default_value_t = 30)]
     pub persist_drain_timeout: u64,
-    /// Delete a journal segment this long after it was sealed and everything read from
-    /// it was committed (PostgreSQL, the Parquet sink); `0s` deletes it at once. Keep
-    /// recordings with `hermes record`, not in the journal. Units s, m, h, d.
-    #[arg(long, default_value = "1h", value_parser = parse_span)]
-    pub journal_retention: Duration,
-    /// Seal a live journal segment and start a new one past this many MiB...
-    #[arg(long, default_value_t = 256)]
-    pub journal_segment_mib: u64,
-    /// ...or this long after it began (units s, m, h, d).
-    #[arg(long, default_value = "10m", value_parser = parse_span)]
-    pub journal_segment_age: Duration,
+}
+
+impl RowArgs {
+    /// (batch rows, batch age, drain timeout), refusing a zero batch.
+    pub fn batching(&self) -> Result<(usize, Duration, Duration)> {
+        if self.batch_rows == 0 || self.batch_age_ms == 0 {
+            bail!("--batch-rows and --batch-age-ms must be at least 1");
+        }
+        Ok((
+            self.batch_rows,
+            Duration::from_millis(self.batch_age_ms),
+            Duration::from_secs(self.persist_drain_timeout),
+        ))
+    }
+
+    /// Sets the sampling of `book_snapshots` and `top_of_book` (decoder and kernels are
+    /// the caller's).
+    pub fn sampling(&self, p: &mut hermes_persist::ProjectionOptions) {
+        p.snapshot_interval_ns = self.snapshot_interval_ms.max(1) as i64 * 1_000_000;
+        p.snapshot_depth = self.snapshot_depth;
+        p.tob_interval_ns = self.tob_interval_ms.max(1) as i64 * 1_000_000;
+    }
 }
 
 /// Parses a span such as `0s`, `90s`, `30m`, `1h`, `1.5h` or `7d`.
@@ -114,18 +144,11 @@ impl PersistArgs {
                 );
             }
         }
-        if self.batch_rows == 0 || self.batch_age_ms == 0 {
-            bail!("--batch-rows and --batch-age-ms must be at least 1");
-        }
-        o.batch_rows = self.batch_rows;
-        o.batch_age = Duration::from_millis(self.batch_age_ms);
-        o.drain_timeout = Duration::from_secs(self.persist_drain_timeout);
+        (o.batch_rows, o.batch_age, o.drain_timeout) = self.rows.batching()?;
         o.segments = self.segments()?;
         o.projection.decoder = eng.decoder();
         o.projection.kernels = eng.kernels.config();
-        o.projection.snapshot_interval_ns = self.snapshot_interval_ms.max(1) as i64 * 1_000_000;
-        o.projection.snapshot_depth = self.snapshot_depth;
-        o.projection.tob_interval_ns = self.tob_interval_ms.max(1) as i64 * 1_000_000;
+        self.rows.sampling(&mut o.projection);
         Ok(Some(o))
     }
 }
