@@ -349,19 +349,38 @@ pub async fn ensure_streams(
     Ok(())
 }
 
-/// The messages of an ordered consumer (ephemeral, no acks, recreated by the client on a
-/// gap) of `stream` on `filter`, from `policy`.
+/// Messages per pull request of an ordered consumer: what a client may have to buffer is
+/// this many of the server's largest messages, so at most 64 MiB of them (64 with the
+/// default 1 MB `max_payload`, 16 with 8 MB), and never more than the client's own 500.
+pub fn pull_batch(max_payload: usize) -> i64 {
+    ((64usize << 20) / max_payload.max(1)).clamp(16, 500) as i64
+}
+
+/// An ordered consumer's settings (ephemeral, no acks, recreated by the client on a gap)
+/// on `filter` from `policy`, its pulls bounded by [`pull_batch`] of the server's
+/// `max_payload`.
+pub fn ordered_config(
+    filter: String,
+    policy: async_nats::jetstream::consumer::DeliverPolicy,
+    max_payload: usize,
+) -> async_nats::jetstream::consumer::pull::OrderedConfig {
+    async_nats::jetstream::consumer::pull::OrderedConfig {
+        filter_subject: filter,
+        deliver_policy: policy,
+        max_batch: pull_batch(max_payload),
+        ..Default::default()
+    }
+}
+
+/// The messages of an ordered consumer of `stream` (see [`ordered_config`]).
 pub async fn ordered(
     stream: &async_nats::jetstream::stream::Stream,
     filter: String,
     policy: async_nats::jetstream::consumer::DeliverPolicy,
+    max_payload: usize,
 ) -> anyhow::Result<async_nats::jetstream::consumer::pull::Ordered> {
     stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: policy,
-            ..Default::default()
-        })
+        .create_consumer(ordered_config(filter, policy, max_payload))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .messages()
@@ -390,5 +409,55 @@ where
                 wait = (wait * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_batches_hold_at_most_64_mib_of_the_largest_messages() {
+        assert_eq!(pull_batch(1 << 20), 64);
+        assert_eq!(pull_batch(8 << 20), 16);
+        assert_eq!(pull_batch(64 << 20), 16);
+        assert_eq!(pull_batch(64 << 10), 500);
+        assert_eq!(pull_batch(0), 500);
+    }
+
+    /// The server keeps the consumer's `max_batch`, which caps the client's pulls (a
+    /// server that dropped it would leave them at 500 messages, silently).
+    #[test]
+    fn a_real_server_keeps_the_ordered_consumers_max_batch() {
+        if !testing::available_or_required() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("hermes-nats-batch-{}", std::process::id()));
+        let cluster = testing::NatsCluster::start(&dir, 1).unwrap();
+        let opts = NatsOptions::new(cluster.urls());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            let client = connect(&opts).await.unwrap();
+            let js = jetstream(client.clone(), &opts);
+            ensure_streams(&js, &opts).await.unwrap();
+            let stream = js.get_stream(opts.stream(Kind::Md)).await.unwrap();
+            let max_payload = client.server_info().max_payload;
+            assert_eq!(max_payload, 1 << 20, "the server's default");
+            let c = stream
+                .create_consumer(ordered_config(
+                    "hermes.md.>".into(),
+                    Default::default(),
+                    max_payload,
+                ))
+                .await
+                .unwrap();
+            c.cached_info().config.max_batch
+        });
+        assert_eq!(got, 64);
+        drop(cluster);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

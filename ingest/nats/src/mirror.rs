@@ -160,6 +160,8 @@ impl Mirror<'_> {
                 }
             }
         };
+        // Known once connected (the streams were found through the server).
+        let max_payload = js.client().server_info().max_payload;
         // 1. The last SNAP of every subject, then each new one.
         let snaps_stored = snap_stream
             .get_info()
@@ -168,7 +170,12 @@ impl Mirror<'_> {
             .unwrap_or(0);
         let mut snaps = crate::retry("creating the SNAP consumer", || {
             let filter = format!("{}.snap.>", nats.subject_prefix);
-            crate::ordered(&snap_stream, filter, DeliverPolicy::LastPerSubject)
+            crate::ordered(
+                &snap_stream,
+                filter,
+                DeliverPolicy::LastPerSubject,
+                max_payload,
+            )
         })
         .await?;
         let mut start_seq: Option<u64> = None;
@@ -210,7 +217,7 @@ impl Mirror<'_> {
         );
         let mut md = crate::retry("creating the MD consumer", || {
             let filter = format!("{}.md.>", nats.subject_prefix);
-            crate::ordered(&md_stream, filter, policy)
+            crate::ordered(&md_stream, filter, policy, max_payload)
         })
         .await?;
         self.stats.following.store(true, Ordering::Relaxed);

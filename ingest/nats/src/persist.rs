@@ -1622,20 +1622,23 @@ impl Reader<'_> {
             let Some(stream) = self.stream.as_ref() else {
                 return Err(Closed);
             };
+            let max_payload = self.js.client().server_info().max_payload;
             let r = crate::retry(
                 &format!("creating a consumer of {} at #{start}", self.name),
                 || async {
                     let c = tokio::time::timeout(
                         Duration::from_secs(10),
                         stream.create_consumer(pull::OrderedConfig {
-                            filter_subject: filter.to_string(),
-                            deliver_policy: DeliverPolicy::ByStartSequence {
-                                start_sequence: start.max(1),
-                            },
                             // Pulls expire after 5 s and heartbeats come every 2.5 s, so a
                             // consumer lost with its server is noticed within seconds.
                             max_expires: Duration::from_secs(5),
-                            ..Default::default()
+                            ..crate::ordered_config(
+                                filter.to_string(),
+                                DeliverPolicy::ByStartSequence {
+                                    start_sequence: start.max(1),
+                                },
+                                max_payload,
+                            )
                         }),
                     )
                     .await

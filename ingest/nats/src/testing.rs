@@ -393,7 +393,9 @@ impl Probe {
             if total == 0 {
                 return Ok(out);
             }
-            let mut msgs = crate::ordered(&s, filter.to_string(), Default::default()).await?;
+            let max_payload = self.js.client().server_info().max_payload;
+            let mut msgs =
+                crate::ordered(&s, filter.to_string(), Default::default(), max_payload).await?;
             while let Some(m) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await? {
                 let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
                 let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;

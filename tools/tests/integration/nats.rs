@@ -303,7 +303,15 @@ fn a_deleted_md_message_is_a_gap_and_the_mirror_resyncs_exactly() {
         &urls,
         "a",
         "journal-a",
-        &["--speed", "max", "--nats-snap-msgs", "1000000"],
+        // No periodic SNAP (by count or time): the mirror must start before the hole.
+        &[
+            "--speed",
+            "max",
+            "--nats-snap-msgs",
+            "1000000",
+            "--nats-snap-secs",
+            "100000",
+        ],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
