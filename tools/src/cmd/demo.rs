@@ -184,7 +184,7 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
     if !status.success() {
         bail!("hermes shm dump failed ({status})");
     }
-    let nats = demo_nats(&a, &dir)?;
+    let nats = demo_nats(&a, &dir, &db)?;
     let exe = exe.display();
     let shm = a.engine.shm.display();
     let d = &r.summary.decode;
@@ -283,8 +283,8 @@ pub fn cmd_demo(a: DemoArgs) -> Result<()> {
 /// The demo's scale-out stage: a local 3-node JetStream cluster (when `nats-server` is
 /// installed), a replay publishing RAW, MD and SNAP to it, and a mirror into another shm
 /// file, whose books are compared with the publisher's. Returns the summary line.
-fn demo_nats(a: &DemoArgs, dir: &Path) -> Result<String> {
-    let try_it = "nats-server -js … (3 nodes, see README \"Beyond one host\"), then `hermes run --nats URL,URL,URL` on the ingest host and `hermes mirror --nats URL --shm /dev/shm/hermes-mirror` on another";
+fn demo_nats(a: &DemoArgs, dir: &Path, db: &DemoDb) -> Result<String> {
+    let try_it = "nats-server -js … (3 nodes, see README \"Beyond one host\"), then `hermes run --nats URL,URL,URL` on the ingest host, `hermes mirror --nats URL --shm /dev/shm/hermes-mirror --http 127.0.0.1:9101` on a strategy host and `hermes persist --nats URL --database-url URL --http 127.0.0.1:9102` on a database host";
     if hermes_nats::testing::binary().is_none() {
         eprintln!("[6/6] skipped: nats-server is not installed (`apt-get install nats-server`)");
         return Ok(format!("SKIPPED (no nats-server); to try it: {try_it}"));
@@ -330,7 +330,7 @@ fn demo_nats(a: &DemoArgs, dir: &Path) -> Result<String> {
         &eng,
         None,
         None,
-        Some((&crate::flags::ParquetArgs::off(), &pa, Some(mopts))),
+        Some((&crate::flags::ParquetArgs::off(), &pa, Some(mopts.clone()))),
     )?;
     let got = mirror
         .join()
@@ -347,12 +347,49 @@ fn demo_nats(a: &DemoArgs, dir: &Path) -> Result<String> {
             want.len()
         );
     }
+    let persisted = demo_nats_persist(db, mopts, r.summary.decode.frames)?;
     drop(cluster);
     Ok(format!(
-        "{} frames published (RAW, MD, SNAP) to a local 3-node cluster; the mirror's {} books in {} equal the publisher's. {try_it}",
+        "{} frames published (RAW, MD, SNAP) to a local 3-node cluster; the mirror's {} books in {} equal the publisher's; {persisted}. {try_it}",
         r.summary.decode.frames,
         got.len(),
         mshm.display()
+    ))
+}
+
+/// Stage 6's persister: RAW from the stream into a database of its own (`hermes_nats`,
+/// emptied first, on the demo's private PostgreSQL), one row per frame published.
+fn demo_nats_persist(db: &DemoDb, nats: hermes_nats::NatsOptions, frames: u64) -> Result<String> {
+    let DemoDb::Ready {
+        local: Some(pg), ..
+    } = db
+    else {
+        return Ok("the NATS persister is left out (it needs a database of its own: the demo makes one only on its private PostgreSQL)".into());
+    };
+    let url = pg
+        .create_database("hermes_nats")
+        .context("creating the database hermes_nats")?;
+    // A new cluster numbers its stream from 1: the previous demo's offsets must go.
+    postgres::Client::connect(&url, postgres::NoTls)
+        .and_then(|mut c| c.batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        .context("emptying the database hermes_nats")?;
+    hermes_persist::migrate(&url).context("migrating hermes_nats")?;
+    let mut o = hermes_nats::persist::Options::new(nats, url.clone());
+    o.until_idle = Some(Duration::from_secs(2));
+    o.duration = Some(Duration::from_secs(120));
+    let stats = std::sync::Arc::new(hermes_nats::persist::SinkStats::default());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    hermes_nats::persist::run(&o, &stats, &stop).context("the NATS persister")?;
+    eprintln!("persist: {}", stats.line());
+    let rows: i64 = postgres::Client::connect(&url, postgres::NoTls)
+        .and_then(|mut c| c.query_one("SELECT count(*) FROM raw_events", &[]))
+        .map(|r| r.get(0))
+        .context("counting raw_events in hermes_nats")?;
+    if rows as u64 != frames {
+        bail!("the NATS persister wrote {rows} raw_events rows for {frames} frames published");
+    }
+    Ok(format!(
+        "`hermes persist --nats` wrote the {rows} frames from the RAW stream into the database hermes_nats, one row each"
     ))
 }
 
