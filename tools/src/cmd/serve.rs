@@ -57,25 +57,13 @@ pub fn cmd_serve(a: ServeArgs) -> Result<()> {
     let server = crate::http::start(
         a.http,
         crate::http::HttpConfig {
-            shm_path: Some(a.shm.clone()),
-            live: None,
-            venues: Vec::new(),
-            ring: None,
-            engine: None,
-            persist: None,
-            nats: None,
-            mirror: None,
-            nats_persist: None,
             database_url: a.database_url.filter(|u| !u.is_empty()),
             api_key: crate::flags::api_key(a.api_key)?,
-            ingest_auth: None,
-            ticks: None,
             sse_max_hz: a.sse_max_hz,
-            max_persist_lag: Duration::from_secs(5),
             writer_stall: Duration::from_millis(a.stall_ms),
             max_connections: a.http_max_connections as usize,
-            webhook_max_symbols: 0,
             header_timeout: Duration::from_millis(a.http_header_timeout_ms),
+            ..crate::http::HttpConfig::reader(Some(a.shm.clone()))
         },
     )?;
     // The first line of stdout is the dashboard's URL (scripts and tests read it).

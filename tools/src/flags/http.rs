@@ -151,27 +151,13 @@ impl RoleHttpArgs {
         let server = crate::http::start(
             addr,
             crate::http::HttpConfig {
-                shm_path: shm,
-                live: None,
-                venues: Vec::new(),
-                ring: None,
-                engine: None,
-                persist: None,
-                nats: None,
                 max_persist_lag: nats_persist
                     .as_ref()
                     .map_or(Duration::from_secs(5), |(_, lag)| *lag),
                 mirror,
                 nats_persist: nats_persist.map(|(p, _)| p),
-                database_url: None,
                 api_key: self::api_key(api_key)?,
-                ingest_auth: None,
-                ticks: None,
-                sse_max_hz: 20.0,
-                writer_stall: crate::http::WRITER_STALL,
-                max_connections: 128,
-                webhook_max_symbols: 0,
-                header_timeout: Duration::from_secs(10),
+                ..crate::http::HttpConfig::reader(shm)
             },
         )?;
         eprintln!("{role}: HTTP on http://{}/", server.local_addr());

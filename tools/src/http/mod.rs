@@ -99,6 +99,35 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
 }
 
+impl HttpConfig {
+    /// A server of a process without an engine (`hermes serve`, the NATS roles): every
+    /// engine, feed and persister part `None`, health from the shm file's writer, no
+    /// webhook, the default limits.
+    pub fn reader(shm_path: Option<PathBuf>) -> HttpConfig {
+        HttpConfig {
+            shm_path,
+            live: None,
+            venues: Vec::new(),
+            ring: None,
+            engine: None,
+            persist: None,
+            nats: None,
+            mirror: None,
+            nats_persist: None,
+            database_url: None,
+            api_key: None,
+            ingest_auth: None,
+            ticks: None,
+            sse_max_hz: 20.0,
+            max_persist_lag: Duration::from_secs(5),
+            writer_stall: WRITER_STALL,
+            max_connections: 128,
+            webhook_max_symbols: 0,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// A running server; stops when dropped.
 pub struct HttpServer {
     stop: Arc<AtomicBool>,

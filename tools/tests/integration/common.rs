@@ -334,3 +334,28 @@ pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
     }
     m
 }
+
+/// The `http://ADDR/` a process logs in `log` after `prefix` (e.g. `mirror: HTTP on `),
+/// once it does (30 s at most).
+pub fn address_in_log(log: &Path, prefix: &str) -> String {
+    let mut url = String::new();
+    wait_for(
+        &format!("{prefix:?} in {}", log.display()),
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            match text.find(prefix) {
+                Some(i) => {
+                    url = text[i + prefix.len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    true
+                }
+                None => false,
+            }
+        },
+    );
+    url
+}

@@ -41,24 +41,9 @@ fn mirror(dir: &TempDir, urls: &str, shm: &std::path::Path, idle: &str, extra: &
 }
 
 impl Mirror {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// `http://ADDR/` of a mirror started with `--http`, once it says it.
     fn http(&self) -> String {
-        let mut url = String::new();
-        wait_for("the mirror's HTTP address", Duration::from_secs(30), || {
-            let err = self.stderr();
-            match err.find("mirror: HTTP on ") {
-                Some(i) => {
-                    url = err[i + 16..].split_whitespace().next().unwrap().to_string();
-                    true
-                }
-                None => false,
-            }
-        });
-        url
+        crate::common::address_in_log(&self.log, "mirror: HTTP on ")
     }
 }
 

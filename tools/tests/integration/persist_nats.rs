@@ -109,22 +109,7 @@ impl Persister {
 
     /// `http://ADDR/` of a persister started with `--http`, once it says it.
     fn http(&self) -> String {
-        let mut url = String::new();
-        wait_for(
-            "the persister's HTTP address",
-            Duration::from_secs(30),
-            || {
-                let err = self.stderr();
-                match err.find("persist: HTTP on ") {
-                    Some(i) => {
-                        url = err[i + 17..].split_whitespace().next().unwrap().to_string();
-                        true
-                    }
-                    None => false,
-                }
-            },
-        );
-        url
+        crate::common::address_in_log(&self.log, "persist: HTTP on ")
     }
 
     /// Fails the test, with its output, if it has ended.
