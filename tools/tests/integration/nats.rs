@@ -497,7 +497,19 @@ fn kill_9_of_the_lease_holder_hands_over_and_the_mirror_ends_exact() {
             .unwrap()
     };
     let p = Probe::connect(&urls).unwrap();
-    let m = mirror(&dir, &urls, &dir.path("mirror.shm"), "15", &[]);
+    let m = mirror(
+        &dir,
+        &urls,
+        &dir.path("mirror.shm"),
+        "15",
+        &["--http", "127.0.0.1:0"],
+    );
+    let base = m.http();
+    let epoch = || -> f64 {
+        get(&base, "metrics")
+            .map(|(_, t)| crate::common::parse_metrics(&t)["hermes_mirror_epoch"])
+            .unwrap_or(0.0)
+    };
     let mut a = host("a");
     // a holds the lease once its MD arrives; then the standby starts.
     wait_for("host a's MD", Duration::from_secs(60), || {
@@ -507,8 +519,22 @@ fn kill_9_of_the_lease_holder_hands_over_and_the_mirror_ends_exact() {
     wait_for("host b's RAW", Duration::from_secs(60), || {
         p.count("HERMES_RAW", "hermes.raw.b.>") >= 1
     });
+    let first = epoch();
+    assert!(first >= 1.0, "the mirror follows host a's epoch");
     a.kill().unwrap();
+    let killed = std::time::Instant::now();
     a.wait().unwrap();
+    // The handover is bounded: the lease's TTL (1 s) for it to expire, a third of it for
+    // the standby to try, its SNAPs; the mirror sees the new epoch well within 10 s.
+    wait_for(
+        "the mirror to follow host b's epoch",
+        Duration::from_secs(10),
+        || epoch() > first,
+    );
+    eprintln!(
+        "kill_9_of_the_lease_holder: the mirror followed the new epoch {:.2} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
     let out = b.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
