@@ -12,8 +12,13 @@
 //! When an ack fails (a timeout while the stream elects a leader, a lost connection),
 //! the publisher stops, drops the acks it was waiting for, and sends every unacknowledged
 //! message again, in order, with the same `Nats-Msg-Id`, one at a time until each is
-//! acknowledged: JetStream's dedupe absorbs the ones it had stored, and nothing lands out
-//! of order (a pipelined retry could put message k after k+1).
+//! acknowledged: JetStream's dedupe absorbs the ones it had stored. MD cannot land out of
+//! order either: when a stream's leader dies with messages k… in flight, messages sent
+//! after the election would otherwise be stored before k's resend; each MD message names
+//! the one sent before it (`Nats-Expected-Last-Msg-Id`), so the stream refuses them until
+//! k is in, and they are sent again after it. (A new epoch starts the chain afresh; a
+//! resend refused only because another publisher's message is last starts it again; MD
+//! of an epoch no longer held is dropped from the resend.)
 //!
 //! **RAW** follows the journal as one more registered reader: retention keeps a segment
 //! until RAW has been acknowledged through its end. Every message carries
@@ -262,13 +267,25 @@ struct Msg {
     subject: String,
     headers: HeaderMap,
     payload: Bytes,
+    /// `Nats-Expected-Last-Msg-Id`: the id of the MD message sent before this one (MD
+    /// only): the stream stores it only right after that one, so a message sent while an
+    /// earlier one was lost (a leader dying with messages in flight) is refused instead
+    /// of landing before it.
+    expect_last: Option<String>,
 }
 
 impl Msg {
     fn publish(&self) -> PublishMessage {
+        let mut headers = self.headers.clone();
+        if let Some(id) = &self.expect_last {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID,
+                id.as_str(),
+            );
+        }
         PublishMessage::build()
             .payload(self.payload.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
     }
 }
 
@@ -290,6 +307,8 @@ struct Pipe {
     max: usize,
     inflight: VecDeque<(AckFut, Msg, Meta, i64, Instant)>,
     stats: Arc<PublishStats>,
+    /// The epoch MD is published under now (0: none); a resend drops MD of another.
+    md_epoch: Rc<Cell<u64>>,
 }
 
 impl Pipe {
@@ -305,6 +324,7 @@ impl Pipe {
             max: max.max(1),
             inflight: VecDeque::new(),
             stats,
+            md_epoch: Rc::default(),
         }
     }
 
@@ -453,13 +473,21 @@ impl Pipe {
             "NATS: sending {} unacknowledged message(s) again, in order",
             msgs.len()
         );
-        for (m, meta, t) in msgs {
+        for (mut m, meta, t) in msgs {
             let mut wait = Duration::from_millis(50);
             let sent = Instant::now();
             loop {
                 // Relaxed: a stop request.
                 if self.stop.load(Ordering::Relaxed) {
                     return;
+                }
+                if let Meta::Md { epoch, .. } = meta {
+                    if epoch != self.md_epoch.get() {
+                        // The lease was lost meanwhile: mirrors follow the newer epoch
+                        // (and this one's SNAPs), not this.
+                        PublishStats::add(&self.stats.md_dropped, 1);
+                        break;
+                    }
                 }
                 PublishStats::add(&self.stats.retries, 1);
                 let r = match self.js.send_publish(m.subject.clone(), m.publish()).await {
@@ -470,6 +498,17 @@ impl Pipe {
                     Ok(ack) => {
                         self.acked(meta, t, sent, &ack, done);
                         break;
+                    }
+                    Err(e)
+                        if e.kind()
+                            == async_nats::jetstream::context::PublishErrorKind::WrongLastMessageId
+                            && m.expect_last.is_some() =>
+                    {
+                        // Resent one at a time, so everything before it is stored: the
+                        // last message is another publisher's (a host that lost the
+                        // lease, still flushing). Start the chain again from here.
+                        PublishStats::add(&self.stats.chain_restarts, 1);
+                        m.expect_last = None;
                     }
                     Err(e) => {
                         self.stats.error(format!("resending to {}: {e}", m.subject));
@@ -695,6 +734,8 @@ struct MdState<'a> {
     ready_snaps: Vec<u32>,
     /// Largest MD payload: the server's max_payload less room for headers.
     md_limit: usize,
+    /// The id of the last MD message sent under this epoch (the next one expects it).
+    md_chain: Option<String>,
 }
 
 impl MdState<'_> {
@@ -734,6 +775,7 @@ impl MdState<'_> {
             hd.insert(h::MD_STREAM_SEQ, s.to_string().as_str());
         }
         Some(Msg {
+            expect_last: None,
             subject: i.snap_subject.clone(),
             headers: hd,
             payload: Bytes::from(cp),
@@ -764,6 +806,7 @@ async fn md_loop(
         epoch: 0,
         ready_snaps: Vec::new(),
         md_limit: (js.client().server_info().max_payload.max(64 << 10) - (16 << 10)).max(32 << 10),
+        md_chain: None,
     };
     // Acks of MD messages name their stream sequence; a SNAP waiting for one goes next.
     let acks: RefCell<Vec<(u32, u64, u64, u64)>> = RefCell::new(Vec::new());
@@ -810,6 +853,7 @@ async fn md_loop(
         let held = if opts.md { lease.held() } else { 0 };
         if held != st.epoch {
             st.epoch = held;
+            pipe.md_epoch.set(held);
             if held != 0 {
                 take_over(&mut st, &mut pipe, &mut on_ack).await;
             }
@@ -875,6 +919,7 @@ async fn md_loop(
         let held = lease.held();
         if held != 0 && held != st.epoch {
             st.epoch = held;
+            pipe.md_epoch.set(held);
             take_over(&mut st, &mut pipe, &mut on_ack).await;
         }
     }
@@ -976,10 +1021,11 @@ async fn on_event(
     hermes_book::wire::begin_message(&mut body);
     body.extend_from_slice(&payload);
     hermes_book::wire::end_message(&mut body);
-    let m = Msg {
+    let mut m = Msg {
         subject: i.md_subject.clone(),
         headers: hd,
         payload: Bytes::from(body),
+        expect_last: None,
     };
     let recv = match ev {
         Event::Commit { recv_ts_ns, .. } | Event::Quote { recv_ts_ns, .. } => *recv_ts_ns,
@@ -994,6 +1040,7 @@ async fn on_event(
         i.since_snap = 0;
         i.snap_at = Instant::now();
     }
+    m.expect_last = st.md_chain.replace(id);
     pipe.send(
         m,
         Meta::Md {
@@ -1042,6 +1089,9 @@ async fn take_over(
     on_ack: &mut impl FnMut(Meta, &PublishAck),
 ) {
     let epoch = st.epoch;
+    // A new epoch's first MD message expects nothing before it (another host's, or this
+    // host's older epoch, may be last in the stream).
+    st.md_chain = None;
     let ids: Vec<u32> = (0..st.insts.len() as u32).collect();
     for e in ids {
         let Some(i) = st.insts[e as usize].as_mut() else {
@@ -1297,6 +1347,7 @@ async fn raw_loop(
                     hd.insert(h::PART, format!("{}/{parts}", k + 1).as_str());
                 }
                 let m = Msg {
+                    expect_last: None,
                     subject: subject.clone(),
                     headers: hd,
                     payload: Bytes::copy_from_slice(body),
@@ -1320,4 +1371,107 @@ async fn raw_loop(
     }
     pipe.flush(&mut on_ack).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{available_or_required, NatsCluster, Probe};
+    use std::sync::atomic::AtomicU64;
+
+    fn md(seq: u64, expect: Option<&str>) -> Msg {
+        let mut hd = HeaderMap::new();
+        hd.insert(h::MSG_ID, format!("1:binance:X:{seq}").as_str());
+        Msg {
+            subject: "hermes.md.binance.X".into(),
+            headers: hd,
+            payload: Bytes::from_static(b"x"),
+            expect_last: expect.map(str::to_string),
+        }
+    }
+
+    fn meta(seq: u64, epoch: u64) -> Meta {
+        Meta::Md {
+            inst: 0,
+            seq,
+            epoch,
+        }
+    }
+
+    /// Against a real server: an MD message whose predecessor is not last in the stream
+    /// is refused, and so is the one pipelined after it; the resend sends them in order,
+    /// starting the chain again when the message last in the stream is another
+    /// publisher's; MD of an epoch no longer held is dropped from a resend.
+    #[test]
+    fn md_is_stored_in_order_and_the_chain_restarts_after_a_foreign_message() {
+        if !available_or_required() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("hermes-nats-chain-{}", std::process::id()));
+        let cluster = NatsCluster::start(&dir, 1).unwrap();
+        let opts = NatsOptions::new(cluster.urls());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stats = Arc::new(PublishStats::default());
+        let acked = rt.block_on(async {
+            let js = crate::jetstream(crate::connect(&opts).await.unwrap(), &opts);
+            crate::ensure_streams(&js, &opts).await.unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut pipe = Pipe::new(js.clone(), 16, stats.clone(), stop);
+            pipe.md_epoch.set(1);
+            let mut acked = Vec::new();
+            let mut done = |m: Meta, _: &PublishAck| {
+                if let Meta::Md { seq, .. } = m {
+                    acked.push(seq);
+                }
+            };
+            pipe.send(md(1, None), meta(1, 1), 0, &mut done).await;
+            pipe.flush(&mut done).await;
+            // Another publisher's message is last now.
+            js.publish("hermes.md.binance.Y", Bytes::from_static(b"y"))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            pipe.send(md(2, Some("1:binance:X:1")), meta(2, 1), 0, &mut done)
+                .await;
+            pipe.send(md(3, Some("1:binance:X:2")), meta(3, 1), 0, &mut done)
+                .await;
+            pipe.flush(&mut done).await;
+            // The lease moved on: a refused message of epoch 1 is not sent again.
+            pipe.md_epoch.set(2);
+            pipe.send(md(4, Some("1:binance:X:9")), meta(4, 1), 0, &mut done)
+                .await;
+            pipe.flush(&mut done).await;
+            acked
+        });
+        assert_eq!(acked, [1, 2, 3]);
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(l(&stats.chain_restarts), 1);
+        assert_eq!(l(&stats.md_dropped), 1);
+        let p = Probe::connect(&cluster.urls()).unwrap();
+        let order: Vec<String> = p
+            .messages("HERMES_MD", "hermes.md.>")
+            .unwrap()
+            .into_iter()
+            .map(|(_, subject, hd, _)| {
+                hd.into_iter()
+                    .find(|(k, _)| k == h::MSG_ID)
+                    .map_or(subject, |(_, v)| v)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "1:binance:X:1",
+                "hermes.md.binance.Y",
+                "1:binance:X:2",
+                "1:binance:X:3"
+            ]
+        );
+        drop(cluster);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -83,6 +83,11 @@ pub struct PublishStats {
     pub retries: AtomicU64,
     /// Publish errors seen.
     pub errors: AtomicU64,
+    /// MD messages of an epoch no longer held, dropped from a resend.
+    pub md_dropped: AtomicU64,
+    /// MD resends refused because another publisher's message was last in the stream,
+    /// sent again starting a new chain.
+    pub chain_restarts: AtomicU64,
     /// Events the book thread could not hand over (the ring was full); the instruments
     /// were then re-sent whole.
     pub ring_dropped: AtomicU64,
@@ -110,6 +115,8 @@ impl Default for PublishStats {
             inflight: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            md_dropped: AtomicU64::new(0),
+            chain_restarts: AtomicU64::new(0),
             ring_dropped: AtomicU64::new(0),
             last_error: Mutex::new(None),
             ack_ns: hist(),
@@ -188,6 +195,8 @@ impl PublishStats {
             ("lease_acquired", &self.lease_acquired),
             ("lease_lost", &self.lease_lost),
             ("ring_dropped", &self.ring_dropped),
+            ("md_dropped", &self.md_dropped),
+            ("chain_restarts", &self.chain_restarts),
         ] {
             sample(out, "counter", &format!("hermes_nats_{name}_total"), l(a));
         }
