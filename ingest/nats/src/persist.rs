@@ -41,7 +41,7 @@
 //! consumer that stops delivering while the stream holds more is created again from the
 //! next sequence.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -86,6 +86,10 @@ pub struct Options {
     pub retry_max: Duration,
     /// Bytes of messages read and not yet handled by the database thread, at most.
     pub queue_bytes: usize,
+    /// How long a frame that came before an earlier frame of its segment waits for it
+    /// (a publisher resends what a dying stream leader lost after newer frames went in)
+    /// before its books go on without the missing ones.
+    pub reorder_wait: Duration,
 }
 
 impl Options {
@@ -104,6 +108,7 @@ impl Options {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             queue_bytes: 64 << 20,
+            reorder_wait: Duration::from_secs(10),
         }
     }
 }
@@ -507,6 +512,15 @@ fn parse_meta(head: &str, subject: &str, hd: Option<&HeaderMap>) -> Result<Meta,
     })
 }
 
+/// A whole frame that came before an earlier frame of its segment, waiting for it.
+struct Held {
+    meta: Meta,
+    data: Vec<u8>,
+    first_seq: u64,
+    last_seq: u64,
+    since: Instant,
+}
+
 /// A frame whose parts are arriving.
 struct Partial {
     meta: Meta,
@@ -561,6 +575,8 @@ struct Sink<'a> {
     /// Per host, the segment its frames last came from (the only one keeping a market).
     current: HashMap<String, String>,
     partials: HashMap<String, Partial>,
+    /// Frames waiting for earlier ones of their segment, by (segment, frame number).
+    held: BTreeMap<(String, u64), Held>,
     batch: Batch,
     batch_since: Option<Instant>,
     last_msg: Instant,
@@ -593,6 +609,7 @@ impl<'a> Sink<'a> {
             segs: HashMap::new(),
             current: HashMap::new(),
             partials: HashMap::new(),
+            held: BTreeMap::new(),
             batch: Batch::default(),
             batch_since: None,
             last_msg: started,
@@ -864,6 +881,9 @@ impl<'a> Sink<'a> {
         for p in self.partials.values() {
             c = c.min(p.first_seq.saturating_sub(1));
         }
+        for h in self.held.values() {
+            c = c.min(h.first_seq.saturating_sub(1));
+        }
         c.max(self.committed)
     }
 
@@ -930,6 +950,11 @@ impl<'a> Sink<'a> {
                 return Ok(());
             }
             if self.idle() {
+                // Nothing more is coming: frames still waiting for earlier ones go in
+                // without them.
+                if !self.held.is_empty() {
+                    self.release_held(true).map_err(Stop::Fatal)?;
+                }
                 let last = get(&self.stats.stream_last_seq);
                 if last > self.processed {
                     tracing::error!(
@@ -940,6 +965,9 @@ impl<'a> Sink<'a> {
                     );
                 }
                 return Ok(());
+            }
+            if !self.held.is_empty() {
+                self.release_held(false).map_err(Stop::Fatal)?;
             }
             if self.due() {
                 self.commit().map_err(Stop::Fatal)?;
@@ -1196,7 +1224,8 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    /// A whole frame, in messages `first_seq..=last_seq`.
+    /// A whole frame, in messages `first_seq..=last_seq`; then the frames that waited
+    /// for it.
     fn frame(
         &mut self,
         meta: &Meta,
@@ -1204,6 +1233,69 @@ impl<'a> Sink<'a> {
         first_seq: u64,
         last_seq: u64,
         warm: bool,
+    ) -> anyhow::Result<()> {
+        self.frame_at(meta, data, first_seq, last_seq, warm, true)?;
+        if !warm {
+            self.drain_held(&meta.key())?;
+        }
+        Ok(())
+    }
+
+    /// Projects the held frames of segment `key` that are next in line (and drops those
+    /// projected meanwhile), in order.
+    fn drain_held(&mut self, key: &str) -> anyhow::Result<()> {
+        loop {
+            let Some(next) = self.segs.get(key).map(|s| s.next.max(s.committed_next)) else {
+                return Ok(());
+            };
+            let first = self
+                .held
+                .range((key.to_string(), 0)..=(key.to_string(), next))
+                .next()
+                .map(|(k, _)| k.clone());
+            let Some(k) = first else {
+                return Ok(());
+            };
+            let h = self.held.remove(&k).expect("present");
+            self.frame_at(&h.meta, &h.data, h.first_seq, h.last_seq, false, true)?;
+        }
+    }
+
+    /// Frames that waited longer than `reorder_wait` (every one, with `all`) go in
+    /// without the earlier frames they waited for, segment by segment, in order.
+    fn release_held(&mut self, all: bool) -> anyhow::Result<()> {
+        let wait = self.opts.reorder_wait;
+        let due: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| all || h.since.elapsed() >= wait)
+            .map(|((key, _), _)| key.clone())
+            .collect();
+        for key in due {
+            while let Some(k) = self
+                .held
+                .range((key.clone(), 0)..=(key.clone(), u64::MAX))
+                .next()
+                .map(|(k, _)| k.clone())
+            {
+                let h = self.held.remove(&k).expect("present");
+                self.frame_at(&h.meta, &h.data, h.first_seq, h.last_seq, false, false)?;
+                self.drain_held(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole frame; with `hold`, a frame past a gap in its segment waits (in `held`)
+    /// for the missing ones instead of going in.
+    fn frame_at(
+        &mut self,
+        meta: &Meta,
+        data: &[u8],
+        first_seq: u64,
+        last_seq: u64,
+        warm: bool,
+        hold: bool,
     ) -> anyhow::Result<()> {
         let key = meta.key();
         if warm {
@@ -1270,10 +1362,24 @@ impl<'a> Sink<'a> {
                 add(&self.stats.seen_again, 1);
                 return Ok(());
             }
+            if meta.frame_no > expected && expected > 0 && hold {
+                // An earlier frame may still come (a publisher's resend after a stream
+                // leader died): wait for it, up to `reorder_wait`.
+                self.held
+                    .entry((key.clone(), meta.frame_no))
+                    .or_insert_with(|| Held {
+                        meta: meta.clone(),
+                        data: data.to_vec(),
+                        first_seq,
+                        last_seq,
+                        since: Instant::now(),
+                    });
+                return Ok(());
+            }
             if meta.frame_no > expected && expected > 0 {
                 tracing::error!(
                     journal = %key,
-                    "persist: {key}: frames {expected}..{} did not come (deleted or expired from the stream?); they are NOT in the database",
+                    "persist: {key}: frames {expected}..{} did not come (deleted or expired from the stream?); they are NOT in the database (should they come later, only their raw_events rows are written: the books went on without them)",
                     meta.frame_no - 1
                 );
             }
@@ -2043,6 +2149,56 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `stream()` with host a's frames 3 and 4 (each once) moved: just after its frame 2
+    /// (in order), or (`late`) after everything: a stream leader died with them in
+    /// flight, frames 5 and 6 went in first, the publisher's resend brought 3 and 4.
+    fn moved(late: bool) -> Vec<Sent> {
+        let frame = |m: &Sent| -> u64 {
+            m.headers
+                .get(h::FRAME)
+                .map_or(0, |v| v.as_str().parse().unwrap())
+        };
+        let is_a = |m: &Sent| m.subject == "hermes.raw.a.coinbase";
+        let (mut three_four, mut rest): (Vec<Sent>, Vec<Sent>) = stream()
+            .into_iter()
+            .partition(|m| is_a(m) && matches!(frame(m), 3 | 4));
+        three_four.truncate(2);
+        let at = if late {
+            rest.len()
+        } else {
+            1 + rest.iter().position(|m| is_a(m) && frame(m) == 2).unwrap()
+        };
+        rest.splice(at..at, three_four);
+        for (k, m) in rest.iter_mut().enumerate() {
+            m.seq = k as u64 + 1;
+        }
+        rest
+    }
+
+    /// Frames of a segment stored out of order wait for the earlier ones: every table
+    /// (books sampled by time included) ends as the in-order stream's, also when killed
+    /// at any point meanwhile.
+    #[test]
+    fn frames_stored_out_of_order_go_in_in_order() {
+        if !hermes_persist::local_pg::available_or_required() {
+            return;
+        }
+        let pg = hermes_persist::local_pg::shared().unwrap();
+        let want_url = pg.fresh_database("sink_in_order").unwrap();
+        run_sink(&want_url, 1000, &moved(false), None);
+        let want = tables(&want_url);
+        let late = moved(true);
+        let url = pg.fresh_database("sink_late").unwrap();
+        run_sink(&url, 1000, &late, None);
+        assert_eq!(tables(&url), want);
+        for kill in 1..late.len() {
+            let url = pg.fresh_database("sink_late_kill").unwrap();
+            run_sink(&url, 1, &late, Some(kill));
+            run_sink(&url, 1, &late, None);
+            assert_eq!(tables(&url), want, "killed after {kill}");
+        }
     }
 
     fn raw(m: &Sent, warm: bool) -> In {

@@ -38,6 +38,11 @@ pub struct PersistArgs {
     /// --shm-slots).
     #[arg(long, default_value_t = 256)]
     pub shm_slots: u32,
+    /// How long a frame that came before an earlier frame of its segment (RAW stored out
+    /// of order when a stream leader died mid-publish) waits for it before the books go
+    /// on without it, ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub reorder_wait_ms: u64,
     /// A `stats:` line on stderr every this many seconds (0: none).
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub stats_every: f64,
@@ -63,6 +68,7 @@ impl PersistArgs {
         let mut o = hermes_nats::persist::Options::new(nats, self.database_url.clone());
         (o.batch_rows, o.batch_age, o.drain_timeout) = self.rows.batching()?;
         o.until_idle = secs(self.until_idle, "until-idle")?;
+        o.reorder_wait = std::time::Duration::from_millis(self.reorder_wait_ms);
         o.duration = secs(self.duration, "duration")?;
         o.projection.decoder = self.scale.decoder(self.shm_slots as usize);
         o.projection.kernels = self.kernels.config();
