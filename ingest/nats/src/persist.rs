@@ -2186,13 +2186,9 @@ mod tests {
             return;
         }
         let pg = hermes_persist::local_pg::shared().unwrap();
-        let want_url = pg.fresh_database("sink_in_order").unwrap();
-        run_sink(&want_url, 1000, &moved(false), None);
-        let want = tables(&want_url);
+        let want = one_run("sink_in_order", &moved(false));
         let late = moved(true);
-        let url = pg.fresh_database("sink_late").unwrap();
-        run_sink(&url, 1000, &late, None);
-        assert_eq!(tables(&url), want);
+        assert_eq!(one_run("sink_late", &late), want);
         for kill in 1..late.len() {
             let url = pg.fresh_database("sink_late_kill").unwrap();
             run_sink(&url, 1, &late, Some(kill));
@@ -2251,6 +2247,16 @@ mod tests {
         );
     }
 
+    /// The tables of one uninterrupted run over `msgs` into a fresh database.
+    fn one_run(prefix: &str, msgs: &[Sent]) -> Vec<(String, i64, String)> {
+        let url = hermes_persist::local_pg::shared()
+            .unwrap()
+            .fresh_database(prefix)
+            .unwrap();
+        run_sink(&url, 1000, msgs, None);
+        tables(&url)
+    }
+
     fn tables(url: &str) -> Vec<(String, i64, String)> {
         let mut c = BatchWriter::connect(url, "test").unwrap();
         let mut out = Vec::new();
@@ -2286,9 +2292,7 @@ mod tests {
         }
         let pg = hermes_persist::local_pg::shared().unwrap();
         let msgs = stream();
-        let want_url = pg.fresh_database("sink_once").unwrap();
-        run_sink(&want_url, 1000, &msgs, None);
-        let want = tables(&want_url);
+        let want = one_run("sink_once", &msgs);
         assert_eq!(want[0].1, 1 + 6 + 9, "raw_events: {want:?}");
         assert!(want.iter().take(4).all(|t| t.1 > 0), "{want:?}");
         let all = hermes_persist::TABLES.join(", ");
