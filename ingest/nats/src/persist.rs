@@ -41,7 +41,7 @@
 //! consumer that stops delivering while the stream holds more is created again from the
 //! next sequence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{btree_map, BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -145,6 +145,10 @@ pub struct SinkStats {
     pub consumers: AtomicU64,
     /// Connected to a NATS server (kept by the client's connection events).
     pub nats_connected: Arc<AtomicBool>,
+    /// Frames waiting now for an earlier frame of their segment (stored out of order).
+    pub held: AtomicU64,
+    /// Frames that waited for an earlier one, in all.
+    pub reordered: AtomicU64,
 }
 
 // Relaxed, all four: statistics and health flags that one thread writes and others
@@ -236,6 +240,7 @@ impl SinkStats {
             ("incomplete_total", &self.incomplete),
             ("malformed_total", &self.malformed),
             ("consumers_total", &self.consumers),
+            ("reordered_total", &self.reordered),
         ] {
             put("counter", name, get(c).to_string());
         }
@@ -251,6 +256,7 @@ impl SinkStats {
         );
         put("gauge", "lag_messages", self.lag_messages().to_string());
         put("gauge", "lag_seconds", self.lag_seconds().to_string());
+        put("gauge", "held_frames", get(&self.held).to_string());
     }
 
     /// One line: frames, rows per table, batches, lag, losses.
@@ -259,7 +265,7 @@ impl SinkStats {
         let (p50, p99, _, _) = db.batch_latency_percentiles();
         let lost = get(&self.lost);
         format!(
-            "{} frames ({} messages; {} seen again, {} re-read to rebuild books), rows: raw_events {}, trades {}, book_snapshots {}, top_of_book {}, funding {}, liquidations {} ({} already present); {} batches, batch write p50 {} µs, p99 {} µs; committed through #{}, lag {} messages, {:.1} s; {}{} incomplete frames, {} malformed, {} consumers, {} retries",
+            "{} frames ({} messages; {} seen again, {} re-read to rebuild books), rows: raw_events {}, trades {}, book_snapshots {}, top_of_book {}, funding {}, liquidations {} ({} already present); {} batches, batch write p50 {} µs, p99 {} µs; committed through #{}, lag {} messages, {:.1} s; {}{} incomplete frames, {} reordered, {} malformed, {} consumers, {} retries",
             get(&self.frames),
             get(&self.messages),
             get(&self.seen_again),
@@ -283,6 +289,7 @@ impl SinkStats {
                 "0 lost, ".into()
             },
             get(&self.incomplete),
+            get(&self.reordered),
             get(&self.malformed),
             get(&self.consumers),
             get(&db.retries),
@@ -1237,6 +1244,7 @@ impl<'a> Sink<'a> {
         self.frame_at(meta, data, first_seq, last_seq, warm, true)?;
         if !warm {
             self.drain_held(&meta.key())?;
+            set(&self.stats.held, self.held.len() as u64);
         }
         Ok(())
     }
@@ -1283,6 +1291,7 @@ impl<'a> Sink<'a> {
                 self.drain_held(&key)?;
             }
         }
+        set(&self.stats.held, self.held.len() as u64);
         Ok(())
     }
 
@@ -1365,15 +1374,16 @@ impl<'a> Sink<'a> {
             if meta.frame_no > expected && expected > 0 && hold {
                 // An earlier frame may still come (a publisher's resend after a stream
                 // leader died): wait for it, up to `reorder_wait`.
-                self.held
-                    .entry((key.clone(), meta.frame_no))
-                    .or_insert_with(|| Held {
+                if let btree_map::Entry::Vacant(v) = self.held.entry((key.clone(), meta.frame_no)) {
+                    add(&self.stats.reordered, 1);
+                    v.insert(Held {
                         meta: meta.clone(),
                         data: data.to_vec(),
                         first_seq,
                         last_seq,
                         since: Instant::now(),
                     });
+                }
                 return Ok(());
             }
             if meta.frame_no > expected && expected > 0 {
@@ -2188,7 +2198,10 @@ mod tests {
         let pg = hermes_persist::local_pg::shared().unwrap();
         let want = one_run("sink_in_order", &moved(false));
         let late = moved(true);
-        assert_eq!(one_run("sink_late", &late), want);
+        let url = pg.fresh_database("sink_late").unwrap();
+        // Frames 5 and 6 waited for 3 and 4; none waits at the end.
+        assert_eq!(run_sink(&url, 1000, &late, None), (2, 0));
+        assert_eq!(tables(&url), want);
         for kill in 1..late.len() {
             let url = pg.fresh_database("sink_late_kill").unwrap();
             run_sink(&url, 1, &late, Some(kill));
@@ -2211,7 +2224,8 @@ mod tests {
     /// One persister run over `msgs` as the reader would hand them over (the re-reading
     /// the plan asks for, then everything from its start), stopping after `upto` main
     /// messages without committing the rest (a kill -9), or committing at the end.
-    fn run_sink(url: &str, batch_rows: usize, msgs: &[Sent], upto: Option<usize>) {
+    /// Its (frames that waited for an earlier one, frames still waiting at the end).
+    fn run_sink(url: &str, batch_rows: usize, msgs: &[Sent], upto: Option<usize>) -> (u64, u64) {
         let mut opts = Options::new(NatsOptions::new("nats://127.0.0.1:1"), url);
         opts.batch_rows = batch_rows;
         opts.batch_age = Duration::from_secs(3600);
@@ -2231,7 +2245,8 @@ mod tests {
         let main = msgs.iter().filter(|m| m.seq >= plan.start);
         for (k, m) in main.enumerate() {
             if upto.is_some_and(|u| k >= u) {
-                return; // killed: nothing more is committed
+                // killed: nothing more is committed
+                return (get(&stats.reordered), get(&stats.held));
             }
             sink.take(raw(m, false)).ok().unwrap();
             if sink.due() {
@@ -2245,6 +2260,7 @@ mod tests {
             get(&stats.lost) + get(&stats.incomplete) + get(&stats.malformed),
             0
         );
+        (get(&stats.reordered), get(&stats.held))
     }
 
     /// The tables of one uninterrupted run over `msgs` into a fresh database.
