@@ -221,10 +221,8 @@ impl SinkStats {
     /// Prometheus text lines of the stream side (the rows and batches are the
     /// `hermes_persist_*` metrics of [`SinkStats::db`]).
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let mut put = |kind: &str, name: &str, v: String| {
-            let _ = writeln!(out, "# TYPE hermes_nats_persist_{name} {kind}");
-            let _ = writeln!(out, "hermes_nats_persist_{name} {v}");
+            crate::stats::sample(out, kind, &format!("hermes_nats_persist_{name}"), v)
         };
         put(
             "gauge",
@@ -1252,41 +1250,34 @@ impl<'a> Sink<'a> {
     /// Projects the held frames of segment `key` that are next in line (and drops those
     /// projected meanwhile), in order.
     fn drain_held(&mut self, key: &str) -> anyhow::Result<()> {
-        loop {
-            let Some(next) = self.segs.get(key).map(|s| s.next.max(s.committed_next)) else {
-                return Ok(());
+        while let Some(next) = self.segs.get(key).map(|s| s.next.max(s.committed_next)) {
+            let Some(h) = self.take_held(key, next) else {
+                break;
             };
-            let first = self
-                .held
-                .range((key.to_string(), 0)..=(key.to_string(), next))
-                .next()
-                .map(|(k, _)| k.clone());
-            let Some(k) = first else {
-                return Ok(());
-            };
-            let h = self.held.remove(&k).expect("present");
             self.frame_at(&h.meta, &h.data, h.first_seq, h.last_seq, false, true)?;
         }
+        Ok(())
+    }
+
+    /// Takes segment `key`'s held frame of the lowest number, if that is at most `upto`.
+    fn take_held(&mut self, key: &str, upto: u64) -> Option<Held> {
+        let range = (key.to_string(), 0)..=(key.to_string(), upto);
+        let k = self.held.range(range).next()?.0.clone();
+        self.held.remove(&k)
     }
 
     /// Frames that waited longer than `reorder_wait` (every one, with `all`) go in
     /// without the earlier frames they waited for, segment by segment, in order.
     fn release_held(&mut self, all: bool) -> anyhow::Result<()> {
         let wait = self.opts.reorder_wait;
-        let due: Vec<String> = self
+        let due: std::collections::BTreeSet<String> = self
             .held
             .iter()
             .filter(|(_, h)| all || h.since.elapsed() >= wait)
             .map(|((key, _), _)| key.clone())
             .collect();
         for key in due {
-            while let Some(k) = self
-                .held
-                .range((key.clone(), 0)..=(key.clone(), u64::MAX))
-                .next()
-                .map(|(k, _)| k.clone())
-            {
-                let h = self.held.remove(&k).expect("present");
+            while let Some(h) = self.take_held(&key, u64::MAX) {
                 self.frame_at(&h.meta, &h.data, h.first_seq, h.last_seq, false, false)?;
                 self.drain_held(&key)?;
             }

@@ -308,7 +308,7 @@ struct Pipe {
     inflight: VecDeque<(AckFut, Msg, Meta, i64, Instant)>,
     stats: Arc<PublishStats>,
     /// The epoch MD is published under now (0: none); a resend drops MD of another.
-    md_epoch: Rc<Cell<u64>>,
+    md_epoch: u64,
 }
 
 impl Pipe {
@@ -324,7 +324,7 @@ impl Pipe {
             max: max.max(1),
             inflight: VecDeque::new(),
             stats,
-            md_epoch: Rc::default(),
+            md_epoch: 0,
         }
     }
 
@@ -482,7 +482,7 @@ impl Pipe {
                     return;
                 }
                 if let Meta::Md { epoch, .. } = meta {
-                    if epoch != self.md_epoch.get() {
+                    if epoch != self.md_epoch {
                         // The lease was lost meanwhile: mirrors follow the newer epoch
                         // (and this one's SNAPs), not this.
                         PublishStats::add(&self.stats.md_dropped, 1);
@@ -853,7 +853,7 @@ async fn md_loop(
         let held = if opts.md { lease.held() } else { 0 };
         if held != st.epoch {
             st.epoch = held;
-            pipe.md_epoch.set(held);
+            pipe.md_epoch = held;
             if held != 0 {
                 take_over(&mut st, &mut pipe, &mut on_ack).await;
             }
@@ -919,7 +919,7 @@ async fn md_loop(
         let held = lease.held();
         if held != 0 && held != st.epoch {
             st.epoch = held;
-            pipe.md_epoch.set(held);
+            pipe.md_epoch = held;
             take_over(&mut st, &mut pipe, &mut on_ack).await;
         }
     }
@@ -1420,7 +1420,7 @@ mod tests {
             crate::ensure_streams(&js, &opts).await.unwrap();
             let stop = Arc::new(AtomicBool::new(false));
             let mut pipe = Pipe::new(js.clone(), 16, stats.clone(), stop);
-            pipe.md_epoch.set(1);
+            pipe.md_epoch = 1;
             let mut acked = Vec::new();
             let mut done = |m: Meta, _: &PublishAck| {
                 if let Meta::Md { seq, .. } = m {
@@ -1441,7 +1441,7 @@ mod tests {
                 .await;
             pipe.flush(&mut done).await;
             // The lease moved on: a refused message of epoch 1 is not sent again.
-            pipe.md_epoch.set(2);
+            pipe.md_epoch = 2;
             pipe.send(md(4, Some("1:binance:X:9")), meta(4, 1), 0, &mut done)
                 .await;
             pipe.flush(&mut done).await;

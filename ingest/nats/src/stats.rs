@@ -35,7 +35,7 @@ fn add(a: &AtomicU64, n: u64) {
 }
 
 /// Prometheus lines of a gauge or counter: `# TYPE` then the sample.
-fn sample(out: &mut String, kind: &str, name: &str, v: impl std::fmt::Display) {
+pub(crate) fn sample(out: &mut String, kind: &str, name: &str, v: impl std::fmt::Display) {
     let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
 }
 
