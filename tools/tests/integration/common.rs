@@ -359,3 +359,12 @@ pub fn address_in_log(log: &Path, prefix: &str) -> String {
     );
     url
 }
+
+/// A fresh database in the test process's PostgreSQL cluster (the caller has checked
+/// `local_pg::available_or_required`).
+pub fn fresh_db(prefix: &str) -> String {
+    hermes_persist::local_pg::shared()
+        .expect("the test cluster")
+        .fresh_database(prefix)
+        .unwrap()
+}

@@ -13,21 +13,12 @@ use std::time::{Duration, Instant};
 use hermes_persist::local_pg;
 use postgres::{Client, NoTls};
 
-use crate::common::{self, run_ok, TempDir};
+use crate::common::{self, fresh_db, run_ok, TempDir};
 
 fn hermes() -> Command {
     let mut c = common::hermes();
     c.env("RUST_LOG", "warn");
     c
-}
-
-/// A fresh database in the test process's cluster (the caller has checked
-/// `local_pg::available_or_required`).
-fn db(prefix: &str) -> String {
-    local_pg::shared()
-        .expect("the test cluster")
-        .fresh_database(prefix)
-        .unwrap()
 }
 
 fn fingerprint(url: &str) -> Vec<(String, i64, String)> {
@@ -140,7 +131,7 @@ fn kill_9_mid_replay_then_rerun_loses_and_duplicates_nothing() {
     let records = with_futures(&spot, &cap);
     assert_eq!(records, 60_000 + 600 + 85);
     // The reference: one uninterrupted run.
-    let reference_url = db("kill_ref");
+    let reference_url = fresh_db("kill_ref");
     let out = run_ok(&mut replay_cmd(&cap, &reference_url, &dir, "jref"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("persisted ("), "{stderr}");
@@ -160,7 +151,7 @@ fn kill_9_mid_replay_then_rerun_loses_and_duplicates_nothing() {
     assert!(want.iter().all(|(_, n, _)| *n > 0), "{want:?}");
 
     // Killed with SIGKILL once the database shows rows, then run again.
-    let url = db("kill");
+    let url = fresh_db("kill");
     let mut child = replay_cmd(&cap, &url, &dir, "j")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -279,7 +270,7 @@ fn usdm_mark_prices_and_liquidations_are_rows_once() {
     }
     let cap = dir.path("usdm.jsonl");
     std::fs::write(&cap, text).unwrap();
-    let url = db("usdm");
+    let url = fresh_db("usdm");
     let replay = |journal: &str| {
         let mut c = replay_cmd(&cap, &url, &dir, journal);
         c.args(["--venue", "binance-usdm", "--symbol", "BTCUSDT"]);
@@ -431,7 +422,7 @@ fn sigint_flushes_everything_journaled() {
             .args(["generate", "--frames", "60000", "--out"])
             .arg(&cap),
     );
-    let url = db("sigint");
+    let url = fresh_db("sigint");
     let child = replay_cmd(&cap, &url, &dir, "j")
         .args(["--speed", "realtime"])
         .stdout(Stdio::null())
@@ -482,7 +473,7 @@ fn db_migrate_is_idempotent() {
     if !local_pg::available_or_required() {
         return;
     }
-    let url = db("cli_migrate");
+    let url = fresh_db("cli_migrate");
     let out = run_ok(hermes().args(["db", "migrate", "--database-url", &url]));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -601,7 +592,7 @@ fn a_full_journal_disk_ends_the_replay_non_zero_with_the_count() {
             .args(["generate", "--frames", "20000", "--out"])
             .arg(&cap),
     );
-    let url = db("diskfull_cli");
+    let url = fresh_db("diskfull_cli");
     let journal = fs.0.join("journal");
     let out = hermes()
         .arg("replay")
@@ -650,7 +641,7 @@ fn a_missing_database_is_refused_at_once() {
             .args(["generate", "--frames", "100", "--out"])
             .arg(&cap),
     );
-    let url = db("nodb_exists");
+    let url = fresh_db("nodb_exists");
     let missing: Vec<&str> = url
         .split(' ')
         .map(|kv| {

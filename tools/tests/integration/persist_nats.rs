@@ -16,21 +16,13 @@ use hermes_persist::local_pg;
 use postgres::{Client, NoTls};
 
 use crate::common::{
-    self, generate, http_get, parse_metrics, run_ok, table_digests, wait_for, TempDir,
+    self, fresh_db, generate, http_get, parse_metrics, run_ok, table_digests, wait_for, TempDir,
 };
 
 fn hermes() -> Command {
     let mut c = common::hermes();
     c.env("RUST_LOG", "info,tokio_postgres=warn,postgres=warn");
     c
-}
-
-/// A fresh database in the test process's cluster.
-fn db(prefix: &str) -> String {
-    local_pg::shared()
-        .expect("the test cluster")
-        .fresh_database(prefix)
-        .unwrap()
 }
 
 fn count(url: &str, sql: &str) -> i64 {
@@ -71,7 +63,7 @@ fn publish(dir: &TempDir, cap: &Path, urls: &str) -> String {
 
 /// The reference: the same capture through the local persister (`replay --database-url`).
 fn reference(dir: &TempDir, cap: &Path, name: &str) -> String {
-    let url = db(name);
+    let url = fresh_db(name);
     run_ok(
         hermes()
             .arg("replay")
@@ -206,7 +198,7 @@ fn kill_9_of_the_persister_and_of_a_nats_node_loses_and_duplicates_nothing() {
     assert_eq!(stored as i64, frames, "{err}");
     let want = reference(&dir, &cap, "pn_ref");
 
-    let url = db("pn_kill");
+    let url = fresh_db("pn_kill");
     // The tables exist before the first poll (the persister would make them too).
     hermes_persist::migrate(&url).unwrap();
     let raw = |u: &str| count(u, "SELECT count(*) FROM raw_events");
@@ -375,7 +367,7 @@ fn a_frame_larger_than_max_payload_is_one_row_with_its_exact_bytes() {
     assert_eq!(parts, ["1/3", "2/3", "3/3"], "{err}");
     assert_eq!(msgs.len(), 3 + 5);
 
-    let url = db("pn_big");
+    let url = fresh_db("pn_big");
     hermes_persist::migrate(&url).unwrap();
     // No --until-idle: SIGINT stops it, cleanly, once everything is committed.
     let mut p = Persister::start(&dir, 1, &urls, &url, &[]);
@@ -566,7 +558,7 @@ fn messages_gone_from_the_stream_are_named_and_counted_lost() {
     for seq in [1000, 1001, 2500, 3000] {
         probe.delete("HERMES_RAW", seq).unwrap();
     }
-    let url = db("pn_lost");
+    let url = fresh_db("pn_lost");
     let p = Persister::start(&dir, 1, &urls, &url, &["--until-idle", "2"]);
     // It ends by itself, in error: rows are missing.
     let e = p.finish_failed(Duration::from_secs(60));
